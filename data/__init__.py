@@ -1,0 +1,22 @@
+"""Datasets for genretune: feature dirs, the synthetic source, fixed splits and genre filtering.
+
+This package imports neither `model`, `search`, `results`, ray nor optuna.
+"""
+
+from data.dataset import SPLIT_NAMES, TEST, TRAIN, VAL, Dataset
+from data.errors import InputError
+from data.filtering import GenreFilter, filter_genres
+from data.sources import DataConfig, load_dataset
+
+__all__ = [
+    "SPLIT_NAMES",
+    "TEST",
+    "TRAIN",
+    "VAL",
+    "DataConfig",
+    "Dataset",
+    "GenreFilter",
+    "InputError",
+    "filter_genres",
+    "load_dataset",
+]

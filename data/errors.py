@@ -1,0 +1,9 @@
+"""The one exception type for problems the user can fix (bad files, flags or configs).
+
+Every command catches it and prints its message as a single line with exit code 2, so the
+message must name the file or flag and say what is wrong.
+"""
+
+
+class InputError(ValueError):
+    """Bad user input; the message names the offending file or flag."""

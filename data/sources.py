@@ -1,0 +1,104 @@
+"""Turn a DataConfig into a Dataset: the synthetic source or a feature dir on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from data.dataset import Dataset
+from data.errors import InputError
+from data.feature_dir import LABELS_FILE, check_split, load_feature_dir
+from data.splits import stratified_split
+from data.synthetic import SyntheticSpec, ensure_synthetic_dir
+
+SYNTHETIC = "synthetic"
+
+
+def cache_root() -> Path:
+    """Where generated datasets and computed splits are cached (GENRETUNE_CACHE_DIR overrides)."""
+    configured = os.environ.get("GENRETUNE_CACHE_DIR")
+    return Path(configured) if configured else Path.home() / ".cache" / "genretune"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data a run uses. `source` is "synthetic" or the path of a feature dir."""
+
+    source: str = SYNTHETIC
+    synthetic_scale: float = 0.1
+    data_seed: int = 0
+    n_mels: int = 32
+    frames: int = 64
+    labels_file: str = LABELS_FILE
+    num_genres: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.source == SYNTHETIC:
+            if not 0 < self.synthetic_scale <= 10:
+                raise InputError("--synthetic-scale must be in (0, 10]")
+            if self.n_mels < 16 or self.frames < 16:
+                raise InputError("--n-mels and --frames must be at least 16")
+        if self.num_genres is not None and self.num_genres < 1:
+            raise InputError("--num-genres must be >= 1")
+        if Path(self.labels_file).name != self.labels_file:
+            raise InputError(f"--labels-file {self.labels_file}: must be a file name in the dir")
+
+    @property
+    def is_synthetic(self) -> bool:
+        return self.source == SYNTHETIC
+
+    def synthetic_spec(self) -> SyntheticSpec:
+        return SyntheticSpec(
+            scale=self.synthetic_scale, seed=self.data_seed, n_mels=self.n_mels, frames=self.frames
+        )
+
+    def describe(self) -> str:
+        if self.is_synthetic:
+            return f"synthetic (scale {self.synthetic_scale:g}, seed {self.data_seed})"
+        return str(self.source)
+
+
+def _cached_split(labels: np.ndarray, seed: int) -> np.ndarray:
+    """Split for a feature dir without split.npy, computed once per label matrix and seed."""
+    digest = hashlib.sha256(labels.tobytes() + str(labels.shape).encode()).hexdigest()[:16]
+    path = cache_root() / "splits" / f"{digest}-seed{seed}.npy"
+    if path.is_file():
+        return check_split(path, np.load(path, allow_pickle=False), labels.shape[0])
+    split = stratified_split(labels, seed=seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
+    np.save(tmp, split)
+    os.replace(tmp, path)
+    return split
+
+
+def resolve_dir(config: DataConfig) -> Path:
+    """The feature dir behind `config` (generating the synthetic one if needed)."""
+    if config.is_synthetic:
+        return ensure_synthetic_dir(config.synthetic_spec(), cache_root())
+    return Path(config.source).expanduser()
+
+
+def load_dataset(config: DataConfig) -> Dataset:
+    directory = resolve_dir(config)
+    features, labels, genres, split = load_feature_dir(directory, config.labels_file)
+    if config.num_genres is not None and config.num_genres != labels.shape[1]:
+        raise InputError(
+            f"--num-genres {config.num_genres} does not match {directory / config.labels_file}, "
+            f"which has {labels.shape[1]} genre columns"
+        )
+    if split is None:
+        if labels.shape[0] < 3:
+            raise InputError(f"{directory}: need at least 3 tracks for a train/val/test split")
+        split = _cached_split(labels, config.data_seed)
+    return Dataset(
+        features=features,
+        labels=labels,
+        genres=genres,
+        split=split,
+        source=config.describe(),
+    )

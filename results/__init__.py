@@ -1,0 +1,1 @@
+"""Reading experiment directories: trial dataframes, plots and best-config export."""

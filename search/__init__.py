@@ -1,0 +1,2 @@
+"""Ray Tune + Optuna + ASHA search, and the `genretune` command line (the only package that
+starts Ray)."""

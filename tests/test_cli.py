@@ -1,0 +1,291 @@
+"""`genretune data stats`, `train` and `tune-threshold` through the real entry point."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from model.network import GenreCNN
+from search.cli import main
+
+GENRETUNE = str(Path(sys.executable).with_name("genretune"))
+TINY = [
+    "--synthetic-scale",
+    "0.02",
+    "--epochs",
+    "2",
+    "--base-channels",
+    "4",
+    "--no-progress",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([GENRETUNE, *args], capture_output=True, text=True, timeout=600)
+
+
+def test_data_stats_reproduces_the_seed_tables():
+    out = run_cli("data", "stats", "--data", "synthetic", "--synthetic-scale", "1.0")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for fragment in [
+        "70 genres, 38,801 samples",
+        "6,316 samples (Field Recordings)",
+        "50 samples",
+        "Imbalance:    126.3x",
+        "<500 samples: 51/70",
+        "<100 samples: 19/70",
+    ]:
+        assert fragment in text, fragment
+    out = run_cli("data", "stats", "--synthetic-scale", "1.0", "--min-samples-per-genre", "300")
+    assert out.returncode == 0, out.stderr
+    assert "24 genres, 46 dropped" in out.stdout
+    assert "Total: 32,856 samples" in out.stdout
+    assert "Imbalance: 20.4x" in out.stdout
+
+
+def _only_run_dir(root: Path) -> Path:
+    (run_dir,) = [p for p in root.iterdir() if p.is_dir()]
+    return run_dir
+
+
+def test_train_writes_a_complete_model_dir(tmp_path, capsys):
+    code = main(
+        [
+            "train",
+            *TINY,
+            "--output-dir",
+            str(tmp_path),
+            "--experiment-name",
+            "tiny",
+            "--min-samples-per-genre",
+            "8",
+            "--debug",
+        ]
+    )
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "Viable genres (>= 8 samples)" in err and "largest pos_weight" in err
+    run_dir = _only_run_dir(tmp_path)
+    assert run_dir.name.startswith("tiny_")
+    names = {p.name for p in run_dir.iterdir()}
+    assert {
+        "model.pt",
+        "config.json",
+        "history.csv",
+        "metrics.json",
+        "predictions_val.npz",
+        "predictions_test.npz",
+        "threshold_tuning_results.json",
+        "threshold_tuning_plots.png",
+    } <= names
+    rows = list(csv.DictReader((run_dir / "history.csv").open()))
+    assert len(rows) == 2 and {"val_f1", "best_val_f1", "tuned_val_f1", "val_f1_kept"} <= set(
+        rows[0]
+    )
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert {"val", "test", "val_tuned_rule", "test_tuned_rule", "decision_rule"} <= set(metrics)
+    assert "test_f1" in metrics["test"] and "test_f1_kept" in metrics["test"]
+    # The weights rebuild the model from config.json alone and reproduce the saved predictions.
+    meta = json.loads((run_dir / "config.json").read_text())
+    model = GenreCNN(len(meta["kept_idx"]), meta["config"]["base_channels"])
+    model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
+    assert meta["config"]["min_samples_per_genre"] == 8
+
+
+def test_config_file_and_explicit_flags(tmp_path):
+    cfg = tmp_path / "best.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "config": {
+                    "synthetic_scale": 0.02,
+                    "epochs": 1,
+                    "base_channels": 4,
+                    "lr": 0.002,
+                    "top_k": 3,
+                },
+                "provenance": {"x": 1},
+            }
+        )
+    )
+    out = tmp_path / "out"
+    code = main(
+        [
+            "train",
+            "--config",
+            str(cfg),
+            "--lr",
+            "0.001",
+            "--top-k",
+            "none",
+            "--output-dir",
+            str(out),
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+    )
+    assert code == 0
+    written = json.loads((_only_run_dir(out) / "config.json").read_text())["config"]
+    assert written["lr"] == 0.001 and written["top_k"] is None and written["epochs"] == 1
+
+
+def test_tune_threshold_from_model_dir_and_predictions(tmp_path, capsys):
+    assert main(["train", *TINY, "--output-dir", str(tmp_path / "m")]) == 0
+    run_dir = _only_run_dir(tmp_path / "m")
+    before = json.loads((run_dir / "threshold_tuning_results.json").read_text())
+    (run_dir / "threshold_tuning_results.json").unlink()
+    assert main(["tune-threshold", "--model-dir", str(run_dir)]) == 0
+    assert json.loads((run_dir / "threshold_tuning_results.json").read_text()) == before
+    report = json.loads((run_dir / "threshold_tuning_test_report.json").read_text())
+    assert set(report) >= {"threshold_only", "overall"}
+
+    # Without saved predictions the model dir is re-evaluated from its weights and config.
+    for f in run_dir.glob("predictions_*.npz"):
+        f.rename(tmp_path / f.name)
+    out2 = tmp_path / "retuned"
+    assert main(["tune-threshold", "--model-dir", str(run_dir), "--output-dir", str(out2)]) == 0
+    again = json.loads((out2 / "threshold_tuning_results.json").read_text())
+    assert again["best"]["overall"]["f1"] == pytest.approx(
+        before["best"]["overall"]["f1"], abs=1e-6
+    )
+
+    npz = tmp_path / "predictions_val.npz"
+    assert (
+        main(["tune-threshold", "--predictions", str(npz), "--output-dir", str(tmp_path / "p")])
+        == 0
+    )
+    sweep = json.loads((tmp_path / "p" / "threshold_tuning_results.json").read_text())
+    assert sweep["best"]["overall"]["f1"] == pytest.approx(before["best"]["overall"]["f1"])
+    assert "overall" in capsys.readouterr().out
+
+    # --load-tuning-results makes the sweep's best rule the run's decision rule.
+    out3 = tmp_path / "m3"
+    assert (
+        main(
+            [
+                "train",
+                *TINY,
+                "--output-dir",
+                str(out3),
+                "--load-tuning-results",
+                str(tmp_path / "p" / "threshold_tuning_results.json"),
+            ]
+        )
+        == 0
+    )
+    best = sweep["best"]["overall"]
+    rule = json.loads((_only_run_dir(out3) / "metrics.json").read_text())["decision_rule"]
+    assert rule == {"threshold": best.get("threshold"), "top_k": best.get("top_k")}
+
+
+def _bad_feature_dir(tmp_path: Path) -> Path:
+    from helpers import make_feature_dir
+
+    d = make_feature_dir(tmp_path / "bad")
+    labels = np.load(d / "labels_multilabel.npy")
+    labels[0, 0] = 3
+    np.save(d / "labels_multilabel.npy", labels)
+    return d
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "--epochs", "0"], "--epochs must be >= 1"),
+        (["train", "--batch-size", "-4"], "--batch-size must be >= 1"),
+        (["train", "--lr", "0"], "--lr must be > 0"),
+        (["train", "--patience", "0"], "--patience must be >= 1"),
+        (["train", "--prediction-threshold", "1.5"], "--prediction-threshold must be in [0, 1]"),
+        (["train", "--top-k", "0"], "--top-k must be >= 1"),
+        (["train", "--epochs", "two"], "--epochs: invalid int value"),
+        (
+            ["train", "--min-samples-per-genre", "100000"],
+            "--min-samples-per-genre 100000 keeps no genre",
+        ),
+        (["train", "--data", "/nonexistent/dir"], "/nonexistent/dir: data directory not found"),
+        (["train", "--config", "/nonexistent/best.json"], "best.json: config file not found"),
+        (["train", "--threads", "0"], "--threads must be >= 1"),
+        (["train", "--device", "tpu9"], "--device tpu9"),
+        (["tune-threshold", "--predictions", "/nonexistent.npz"], "predictions file not found"),
+        (["tune-threshold", "--model-dir", "/nonexistent"], "--model-dir /nonexistent"),
+        (["data", "stats", "--max-genres", "0"], "--max-genres must be >= 1"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, args, fragment):
+    out_dir = tmp_path / "never"
+    extra = ["--output-dir", str(out_dir)] if args[0] != "data" else []
+    res = run_cli(*args, *extra)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert fragment in lines[0]
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        ("{", "not valid JSON"),
+        ('{"lr": 0.1, "learning_rate": 2}', "unknown config key(s): learning_rate"),
+        ('{"epochs": "ten"}', "epochs must be an integer"),
+        ('{"config": {}, "extra": 1}', "unknown top-level key(s): extra"),
+        ("[1, 2]", "must be a JSON object"),
+    ],
+)
+def test_bad_config_files(tmp_path, capsys, content, fragment):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(content)
+    assert main(["train", "--config", str(cfg), "--output-dir", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and str(cfg) in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_feature_dir_and_predictions(tmp_path, capsys):
+    d = _bad_feature_dir(tmp_path)
+    assert main(["train", "--data", str(d), "--output-dir", str(tmp_path / "o")]) == 2
+    assert "labels_multilabel.npy: labels must contain only 0 and 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    npz = tmp_path / "p.npz"
+    np.savez(npz, y_true=np.zeros((3, 2)), y_score=np.full((3, 2), 1.5))
+    assert main(["tune-threshold", "--predictions", str(npz)]) == 2
+    assert "y_score must be probabilities in [0, 1]" in capsys.readouterr().err
+    np.savez(npz, y_true=np.zeros((3, 2)))
+    assert main(["tune-threshold", "--predictions", str(npz)]) == 2
+    assert "missing array(s) y_score" in capsys.readouterr().err
+    assert not (tmp_path / "threshold_tuning_results.json").exists()
+
+
+def test_train_on_a_feature_dir(tmp_path, feature_dir):
+    code = main(
+        [
+            "train",
+            "--data",
+            str(feature_dir),
+            "--epochs",
+            "2",
+            "--base-channels",
+            "4",
+            "--output-dir",
+            str(tmp_path / "o"),
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+    )
+    assert code == 0
+    metrics = json.loads((_only_run_dir(tmp_path / "o") / "metrics.json").read_text())
+    assert 0 <= metrics["test"]["test_f1"] <= 1

@@ -1,0 +1,77 @@
+"""Metrics equal scikit-learn's on the same arrays, including empty rows."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import (
+    average_precision_score,
+    f1_score,
+    hamming_loss,
+    jaccard_score,
+    precision_score,
+    recall_score,
+)
+
+from model.metrics import METRIC_NAMES, macro_pr_auc, multilabel_metrics, to_original_space
+
+
+def _sklearn(y_true, y_pred):
+    kw = {"average": "micro", "zero_division": 0}
+    return {
+        "f1": f1_score(y_true, y_pred, **kw),
+        "precision": precision_score(y_true, y_pred, **kw),
+        "recall": recall_score(y_true, y_pred, **kw),
+        "hamming_loss": hamming_loss(y_true, y_pred),
+        "jaccard": jaccard_score(y_true, y_pred, average="samples", zero_division=0),
+        "avg_predictions": y_pred.sum(1).mean(),
+    }
+
+
+def _cases():
+    rng = np.random.default_rng(0)
+    for n, g, pt, pp in [
+        (50, 5, 0.2, 0.3),
+        (200, 70, 0.02, 0.1),
+        (7, 3, 0.5, 0.5),
+        (30, 10, 0.0, 0.2),
+    ]:
+        yield (rng.random((n, g)) < pt).astype(np.uint8), (rng.random((n, g)) < pp).astype(np.uint8)
+    t = (rng.random((40, 6)) < 0.3).astype(np.uint8)
+    t[:5] = 0  # tracks with no true label
+    p = (rng.random((40, 6)) < 0.3).astype(np.uint8)
+    p[3:9] = 0  # tracks with no prediction (3, 4 have neither)
+    yield t, p
+    yield t, np.zeros_like(t)
+    yield t, np.ones_like(t)
+
+
+@pytest.mark.parametrize("y_true, y_pred", list(_cases()))
+def test_metrics_equal_sklearn(y_true, y_pred):
+    ours = multilabel_metrics(y_true, y_pred)
+    assert tuple(ours) == METRIC_NAMES
+    theirs = _sklearn(y_true, y_pred)
+    for key in METRIC_NAMES:
+        np.testing.assert_allclose(ours[key], theirs[key], atol=1e-12, err_msg=key)
+
+
+def test_metrics_reject_empty_and_mismatched():
+    with pytest.raises(ValueError, match="0 tracks"):
+        multilabel_metrics(np.zeros((0, 3)), np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="must both be"):
+        multilabel_metrics(np.zeros((2, 3)), np.zeros((2, 4)))
+
+
+def test_macro_pr_auc_skips_genres_without_positives():
+    rng = np.random.default_rng(1)
+    y = (rng.random((80, 5)) < 0.3).astype(int)
+    y[:, 2] = 0
+    s = rng.random((80, 5))
+    expected = np.mean([average_precision_score(y[:, c], s[:, c]) for c in (0, 1, 3, 4)])
+    assert macro_pr_auc(y, s) == pytest.approx(expected)
+    assert np.isnan(macro_pr_auc(np.zeros((4, 2)), s[:4, :2]))
+
+
+def test_to_original_space_places_columns():
+    kept = np.array([[0.1, 0.9], [0.5, 0.2]], dtype=np.float32)
+    out = to_original_space(kept, np.array([1, 3]), 4)
+    np.testing.assert_array_equal(out, np.array([[0, 0.1, 0, 0.9], [0, 0.5, 0, 0.2]], np.float32))
+    assert out.dtype == np.float32
