@@ -177,6 +177,7 @@ def fit(
             best_state = copy.deepcopy(model.state_dict())
         else:
             since_best += 1
+        metrics["epochs_since_best"] = since_best
         metrics["epoch_seconds"] = time.perf_counter() - began
         history.append(metrics)
         if on_epoch is not None:

@@ -159,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--debug", action="store_true", help="log pos_weight statistics")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    search = sub.add_parser("search", help="Ray Tune + Optuna + ASHA search (the main job)")
+    add_data_flags(search)
+    add_train_flags(search)
+    from search.command import add_search_flags
+
+    add_search_flags(search)
+
     tune = sub.add_parser("tune-threshold", help="sweep thresholds and top-K on validation")
     src = tune.add_mutually_exclusive_group(required=True)
     src.add_argument("--model-dir", type=Path, help="a model dir written by `genretune train`")
@@ -247,7 +254,14 @@ def _cmd_tune_threshold(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
+def _cmd_search(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from search.command import run
+
+    return run(args, explicit_flags(args, _given_none(argv)))
+
+
 _COMMANDS = {
+    "search": _cmd_search,
     "data": _cmd_data_stats,
     "train": _cmd_train,
     "tune-threshold": _cmd_tune_threshold,

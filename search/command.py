@@ -1,0 +1,192 @@
+"""`genretune search`: turn flags into SearchSettings, run, and print the outcome."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from data import InputError
+from model.config import config_from_flat
+from search import experiment
+from search.launch import DECISION_TUNED, Resources, SearchSettings, run_search, settings_from_json
+from search.profiles import get_profile
+from search.space import DECISION_KEYS, apply_space_file, default_space, seed_point
+
+
+def add_search_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("search")
+    g.add_argument("--profile", default="demo", help="demo (default; minutes on a CPU) or full")
+    g.add_argument("--space", type=Path, help="YAML/JSON file overriding or removing parameters")
+    g.add_argument("--num-samples", type=int, help="trials to run")
+    g.add_argument("--metric", help="reported key to optimise (default best_val_f1)")
+    g.add_argument("--mode", choices=("max", "min"), default="max")
+    g.add_argument(
+        "--decision",
+        choices=("space", "tuned"),
+        default="space",
+        help="space: search threshold/top-K; tuned: use each epoch's sweep-optimal "
+        "rule and optimise best_tuned_val_f1",
+    )
+    g.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be cut")
+    g.add_argument("--reduction-factor", type=int, help="ASHA reduction factor")
+    g.add_argument("--max-failures", type=int, default=2, help="restarts of a failed trial")
+    g.add_argument(
+        "--progress-interval", type=float, default=30.0, help="seconds between status lines"
+    )
+    r = p.add_argument_group("cluster and storage")
+    r.add_argument("--name", help="experiment name (default search_<timestamp>)")
+    r.add_argument("--storage-path", default="runs", help="local/shared path or cloud URI")
+    r.add_argument("--resume", metavar="NAME", help="continue the interrupted experiment NAME")
+    r.add_argument(
+        "--overwrite", action="store_true", help="replace an experiment of the same name"
+    )
+    r.add_argument(
+        "--address",
+        default=os.environ.get("RAY_ADDRESS"),
+        help="Ray cluster address (default $RAY_ADDRESS; none = start a local Ray)",
+    )
+    r.add_argument("--cpus-per-trial", type=float, default=1.0)
+    r.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, help="fractions like 0.25 pack trials on a GPU"
+    )
+    r.add_argument("--max-concurrent", type=int)
+    r.add_argument(
+        "--optuna-storage", help="Optuna RDB URL (default: SQLite in the experiment dir)"
+    )
+    r.add_argument(
+        "--data-on-workers",
+        action="store_true",
+        help="trials memory-map the feature dir themselves (shared storage) instead of "
+        "receiving it from the driver",
+    )
+    r.add_argument("--verbose", action="store_true", help="show Ray's and the trials' logs")
+
+
+def _profile_defaults(profile_name: str) -> dict[str, Any]:
+    p = get_profile(profile_name)
+    return {
+        "synthetic_scale": p.synthetic_scale,
+        "n_mels": p.n_mels,
+        "frames": p.frames,
+        "epochs": p.epochs,
+        "patience": p.patience,
+        "batch_size": p.batch_size,
+        "base_channels": max(p.base_channels),
+        "min_samples_per_genre": p.scaled_min_samples(300),
+        "pos_weight_power": 0.5,
+        "pos_weight_cap": 50.0,
+    }
+
+
+def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> SearchSettings:
+    profile = get_profile(args.profile)
+    # Flags given explicitly fix a value; a fixed parameter leaves the space.
+    base = config_from_flat({**_profile_defaults(args.profile), **flags}, as_flags=True)
+    space = default_space(profile)
+    fixed: dict[str, Any] = {}
+    if args.space is not None:
+        space, fixed = apply_space_file(space, fixed, args.space)
+        base = config_from_flat(fixed, origin=f"--space {args.space}", base=base)
+    for key in flags:
+        space.pop(key, None)
+    if not base.data.is_synthetic:
+        # The profile's min-samples range is sized for its synthetic data; a real dataset
+        # keeps the seed's range unscaled.
+        if "min_samples_per_genre" in space:
+            space["min_samples_per_genre"] = default_space(get_profile("full"))[
+                "min_samples_per_genre"
+            ]
+    metric = args.metric or "best_val_f1"
+    if args.decision == DECISION_TUNED:
+        for key in DECISION_KEYS:
+            space.pop(key, None)
+        metric = args.metric or "best_tuned_val_f1"
+        base = config_from_flat({"objective": "tuned_val_f1"}, base=base)
+    epochs, patience = base.optim.epochs, base.optim.patience
+    name = experiment.check_name(args.name or datetime.now().strftime("search_%Y%m%d_%H%M%S"))
+    return SearchSettings(
+        name=name,
+        storage_path=experiment.resolve_storage_path(args.storage_path),
+        profile=profile.name,
+        base=base,
+        space=space,
+        seed_point=seed_point(profile, space),
+        metric=metric,
+        mode=args.mode,
+        num_samples=args.num_samples if args.num_samples is not None else profile.num_samples,
+        grace_period=args.grace_period or profile.default_grace_period(epochs, patience),
+        reduction_factor=args.reduction_factor or profile.reduction_factor,
+        seed=base.seed,
+        decision=args.decision,
+        resources=Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent),
+        max_failures=args.max_failures,
+        address=args.address,
+        data_on_workers=args.data_on_workers,
+        optuna_storage=args.optuna_storage,
+        progress_interval=args.progress_interval,
+    )
+
+
+def resume_settings(args: argparse.Namespace) -> SearchSettings:
+    name = experiment.check_name(args.resume)
+    storage = experiment.resolve_storage_path(args.storage_path)
+    payload = experiment.read_settings(Path(storage) / name)
+    return settings_from_json(
+        payload, address=args.address, progress_interval=args.progress_interval
+    )
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def summary(s: SearchSettings, results) -> list[str]:
+    df = results.get_dataframe()
+    lines = [f"experiment: {s.experiment_path} ({len(df)} trials)"]
+    errors = [r for r in results if r.error]
+    if errors:
+        lines.append(f"{len(errors)} trial(s) errored; see their error.txt files")
+    try:
+        best = results.get_best_result(metric=s.metric, mode=s.mode, scope="all")
+    except RuntimeError:
+        return [*lines, "no trial reported a result"]
+    lines.append(
+        f"best trial {best.metrics.get('trial_id')}: {s.metric} = "
+        f"{_fmt(best.metrics.get(s.metric))}"
+    )
+    lines += [f"  {k} = {_fmt(best.config[k])}" for k in s.space if k in best.config]
+    if s.seed_point:
+        seeded = [r for r in results if all(r.config.get(k) == v for k, v in s.seed_point.items())]
+        if seeded:
+            value = max(
+                r.metrics_dataframe[s.metric].max()
+                if s.mode == "max"
+                else r.metrics_dataframe[s.metric].min()
+                for r in seeded
+            )
+            lines.append(f"seed's hand-tuned point: {s.metric} = {_fmt(value)}")
+    storage = f" --storage-path {s.storage_path}"
+    lines += [
+        "next:",
+        f"  genretune results {s.name}{storage}",
+        f"  genretune export {s.name}{storage} -o best.json",
+        "  genretune train --config best.json",
+    ]
+    return lines
+
+
+def run(args: argparse.Namespace, flags: dict[str, Any]) -> int:
+    if args.resume:
+        if args.overwrite:
+            raise InputError("--resume and --overwrite cannot be combined")
+        settings = resume_settings(args)
+    else:
+        settings = settings_from_args(args, flags)
+    results = run_search(
+        settings, resume=bool(args.resume), overwrite=args.overwrite, verbose=args.verbose
+    )
+    print("\n".join(summary(settings, results)))
+    return 0

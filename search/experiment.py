@@ -1,0 +1,92 @@
+"""Experiment identity on disk: names, storage paths, and the settings file that `--resume`,
+`results` and `export` read back."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from data import InputError
+
+SETTINGS_FILE = "genretune_search.json"
+OPTUNA_DB = "optuna.db"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+
+
+def check_name(name: str) -> str:
+    """Experiment names are one path component: no separators, no '..', nothing hidden."""
+    if not _NAME.match(name) or ".." in name:
+        raise InputError(
+            f"--name {name!r}: use letters, digits, '.', '_' or '-' (no path separators or '..')"
+        )
+    return name
+
+
+def is_uri(storage_path: str) -> bool:
+    return "://" in storage_path
+
+
+def resolve_storage_path(storage_path: str) -> str:
+    """Absolute local path (Ray needs one) or the URI unchanged."""
+    return storage_path if is_uri(storage_path) else str(Path(storage_path).expanduser().resolve())
+
+
+def check_writable(directory: Path) -> None:
+    """Fail before any trial starts when the storage path cannot take files."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".write-test-{uuid.uuid4().hex}"
+        with probe.open("wb") as fh:
+            fh.write(b"\0" * 65536)
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(
+            f"--storage-path {directory}: not writable ({exc.strerror or exc})"
+        ) from None
+
+
+def is_experiment_dir(path: Path) -> bool:
+    return (path / SETTINGS_FILE).is_file() or (path / "tuner.pkl").is_file()
+
+
+def prepare_experiment_dir(path: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two experiments: an existing name needs --resume or --overwrite."""
+    exists = path.exists() and any(path.iterdir()) if path.is_dir() else path.exists()
+    if resume:
+        if not is_experiment_dir(path):
+            raise InputError(f"--resume {path.name}: no experiment at {path}")
+        return
+    if not exists:
+        return
+    if not overwrite:
+        raise InputError(
+            f"--name {path.name}: experiment {path} already exists; "
+            "use --resume to continue it or --overwrite to replace it"
+        )
+    if not is_experiment_dir(path):
+        raise InputError(f"--overwrite: {path} is not a genretune experiment; not deleting it")
+    shutil.rmtree(path)
+
+
+def write_settings(path: Path, settings: dict[str, Any]) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".{SETTINGS_FILE}.tmp"
+    tmp.write_text(json.dumps(settings, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path / SETTINGS_FILE)
+
+
+def read_settings(path: Path) -> dict[str, Any]:
+    file = path / SETTINGS_FILE
+    if not file.is_file():
+        raise InputError(f"{path}: not a genretune experiment (no {SETTINGS_FILE})")
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{file}: not valid JSON ({exc})") from None

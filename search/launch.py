@@ -1,0 +1,268 @@
+"""Build and run (or resume) a Ray Tune search: OptunaSearch (TPE) + ASHA + patience stopper."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import optuna.distributions as od
+
+from data import InputError
+from model.config import TrainConfig, config_from_flat
+from search import experiment
+from search.space import DECISION_KEYS, Space
+
+DECISION_SPACE, DECISION_TUNED = "space", "tuned"
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    name: str
+    storage_path: str
+    profile: str
+    base: TrainConfig  # every non-searched value, including the data source
+    space: Space
+    seed_point: dict[str, Any]
+    metric: str
+    mode: str
+    num_samples: int
+    grace_period: int
+    reduction_factor: int
+    seed: int
+    decision: str = DECISION_SPACE
+    resources: Resources = field(default_factory=Resources)
+    max_failures: int = 2
+    address: str | None = None
+    data_on_workers: bool = False
+    optuna_storage: str | None = None
+    progress_interval: float = 30.0
+
+    @property
+    def experiment_path(self) -> str:
+        return f"{self.storage_path.rstrip('/')}/{self.name}"
+
+    def optuna_url(self) -> str:
+        if self.optuna_storage:
+            return self.optuna_storage
+        return f"sqlite:///{Path(self.experiment_path) / experiment.OPTUNA_DB}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "storage_path": self.storage_path,
+            "profile": self.profile,
+            "base_config": self.base.to_flat(),
+            "space": {k: od.distribution_to_json(v) for k, v in self.space.items()},
+            "seed_point": self.seed_point,
+            "metric": self.metric,
+            "mode": self.mode,
+            "num_samples": self.num_samples,
+            "grace_period": self.grace_period,
+            "reduction_factor": self.reduction_factor,
+            "seed": self.seed,
+            "decision": self.decision,
+            "resources": vars(self.resources),
+            "max_failures": self.max_failures,
+            "data_on_workers": self.data_on_workers,
+            "optuna_storage": self.optuna_url(),
+            "study_name": self.name,
+        }
+
+
+def settings_from_json(payload: dict[str, Any], **overrides: Any) -> SearchSettings:
+    return SearchSettings(
+        name=payload["name"],
+        storage_path=payload["storage_path"],
+        profile=payload["profile"],
+        base=config_from_flat(payload["base_config"]),
+        space={k: od.json_to_distribution(v) for k, v in payload["space"].items()},
+        seed_point=payload["seed_point"],
+        metric=payload["metric"],
+        mode=payload["mode"],
+        num_samples=payload["num_samples"],
+        grace_period=payload["grace_period"],
+        reduction_factor=payload["reduction_factor"],
+        seed=payload["seed"],
+        decision=payload["decision"],
+        resources=Resources(**payload["resources"]),
+        max_failures=payload["max_failures"],
+        data_on_workers=payload["data_on_workers"],
+        optuna_storage=payload["optuna_storage"],
+        **overrides,
+    )
+
+
+def check_settings(s: SearchSettings) -> None:
+    """Everything that can be wrong before Ray starts."""
+    r = s.resources
+    if r.cpus_per_trial <= 0:
+        raise InputError("--cpus-per-trial must be > 0")
+    if r.gpus_per_trial < 0 or (r.gpus_per_trial > 1 and r.gpus_per_trial != int(r.gpus_per_trial)):
+        raise InputError("--gpus-per-trial must be a fraction in [0, 1] or a whole number")
+    if r.max_concurrent is not None and r.max_concurrent < 1:
+        raise InputError("--max-concurrent must be >= 1")
+    if s.num_samples < 1:
+        raise InputError("--num-samples must be >= 1")
+    if s.grace_period < 1 or s.grace_period > s.base.optim.epochs:
+        raise InputError(f"--grace-period must be in [1, epochs={s.base.optim.epochs}]")
+    if s.reduction_factor < 2:
+        raise InputError("--reduction-factor must be >= 2")
+    if s.mode not in ("max", "min"):
+        raise InputError("--mode must be max or min")
+    if s.max_failures < 0:
+        raise InputError("--max-failures must be >= 0")
+    if s.decision == DECISION_TUNED and any(k in s.space for k in DECISION_KEYS):
+        raise InputError("--decision tuned: threshold/top_k cannot also be searched")
+    if experiment.is_uri(s.storage_path) and not s.optuna_storage:
+        raise InputError("--optuna-storage URL is required with a cloud --storage-path")
+    # Every corner of the space must make a valid config: check the bounds against it.
+    for name, dist in s.space.items():
+        values = (
+            dist.choices if isinstance(dist, od.CategoricalDistribution) else (dist.low, dist.high)
+        )
+        for value in values:
+            try:
+                config_from_flat({**s.base.to_flat(), name: value})
+            except InputError as exc:
+                raise InputError(f"search space: {name}={value!r} is invalid ({exc})") from None
+
+
+def _ray_init(address: str | None, verbose: bool) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        # Code travels with the job unless the nodes have genretune installed themselves.
+        root = Path(__file__).resolve().parents[1]
+        modules = [str(root / p) for p in ("data", "model", "search", "results")]
+        ray.init(address=address, runtime_env={"py_modules": modules}, log_to_driver=verbose)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=verbose, configure_logging=verbose)
+
+
+def _trainable(s: SearchSettings):
+    from ray import tune
+
+    from search.trainable import dataset_for_trials, train_trial
+
+    dataset = dataset_for_trials(s.base.data, s.data_on_workers)
+    resources = {"cpu": s.resources.cpus_per_trial, "gpu": s.resources.gpus_per_trial}
+    return tune.with_resources(tune.with_parameters(train_trial, dataset=dataset), resources)
+
+
+def _monitor(s: SearchSettings):
+    from search.monitoring import TrialMonitor
+
+    return TrialMonitor(
+        s.metric,
+        s.mode,
+        s.base.optim.epochs,
+        s.base.optim.patience,
+        tuple(s.space),
+        interval=s.progress_interval,
+    )
+
+
+def build_tuner(s: SearchSettings):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.monitoring import PatienceStopper
+
+    storage = optuna.storages.RDBStorage(s.optuna_url())
+    searcher = OptunaSearch(
+        space=s.space,
+        metric=s.metric,
+        mode=s.mode,
+        points_to_evaluate=[s.seed_point] if s.seed_point else None,
+        sampler=optuna.samplers.TPESampler(seed=s.seed),
+        study_name=s.name,
+        storage=storage,
+    )
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=s.base.optim.epochs,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+    )
+    fixed = {k: v for k, v in s.base.to_flat().items() if k not in s.space}
+    return tune.Tuner(
+        _trainable(s),
+        param_space=fixed,
+        tune_config=tune.TuneConfig(
+            metric=s.metric,
+            mode=s.mode,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=s.num_samples,
+            max_concurrent_trials=s.resources.max_concurrent,
+            reuse_actors=True,
+            trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=s.name,
+            storage_path=s.storage_path,
+            stop=PatienceStopper(s.base.optim.patience),
+            callbacks=[_monitor(s)],
+            failure_config=tune.FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=tune.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode
+            ),
+            verbose=0,
+        ),
+    )
+
+
+def run_search(
+    s: SearchSettings, resume: bool = False, overwrite: bool = False, verbose: bool = False
+):
+    """Run (or resume) the experiment and return its ResultGrid."""
+    check_settings(s)
+    local = not experiment.is_uri(s.storage_path)
+    exp_path = Path(s.experiment_path)
+    if local:
+        experiment.prepare_experiment_dir(exp_path, resume=resume, overwrite=overwrite)
+        experiment.check_writable(exp_path)
+    if not resume:
+        config_from_flat(s.base.to_flat())  # the fixed part must be valid on its own
+    # Load (or generate) the data before Ray starts, so data errors come first and fast.
+    from data import load_dataset
+
+    if not s.data_on_workers:
+        load_dataset(s.base.data)
+    if local and not resume:
+        experiment.write_settings(exp_path, s.to_json())
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # One snapshot per checkpointing epoch is intended (it is what makes a resume lose
+    # nothing); Ray's warning about it would only clutter the progress lines.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _ray_init(s.address, verbose)
+    from ray import tune
+
+    began = time.monotonic()
+    if resume:
+        if not tune.Tuner.can_restore(s.experiment_path):
+            raise InputError(f"--resume {s.name}: {s.experiment_path} cannot be restored")
+        tuner = tune.Tuner.restore(
+            s.experiment_path, _trainable(s), resume_unfinished=True, restart_errored=True
+        )
+    else:
+        tuner = build_tuner(s)
+    results = tuner.fit()
+    print(f"search finished in {time.monotonic() - began:.0f}s", file=sys.stderr)
+    return results

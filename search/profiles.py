@@ -1,0 +1,68 @@
+"""Search profiles: `demo` (minutes on a laptop CPU) and `full` (the seed's scale, GPU clusters)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from data import InputError
+
+# The seed filtered at 300 tracks per genre on its 38,801-label dataset.
+SEED_MIN_SAMPLES = 300
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    synthetic_scale: float
+    n_mels: int
+    frames: int
+    base_channels: tuple[int, ...]
+    epochs: int
+    patience: int
+    batch_size: int
+    num_samples: int
+    reduction_factor: int
+
+    def scaled_min_samples(self, value: int) -> int:
+        """A per-genre count at the seed's dataset size, scaled to this profile's data."""
+        return max(1, round(value * self.synthetic_scale))
+
+    def default_grace_period(self, epochs: int, patience: int) -> int:
+        # A trial gets about as long as patience would give it before ASHA may cut it, but never
+        # the whole budget.
+        return max(1, min(patience, epochs // 2))
+
+
+PROFILES = {
+    "demo": Profile(
+        name="demo",
+        synthetic_scale=0.1,
+        n_mels=32,
+        frames=64,
+        base_channels=(8, 16),
+        epochs=12,
+        patience=4,
+        batch_size=32,
+        num_samples=12,
+        reduction_factor=3,
+    ),
+    "full": Profile(
+        name="full",
+        synthetic_scale=1.0,
+        n_mels=64,
+        frames=128,
+        base_channels=(64, 96, 128, 160),
+        epochs=150,
+        patience=25,
+        batch_size=32,
+        num_samples=64,
+        reduction_factor=3,
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise InputError(f"--profile {name}: choose one of {', '.join(PROFILES)}") from None

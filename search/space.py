@@ -1,0 +1,158 @@
+"""The search space: Optuna distributions over flat training-config keys.
+
+Defaults cover the seed's values. A space file (YAML or JSON) overrides or removes any
+parameter:
+
+    lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
+    base_channels: {type: categorical, choices: [8, 16, 32]}
+    min_samples_per_genre: {type: int, low: 0, high: 100}
+    top_k: null          # remove from the space (the fixed flag value is used)
+    weight_decay: 1.0e-4 # a fixed value for every trial
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna.distributions as od
+import yaml
+
+from data import InputError
+from model.config import FLAT_KEYS
+from search.profiles import Profile
+
+TOP_K_CHOICES = (None, 3, 5, 7, 10, 15, 20)
+DECISION_KEYS = ("threshold", "top_k")
+# Keys that pick the dataset: every trial must see the same data, so they are never searched.
+UNSEARCHABLE = {
+    "data",
+    "synthetic_scale",
+    "data_seed",
+    "n_mels",
+    "frames",
+    "labels_file",
+    "num_genres",
+    "objective",
+    "epochs",
+}
+SEARCHABLE = tuple(k for k in FLAT_KEYS if k not in UNSEARCHABLE)
+
+Space = dict[str, od.BaseDistribution]
+
+
+def default_space(profile: Profile) -> Space:
+    scaled = profile.scaled_min_samples
+    return {
+        "min_samples_per_genre": od.IntDistribution(scaled(50), scaled(1000), log=True),
+        "pos_weight_power": od.FloatDistribution(0.0, 1.0),
+        "pos_weight_cap": od.FloatDistribution(1.0, 100.0, log=True),
+        "base_channels": od.CategoricalDistribution(profile.base_channels),
+        "lr": od.FloatDistribution(1e-4, 3e-3, log=True),
+        "threshold": od.FloatDistribution(0.30, 0.80, step=0.05),
+        "top_k": od.CategoricalDistribution(TOP_K_CHOICES),
+    }
+
+
+def seed_point(profile: Profile, space: Space) -> dict[str, Any]:
+    """The seed's hand-tuned configuration, restricted to the searched parameters."""
+    point = {
+        "min_samples_per_genre": profile.scaled_min_samples(300),
+        "pos_weight_power": 0.5,
+        "pos_weight_cap": 50.0,
+        "base_channels": max(profile.base_channels),
+        "lr": 5e-4,
+        "threshold": 0.5,
+        "top_k": None,
+    }
+    return {k: v for k, v in point.items() if k in space and _contains(space[k], v)}
+
+
+def _contains(dist: od.BaseDistribution, value: Any) -> bool:
+    if isinstance(dist, od.CategoricalDistribution):
+        return value in dist.choices
+    return value is not None and dist.low <= value <= dist.high
+
+
+def _number(where: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{where} must be a finite number, got {value!r}")
+    return value
+
+
+def parse_distribution(name: str, spec: dict[str, Any], where: str) -> od.BaseDistribution:
+    kind = spec.get("type")
+    allowed = {
+        "float": {"type", "low", "high", "log", "step"},
+        "int": {"type", "low", "high", "log", "step"},
+        "categorical": {"type", "choices"},
+    }
+    if kind not in allowed:
+        raise InputError(f"{where}: type must be float, int or categorical, got {kind!r}")
+    extra = sorted(set(spec) - allowed[kind])
+    if extra:
+        raise InputError(f"{where}: unknown field(s) {', '.join(extra)}")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise InputError(f"{where}: choices must be a non-empty list")
+        if not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices):
+            raise InputError(f"{where}: choices must be numbers, strings or null")
+        return od.CategoricalDistribution(choices)
+    if "low" not in spec or "high" not in spec:
+        raise InputError(f"{where}: needs low and high")
+    low, high = _number(f"{where}.low", spec["low"]), _number(f"{where}.high", spec["high"])
+    log, step = spec.get("log", False), spec.get("step")
+    if not isinstance(log, bool):
+        raise InputError(f"{where}.log must be true or false")
+    if low > high:
+        raise InputError(f"{where}: low ({low}) > high ({high})")
+    if log and low <= 0:
+        raise InputError(f"{where}: a log scale needs low > 0")
+    if step is not None:
+        step = _number(f"{where}.step", step)
+        if step <= 0 or log:
+            raise InputError(f"{where}: step must be > 0 and cannot be combined with log")
+    if kind == "int":
+        if any(float(v) != int(v) for v in (low, high) + ((step,) if step else ())):
+            raise InputError(f"{where}: int bounds and step must be integers")
+        return od.IntDistribution(int(low), int(high), log=log, step=int(step or 1))
+    return od.FloatDistribution(float(low), float(high), log=log, step=step)
+
+
+def read_space_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"--space {path}: file not found")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        payload = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise InputError(f"--space {path}: not valid {kind} ({str(exc).splitlines()[0]})") from None
+    if not isinstance(payload, dict):
+        raise InputError(f"--space {path}: must be a mapping of parameter names")
+    return payload
+
+
+def apply_space_file(
+    space: Space, fixed: dict[str, Any], path: Path
+) -> tuple[Space, dict[str, Any]]:
+    """(space, fixed values) after a user's space file; every entry is checked by name."""
+    space, fixed = dict(space), dict(fixed)
+    for name, spec in read_space_file(path).items():
+        where = f"--space {path}: {name}"
+        if name not in SEARCHABLE:
+            raise InputError(
+                f"{where}: unknown or unsearchable parameter (searchable: {', '.join(SEARCHABLE)})"
+            )
+        if spec is None:
+            space.pop(name, None)
+        elif isinstance(spec, dict):
+            space[name] = parse_distribution(name, spec, where)
+            fixed.pop(name, None)
+        else:
+            space.pop(name, None)
+            fixed[name] = spec
+    return space, fixed

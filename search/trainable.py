@@ -1,0 +1,77 @@
+"""The Ray Tune function trainable: a thin adapter over `model.training.fit`.
+
+Every epoch it reports the design.md metrics with a checkpoint (model, optimizer, epoch,
+best-so-far state); a restarted trial resumes from `tune.get_checkpoint()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import ray
+import torch
+from ray import tune
+
+from data import DataConfig, Dataset, load_dataset
+from model.config import config_from_flat
+from model.device import resolve_runtime
+from model.prepare import prepare_data
+from model.training import EpochReport, fit
+
+STATE_FILE = "state.pt"
+logger = logging.getLogger(__name__)
+
+
+def load_checkpoint_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
+    """The training state of a checkpoint, or None (start from scratch) when it is unreadable.
+
+    A truncated or corrupt checkpoint must not crash the search: the trial then retrains from
+    scratch, which costs time but loses no result.
+    """
+    if checkpoint is None:
+        return None
+    try:
+        with checkpoint.as_directory() as directory:
+            return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable checkpoint: log and retrain
+        logger.warning("checkpoint %s is unreadable (%s); restarting the trial", checkpoint, exc)
+        return None
+
+
+def _threads_for_trial() -> int:
+    resources = tune.get_context().get_trial_resources()
+    cpus = resources.required_resources.get("CPU", 1) if resources else 1
+    return max(1, int(cpus))
+
+
+def train_trial(config: dict[str, Any], dataset: Dataset | None = None) -> None:
+    """Train one configuration; `dataset` comes from `tune.with_parameters` (read-only arrays
+    shared through the object store) or is None to memory-map the data on the worker."""
+    cfg = config_from_flat(config)
+    if dataset is None:
+        dataset = load_dataset(cfg.data)
+    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    runtime = resolve_runtime(device, _threads_for_trial())
+    prepared = prepare_data(dataset, cfg.filter, cfg.loss)
+
+    def on_epoch(report: EpochReport) -> None:
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(report.checkpoint_state(), Path(directory) / STATE_FILE)
+            tune.report(report.metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+
+    fit(
+        prepared,
+        cfg,
+        runtime,
+        on_epoch=on_epoch,
+        resume=load_checkpoint_state(tune.get_checkpoint()),
+    )
+
+
+def dataset_for_trials(data: DataConfig, on_workers: bool) -> Dataset | None:
+    """The dataset the driver shares with every trial (loaded once), or None for workers to
+    memory-map it themselves (a feature dir on storage every node can read)."""
+    return None if on_workers else load_dataset(data)
