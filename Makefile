@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/genretune train --data synthetic --synthetic-scale 0.1
+	$(BIN)/genretune search --profile demo --name demo --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -40,10 +40,10 @@ PROFILES = {
         n_mels=32,
         frames=64,
         base_channels=(8, 16),
-        epochs=12,
-        patience=4,
+        epochs=15,
+        patience=5,
         batch_size=32,
-        num_samples=12,
+        num_samples=20,
         reduction_factor=3,
     ),
     "full": Profile(

@@ -57,10 +57,13 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None) -> None:
     runtime = resolve_runtime(device, _threads_for_trial())
     prepared = prepare_data(dataset, cfg.filter, cfg.loss)
 
+    node_id = ray.get_runtime_context().get_node_id()
+
     def on_epoch(report: EpochReport) -> None:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(report.checkpoint_state(), Path(directory) / STATE_FILE)
-            tune.report(report.metrics, checkpoint=tune.Checkpoint.from_directory(directory))
+            metrics = {**report.metrics, "node_id": node_id, "device": runtime.device}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
     fit(
         prepared,

@@ -23,3 +23,13 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def feature_dir(tmp_path: Path) -> Path:
     return make_feature_dir(tmp_path / "features")
+
+
+@pytest.fixture(scope="session")
+def local_ray(isolated_cache):
+    """One local Ray for the whole session (2 CPUs, no dashboard)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,175 @@
+"""`genretune search` on a real local Ray with tiny trials."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from ray import tune
+
+from search.cli import build_parser, explicit_flags
+from search.command import settings_from_args
+from search.launch import run_search
+from search.trainable import train_trial
+from search.monitoring import END_ASHA, END_MAX_EPOCHS, END_PATIENCE, END_REASONS_FILE
+
+TINY = ["--synthetic-scale", "0.02", "--base-channels", "4", "--batch-size", "32"]
+
+
+def settings(tmp_path: Path, *extra: str):
+    argv = ["search", *TINY, "--storage-path", str(tmp_path), "--progress-interval", "1000", *extra]
+    args: argparse.Namespace = build_parser().parse_args(argv)
+    return settings_from_args(args, explicit_flags(args))
+
+
+def test_search_runs_asha_optuna_and_the_dir_reads_back(local_ray, tmp_path):
+    s = settings(
+        tmp_path,
+        "--name",
+        "basic",
+        "--num-samples",
+        "6",
+        "--epochs",
+        "6",
+        "--patience",
+        "6",
+        "--grace-period",
+        "1",
+        "--reduction-factor",
+        "2",
+    )
+    assert "base_channels" not in s.space, "a flag fixes a value and removes it from the space"
+    results = run_search(s)
+    assert len(results) == 6 and not results.errors
+    exp = tmp_path / "basic"
+    reasons = json.loads((exp / END_REASONS_FILE).read_text())
+    assert len(reasons) == 6
+    kinds = {r["end_reason"] for r in reasons.values()}
+    assert END_ASHA in kinds, "ASHA stopped no trial early"
+    assert END_MAX_EPOCHS in kinds
+    for trial_id, info in reasons.items():
+        if info["end_reason"] == END_ASHA:
+            assert info["epochs"] < 6, trial_id
+
+    # The seed's hand-tuned point is the first configuration evaluated.
+    study = optuna.load_study(study_name="basic", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert len(study.trials) == 6
+    first = min(study.trials, key=lambda t: t.number)
+    assert first.params == s.seed_point
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    # Optuna is told the best-so-far objective, never a stopped trial's worst moment.
+    df = results.get_dataframe()
+    for t in study.trials:
+        assert t.value in set(df["best_val_f1"])
+
+    analysis = tune.ExperimentAnalysis(str(exp))
+    assert len(analysis.trials) == 6
+    restored = tune.Tuner.restore(str(exp), trainable=train_trial).get_results()
+    assert len(restored) == 6
+    history = pd.read_csv(next(exp.glob("trial_*/progress.csv")))
+    for key in (
+        "val_f1",
+        "best_val_f1",
+        "val_f1_kept",
+        "val_precision",
+        "val_recall",
+        "val_hamming_loss",
+        "val_jaccard",
+        "val_avg_predictions",
+        "val_pr_auc_macro",
+        "n_genres",
+        "n_train",
+        "train_loss",
+        "epoch_seconds",
+        "tuned_threshold",
+        "tuned_top_k",
+        "tuned_val_f1",
+        "node_id",
+    ):
+        assert key in history.columns, key
+    settings_file = json.loads((exp / "genretune_search.json").read_text())
+    assert settings_file["metric"] == "best_val_f1" and settings_file["study_name"] == "basic"
+
+
+def test_patience_stopper_fires_on_a_plateau(local_ray, tmp_path):
+    # A learning rate this small cannot improve after the first epoch.
+    s = settings(
+        tmp_path,
+        "--name",
+        "plateau",
+        "--num-samples",
+        "2",
+        "--epochs",
+        "8",
+        "--patience",
+        "2",
+        "--grace-period",
+        "8",
+        "--lr",
+        "1e-9",
+    )
+    results = run_search(s)
+    reasons = json.loads((tmp_path / "plateau" / END_REASONS_FILE).read_text())
+    assert {r["end_reason"] for r in reasons.values()} == {END_PATIENCE}
+    for r in results:
+        df = r.metrics_dataframe
+        assert len(df) < 8
+        assert df["epochs_since_best"].iloc[-1] == 2
+
+
+def test_decision_tuned_searches_no_rule_and_optimises_tuned_f1(local_ray, tmp_path):
+    s = settings(
+        tmp_path, "--name", "tuned", "--num-samples", "2", "--epochs", "2", "--decision", "tuned"
+    )
+    assert "threshold" not in s.space and "top_k" not in s.space
+    assert s.metric == "best_tuned_val_f1" and s.base.objective == "tuned_val_f1"
+    results = run_search(s)
+    df = results.get_dataframe()
+    assert (df["best_tuned_val_f1"] >= df["tuned_val_f1"]).all()
+
+
+@pytest.mark.parametrize(
+    "space, fragment",
+    [
+        ("lr: {type: float, low: 0.1, high: 0.01}", "low (0.1) > high (0.01)"),
+        ("learning_rate: {type: float, low: 0.1, high: 1}", "learning_rate: unknown"),
+        ("lr: {type: float, low: fast, high: 1}", "lr.low must be a finite number"),
+        ("base_channels: {type: categorical, choices: []}", "choices must be a non-empty list"),
+        ("lr: {type: gaussian}", "type must be float, int or categorical"),
+        ("lr: {type: float, low: 0, high: 1, log: true}", "a log scale needs low > 0"),
+        ("top_k: {type: categorical, choices: [0, 3]}", "top_k=0 is invalid"),
+        ("[1, 2", "not valid YAML"),
+        ("- lr", "must be a mapping"),
+    ],
+)
+def test_bad_space_files_are_rejected_before_ray_starts(tmp_path, space, fragment, capsys):
+    from search.cli import main
+
+    path = tmp_path / "space.yaml"
+    path.write_text(space)
+    code = main(["search", "--space", str(path), "--storage-path", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 2 and fragment in err and str(path) in err.replace("search space", str(path))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_space_file_overrides_removes_and_fixes(tmp_path):
+    path = tmp_path / "space.json"
+    path.write_text(
+        json.dumps(
+            {
+                "lr": {"type": "float", "low": 1e-3, "high": 2e-3, "log": True},
+                "top_k": None,
+                "weight_decay": 0.001,
+                "dropout": {"type": "categorical", "choices": [0.2, 0.4]},
+            }
+        )
+    )
+    s = settings(tmp_path, "--space", str(path))
+    assert s.space["lr"].low == 1e-3 and "top_k" not in s.space and "dropout" in s.space
+    assert s.base.optim.weight_decay == 0.001
+    assert "lr" not in s.seed_point, "5e-4 lies outside the user's lr range"

@@ -1,0 +1,95 @@
+"""An interrupted search (SIGINT to the driver) is finished by `genretune search --resume`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from search.cli import main
+
+GENRETUNE = str(Path(sys.executable).with_name("genretune"))
+ARGS = [
+    "--synthetic-scale",
+    "0.02",
+    "--base-channels",
+    "4",
+    "--epochs",
+    "4",
+    "--patience",
+    "4",
+    "--grace-period",
+    "4",
+    "--num-samples",
+    "5",
+    "--progress-interval",
+    "1000",
+]
+
+
+def _finished(exp: Path) -> dict[str, str]:
+    """progress.csv text of the trials that ran all 4 epochs."""
+    out = {}
+    for progress in exp.glob("trial_*/progress.csv"):
+        text = progress.read_text()
+        if len(text.strip().splitlines()) - 1 >= 4:
+            out[progress.parent.name] = text
+    return out
+
+
+def test_interrupted_search_resumes_to_completion(local_ray, tmp_path, isolated_cache):
+    env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
+    proc = subprocess.Popen(
+        [GENRETUNE, "search", *ARGS, "--name", "inter", "--storage-path", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    exp = tmp_path / "inter"
+    try:
+        deadline = time.monotonic() + 300
+        while len(_finished(exp)) < 2:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the search did not get going"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        # The driver's own local Ray lives in its process group: end it, and nothing else.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    finished_before = _finished(exp)
+    assert 2 <= len(finished_before) < 5
+
+    code = main(
+        [
+            "search",
+            "--resume",
+            "inter",
+            "--storage-path",
+            str(tmp_path),
+            "--progress-interval",
+            "1000",
+        ]
+    )
+    assert code == 0
+    trial_dirs = sorted(p.name for p in exp.glob("trial_*") if p.is_dir())
+    assert len(trial_dirs) == 5, trial_dirs
+    for name, before in finished_before.items():
+        assert (exp / name / "progress.csv").read_text() == before, f"{name} was rerun"
+    for progress in exp.glob("trial_*/progress.csv"):
+        epochs = pd.read_csv(progress)["epoch"]
+        assert list(epochs) == list(range(1, len(epochs) + 1)), f"{progress}: {list(epochs)}"
+    study = optuna.load_study(study_name="inter", storage=f"sqlite:///{exp / 'optuna.db'}")
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 5, states
