@@ -14,8 +14,8 @@ from ray import tune
 from search.cli import build_parser, explicit_flags
 from search.command import settings_from_args
 from search.launch import run_search
-from search.trainable import train_trial
 from search.monitoring import END_ASHA, END_MAX_EPOCHS, END_PATIENCE, END_REASONS_FILE
+from search.trainable import train_trial
 
 TINY = ["--synthetic-scale", "0.02", "--base-channels", "4", "--batch-size", "32"]
 
