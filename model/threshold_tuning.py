@@ -13,7 +13,7 @@ import numpy as np
 
 from data import InputError, load_dataset
 from model import artifacts
-from model.config import config_from_flat
+from model.config import TrainConfig, config_from_flat
 from model.decision import (
     plot_tuning_results,
     rule_from_best,
@@ -30,20 +30,16 @@ STRATEGIES = ("threshold_only", "top_k", "combined")
 TEST_REPORT_FILE = "threshold_tuning_test_report.json"
 
 
-def _recompute_predictions(model_dir: Path, runtime: Runtime) -> dict[str, tuple]:
-    """Predictions of a model dir that has weights and config but no saved predictions."""
-    meta = artifacts.read_json_object(model_dir / artifacts.CONFIG_FILE, "model config")
-    if "config" not in meta or not isinstance(meta["config"], dict):
-        raise InputError(f"{model_dir / artifacts.CONFIG_FILE}: has no 'config' object")
-    cfg = config_from_flat(meta["config"], origin=str(model_dir / artifacts.CONFIG_FILE))
+def predictions_from_weights(
+    cfg: TrainConfig, state_dict: dict, runtime: Runtime, origin: str
+) -> dict[str, tuple]:
+    """(y_true, y_score) per split of a model rebuilt from its config and weights."""
     prepared = prepare_data(load_dataset(cfg.data), cfg.filter, cfg.loss)
     model = build_model(cfg, prepared.genre_filter.n_kept)
     try:
-        model.load_state_dict(artifacts.load_weights(model_dir / artifacts.WEIGHTS_FILE))
+        model.load_state_dict(state_dict)
     except RuntimeError:
-        raise InputError(
-            f"{model_dir / artifacts.WEIGHTS_FILE}: weights do not match config.json"
-        ) from None
+        raise InputError(f"{origin}: weights do not match the config") from None
     model.to(runtime.torch_device)
     feeder = FeatureFeeder(prepared.dataset.features, runtime)
     out = {}
@@ -51,6 +47,16 @@ def _recompute_predictions(model_dir: Path, runtime: Runtime) -> dict[str, tuple
         prob = predict_proba(model, feeder, idx, runtime)
         out[split] = (prepared.dataset.labels[idx], original_space_scores(prepared, prob))
     return out
+
+
+def _recompute_predictions(model_dir: Path, runtime: Runtime) -> dict[str, tuple]:
+    """Predictions of a model dir that has weights and config but no saved predictions."""
+    meta = artifacts.read_json_object(model_dir / artifacts.CONFIG_FILE, "model config")
+    if "config" not in meta or not isinstance(meta["config"], dict):
+        raise InputError(f"{model_dir / artifacts.CONFIG_FILE}: has no 'config' object")
+    cfg = config_from_flat(meta["config"], origin=str(model_dir / artifacts.CONFIG_FILE))
+    weights = model_dir / artifacts.WEIGHTS_FILE
+    return predictions_from_weights(cfg, artifacts.load_weights(weights), runtime, str(weights))
 
 
 def model_dir_predictions(model_dir: Path, runtime: Runtime) -> dict[str, tuple]:

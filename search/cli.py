@@ -166,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_search_flags(search)
 
+    from results.command import add_export_parser, add_results_parser
+
+    add_results_parser(sub)
+    add_export_parser(sub)
+
     tune = sub.add_parser("tune-threshold", help="sweep thresholds and top-K on validation")
     src = tune.add_mutually_exclusive_group(required=True)
     src.add_argument("--model-dir", type=Path, help="a model dir written by `genretune train`")
@@ -260,7 +265,21 @@ def _cmd_search(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return run(args, explicit_flags(args, _given_none(argv)))
 
 
+def _cmd_results(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from results.command import run_results
+
+    return run_results(args)
+
+
+def _cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from results.command import run_export
+
+    return run_export(args)
+
+
 _COMMANDS = {
+    "results": _cmd_results,
+    "export": _cmd_export,
     "search": _cmd_search,
     "data": _cmd_data_stats,
     "train": _cmd_train,

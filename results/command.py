@@ -1,0 +1,173 @@
+"""`genretune results` and `genretune export`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from data import InputError
+from results.experiment import Experiment, load_experiment
+
+FORMATS = ("table", "csv", "json", "parquet")
+CURVE_COLUMNS = [
+    "training_iteration",
+    "train_loss",
+    "val_f1",
+    "best_val_f1",
+    "val_precision",
+    "val_recall",
+    "val_avg_predictions",
+    "tuned_threshold",
+    "tuned_top_k",
+    "tuned_val_f1",
+    "epochs_since_best",
+    "epoch_seconds",
+]
+
+
+def add_results_parser(sub) -> None:
+    p = sub.add_parser("results", help="table, curves, exports and plots of an experiment")
+    p.add_argument("experiment", help="experiment name (under --storage-path) or directory")
+    p.add_argument("--storage-path", default="runs")
+    p.add_argument("--sort", help="column to sort by (default: the search objective)")
+    p.add_argument("--ascending", action="store_true")
+    p.add_argument("--filter", help='pandas query, e.g. "base_channels == 16 and epochs > 3"')
+    p.add_argument("--columns", help="comma-separated columns to show")
+    p.add_argument("--top", type=int, help="show the N first rows")
+    p.add_argument("--trial", help="show one trial's learning curve")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--output", type=Path, help="write the dataframe to this file")
+    p.add_argument("--force", action="store_true", help="replace an existing --output")
+    p.add_argument("--plots", type=Path, help="write PNG plots into this directory")
+
+
+def add_export_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a trial's full config for `genretune train --config`")
+    p.add_argument("experiment", help="experiment name (under --storage-path) or directory")
+    p.add_argument("--storage-path", default="runs")
+    p.add_argument("-o", "--output", type=Path, default=Path("best.json"))
+    p.add_argument("--metric", help="choose the best trial by this metric (default: the search's)")
+    p.add_argument("--mode", choices=("max", "min"))
+    p.add_argument("--trial", help="export this trial instead of the best")
+    p.add_argument(
+        "--with-checkpoint",
+        type=Path,
+        metavar="DIR",
+        help="also write the trial's best weights as a model dir",
+    )
+    p.add_argument("--force", action="store_true", help="replace existing outputs")
+
+
+def _default_columns(exp: Experiment) -> list[str]:
+    objective = exp.metric if exp.metric.startswith("best_") else f"best_{exp.metric}"
+    cols = [
+        "trial_id",
+        "status",
+        "end_reason",
+        "epochs",
+        objective,
+        "last_val_f1",
+        *exp.searched,
+        "wall_time_s",
+    ]
+    return [c for c in dict.fromkeys(cols) if c in exp.trials]
+
+
+def _select(exp: Experiment, args: argparse.Namespace) -> pd.DataFrame:
+    df = exp.trials
+    if args.filter:
+        try:
+            df = df.query(args.filter, engine="python")
+        except Exception as exc:  # pandas raises many types for a bad expression
+            raise InputError(f"--filter {args.filter!r}: {type(exc).__name__}: {exc}") from None
+    if args.sort:
+        if args.sort not in df:
+            raise InputError(f"--sort {args.sort}: no such column (see --format csv)")
+        df = df.sort_values(args.sort, ascending=args.ascending, na_position="last")
+    if args.columns:
+        cols = [c.strip() for c in args.columns.split(",") if c.strip()]
+        missing = [c for c in cols if c not in df]
+        if missing:
+            raise InputError(f"--columns: unknown column(s) {', '.join(missing)}")
+        df = df[cols]
+    elif args.format == "table":
+        df = df[_default_columns(exp)]
+    if args.top is not None:
+        if args.top < 1:
+            raise InputError("--top must be >= 1")
+        df = df.head(args.top)
+    return df
+
+
+def _write(df: pd.DataFrame, fmt: str, output: Path | None) -> None:
+    if fmt == "table":
+        text = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+        if output:
+            output.write_text(text + "\n")
+        else:
+            print(text)
+    elif fmt == "csv":
+        df.to_csv(output or sys.stdout, index=False)
+    elif fmt == "json":
+        text = df.to_json(orient="records", indent=1)
+        output.write_text(text) if output else print(text)
+    else:
+        if output is None:
+            raise InputError("--format parquet needs --output FILE")
+        try:
+            df.to_parquet(output, index=False)
+        except ImportError:
+            raise InputError(
+                "--format parquet needs pyarrow: pip install 'genretune[parquet]'"
+            ) from None
+
+
+def run_results(args: argparse.Namespace) -> int:
+    from results.export import refuse_existing
+
+    if args.output:
+        refuse_existing(args.output, args.force, "--output")
+    exp = load_experiment(args.experiment, args.storage_path)
+    if args.trial:
+        exp.trial(args.trial)
+        curve = exp.history[exp.history["trial_id"] == args.trial]
+        cols = [c for c in CURVE_COLUMNS if c in curve]
+        _write(curve[cols], args.format, args.output)
+        return 0
+    df = _select(exp, args)
+    if args.format == "table" and not args.output:
+        print(f"{exp.path}: {len(exp.trials)} trials, objective {exp.metric} ({exp.mode})")
+    _write(df, args.format, args.output)
+    if args.plots:
+        from results.plots import write_plots
+
+        for path in write_plots(exp, args.plots):
+            print(f"wrote {path}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    import json
+
+    from results.export import chosen_trial, export_payload, refuse_existing, write_model_dir
+
+    refuse_existing(args.output, args.force, "-o")
+    if args.with_checkpoint:
+        refuse_existing(args.with_checkpoint, args.force, "--with-checkpoint")
+    exp = load_experiment(args.experiment, args.storage_path)
+    metric = args.metric or exp.metric
+    row = chosen_trial(exp, args.trial, metric, args.mode)
+    payload = export_payload(exp, row, metric)
+    model_dir = (
+        write_model_dir(exp, payload, args.with_checkpoint) if args.with_checkpoint else None
+    )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"trial {row['trial_id']} ({metric} = {row.get(metric, row.get('best_' + metric))})")
+    print(f"wrote {args.output}: genretune train --config {args.output}")
+    if model_dir:
+        print(f"wrote {model_dir}: genretune tune-threshold --model-dir {model_dir}")
+    return 0

@@ -1,0 +1,178 @@
+"""Read a finished (or running, or copied) experiment directory into pandas.
+
+Uses Ray Tune's own reader (`ExperimentAnalysis`) and the files genretune writes beside it; no
+Ray cluster is started.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from data import InputError
+
+SETTINGS_FILE = "genretune_search.json"
+END_REASONS_FILE = "trial_end_reasons.json"
+# Ray's bookkeeping columns that are not training metrics.
+_NOT_METRICS = {
+    "timestamp",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "done",
+    "training_iteration",
+    "trial_id",
+    "date",
+    "time_this_iter_s",
+    "time_total_s",
+    "pid",
+    "hostname",
+    "node_ip",
+    "time_since_restore",
+    "iterations_since_restore",
+    "epoch",
+    "node_id",
+    "device",
+}
+
+
+def resolve_experiment_path(name_or_path: str | Path, storage_path: str | Path = "runs") -> Path:
+    """An experiment dir from a path, or from a name under `storage_path`."""
+    candidate = Path(name_or_path).expanduser()
+    if not candidate.is_dir():
+        name = str(name_or_path)
+        if "/" in name or name in ("", ".", ".."):
+            raise InputError(f"{name_or_path}: experiment directory not found")
+        candidate = Path(storage_path).expanduser() / name
+    if not candidate.is_dir():
+        raise InputError(
+            f"{name_or_path}: no experiment of that name in {storage_path} and no such directory"
+        )
+    if not (candidate / SETTINGS_FILE).is_file() or not list(candidate.glob("experiment_state*")):
+        raise InputError(f"{candidate}: not a genretune experiment directory")
+    return candidate.resolve()
+
+
+@dataclass
+class Experiment:
+    path: Path
+    settings: dict[str, Any]
+    trials: pd.DataFrame  # one row per trial
+    history: pd.DataFrame  # one row per trial-epoch
+
+    @property
+    def metric(self) -> str:
+        return self.settings["metric"]
+
+    @property
+    def mode(self) -> str:
+        return self.settings["mode"]
+
+    @property
+    def searched(self) -> list[str]:
+        return list(self.settings["space"])
+
+    def check_metric(self, metric: str) -> None:
+        if metric not in self.history.columns:
+            raise InputError(f"--metric {metric}: never reported in {self.path}")
+
+    def best(self, metric: str | None = None, mode: str | None = None) -> pd.Series:
+        """The row of `trials` with the best value of `metric` over all epochs."""
+        metric, mode = metric or self.metric, mode or self.mode
+        self.check_metric(metric)
+        column = f"best_{metric}" if not metric.startswith("best_") else f"max_{metric}"
+        scores = self.trials[column] if column in self.trials else self._extreme(metric, mode)
+        scored = scores.dropna()
+        if scored.empty:
+            raise InputError(f"{self.path}: no trial reported {metric}")
+        index = scored.idxmax() if mode == "max" else scored.idxmin()
+        return self.trials.loc[index]
+
+    def _extreme(self, metric: str, mode: str) -> pd.Series:
+        grouped = self.history.groupby("trial_id")[metric]
+        values = grouped.max() if mode == "max" else grouped.min()
+        return self.trials["trial_id"].map(values)
+
+    def trial(self, trial_id: str) -> pd.Series:
+        rows = self.trials[self.trials["trial_id"] == trial_id]
+        if rows.empty:
+            known = ", ".join(self.trials["trial_id"])
+            raise InputError(f"--trial {trial_id}: no such trial in {self.path} (trials: {known})")
+        return rows.iloc[0]
+
+
+def _numeric_metrics(history: pd.DataFrame) -> list[str]:
+    return [
+        c
+        for c in history.columns
+        if c not in _NOT_METRICS
+        and not c.startswith("config/")
+        and pd.api.types.is_numeric_dtype(history[c])
+    ]
+
+
+def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs") -> Experiment:
+    """The trials and per-epoch history of an experiment directory."""
+    from ray.tune import ExperimentAnalysis
+
+    path = resolve_experiment_path(name_or_path, storage_path)
+    settings = json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8"))
+    reasons_file = path / END_REASONS_FILE
+    reasons = json.loads(reasons_file.read_text()) if reasons_file.is_file() else {}
+    try:
+        analysis = ExperimentAnalysis(str(path))
+    except Exception as exc:  # Ray raises several types for unreadable state
+        raise InputError(f"{path}: cannot read the experiment state ({exc})") from None
+
+    frames = []
+    rows = []
+    searched = list(settings["space"])
+    for trial in analysis.trials:
+        df = analysis.trial_dataframes.get(trial.trial_id)
+        row: dict[str, Any] = {"trial_id": trial.trial_id, "status": trial.status}
+        reason = reasons.get(trial.trial_id, {}).get("end_reason")
+        row["end_reason"] = (
+            "error"
+            if trial.status == "ERROR"
+            else reason
+            or ("running" if trial.status in ("RUNNING", "PENDING", "PAUSED") else "unknown")
+        )
+        for key in searched:
+            row[key] = trial.config.get(key)
+        if df is not None and not df.empty:
+            df = df.assign(trial_id=trial.trial_id)
+            frames.append(df)
+            for metric in _numeric_metrics(df):
+                row[f"best_{metric}" if not metric.startswith("best_") else metric] = (
+                    df[metric].max()
+                    if settings["mode"] == "max" or metric.startswith("best_")
+                    else df[metric].min()
+                )
+                row[f"last_{metric}"] = df[metric].iloc[-1]
+            row["epochs"] = int(df["training_iteration"].max())
+            row["wall_time_s"] = float(df["time_total_s"].max())
+            row["node"] = df["node_id"].iloc[-1] if "node_id" in df else df["hostname"].iloc[-1]
+        else:
+            row["epochs"] = 0
+        rows.append(row)
+    history = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trial_id"])
+    trials = pd.DataFrame(rows)
+    for key in searched:
+        # Optional integers (top_k, max_genres) would otherwise turn into floats with NaN.
+        values = trials[key].dropna() if key in trials else []
+        if len(values) and all(float(v).is_integer() for v in values if not isinstance(v, str)):
+            if not any(isinstance(v, (str, bool)) for v in values):
+                trials[key] = trials[key].astype("Int64")
+    metric_col = (
+        settings["metric"]
+        if settings["metric"].startswith("best_")
+        else (f"best_{settings['metric']}")
+    )
+    if metric_col in trials:
+        trials = trials.sort_values(
+            metric_col, ascending=settings["mode"] == "min", na_position="last"
+        ).reset_index(drop=True)
+    return Experiment(path=path, settings=settings, trials=trials, history=history)

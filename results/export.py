@@ -1,0 +1,100 @@
+"""Export a trial's complete config (with provenance) for `genretune train --config`, and
+optionally its best weights as a model dir that `genretune tune-threshold` accepts."""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from data import InputError
+from results.checkpoints import latest_state
+from results.experiment import Experiment
+
+MODEL_KEYS = ("model.pt", "config.json")
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return None if isinstance(value, float) and value != value else value
+    if pd.isna(value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def chosen_trial(
+    exp: Experiment, trial_id: str | None, metric: str | None, mode: str | None
+) -> pd.Series:
+    return exp.trial(trial_id) if trial_id else exp.best(metric, mode)
+
+
+def trial_config(exp: Experiment, trial_id: str) -> dict[str, Any]:
+    from model.config import FLAT_KEYS
+
+    params = json.loads((exp.path / f"trial_{trial_id}" / "params.json").read_text())
+    return {k: params[k] for k in FLAT_KEYS if k in params}
+
+
+def export_payload(exp: Experiment, row: pd.Series, metric: str) -> dict[str, Any]:
+    import numpy
+    import optuna
+    import ray
+    import torch
+
+    config = trial_config(exp, row["trial_id"])
+    metrics = {k: _plain(v) for k, v in row.items() if k.startswith(("best_", "last_"))}
+    return {
+        "config": config,
+        "provenance": {
+            "experiment": str(exp.path),
+            "trial_id": row["trial_id"],
+            "selected_by": metric,
+            "end_reason": row.get("end_reason"),
+            "epochs_run": _plain(row.get("epochs")),
+            "metrics": metrics,
+            "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": {
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "ray": ray.__version__,
+                "optuna": optuna.__version__,
+                "numpy": numpy.__version__,
+            },
+        },
+    }
+
+
+def refuse_existing(path: Path, force: bool, flag: str) -> None:
+    if path.exists() and not force:
+        raise InputError(f"{flag} {path}: already exists (use --force to replace it)")
+
+
+def write_model_dir(exp: Experiment, payload: dict[str, Any], out_dir: Path) -> Path:
+    """model.pt (the trial's best-epoch weights) and config.json, as `genretune train` writes."""
+    import torch
+
+    state = latest_state(exp.path / f"trial_{payload['provenance']['trial_id']}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(state["best_model"], out_dir / "model.pt")
+    (out_dir / "config.json").write_text(json.dumps(payload, indent=2) + "\n")
+    return out_dir
+
+
+def best_trial_decision_plot(exp: Experiment, path: Path) -> Path:
+    """Threshold / top-K curves of the best trial's best weights on validation."""
+    from model.config import config_from_flat
+    from model.decision import plot_tuning_results, sweep_decision_rules
+    from model.device import resolve_runtime
+    from model.threshold_tuning import allowed_genres, predictions_from_weights
+
+    row = exp.best()
+    cfg = config_from_flat(trial_config(exp, row["trial_id"]))
+    state = latest_state(exp.path / f"trial_{row['trial_id']}")
+    preds = predictions_from_weights(cfg, state["best_model"], resolve_runtime("cpu"), str(path))
+    y_true, y_score = preds["val"]
+    sweep = sweep_decision_rules(y_true, y_score, allowed=allowed_genres(y_score))
+    return plot_tuning_results(sweep, path)

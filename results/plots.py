@@ -1,0 +1,168 @@
+"""PNG plots of an experiment (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from results.experiment import Experiment
+
+TOP_N = 5
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _ordered_history(exp: Experiment) -> pd.DataFrame:
+    return exp.history.sort_values("timestamp").reset_index(drop=True)
+
+
+def plot_search_progress(exp: Experiment, path: Path) -> Path:
+    """Best-so-far objective against wall time and against cumulative trial-epochs."""
+    plt = _pyplot()
+    h = _ordered_history(exp)
+    best = h[exp.metric].cummax() if exp.mode == "max" else h[exp.metric].cummin()
+    seconds = h["timestamp"] - h["timestamp"].min()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=120)
+    for ax, x, label in (
+        (axes[0], seconds / 60, "wall time (minutes)"),
+        (axes[1], np.arange(1, len(h) + 1), "cumulative trial-epochs"),
+    ):
+        ax.scatter(x, h[exp.metric], s=8, color="0.7", label="every epoch")
+        ax.step(x, best, where="post", color="C0", lw=2, label="best so far")
+        ax.set_xlabel(label)
+        ax.set_ylabel(exp.metric)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"Search progress: {exp.path.name} ({len(exp.trials)} trials)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_learning_curves(exp: Experiment, path: Path, metric: str = "val_f1") -> Path:
+    """Validation curves of the top trials in colour; the others in grey, ending where ASHA or
+    patience stopped them (x)."""
+    plt = _pyplot()
+    top = list(exp.trials["trial_id"].head(TOP_N))
+    fig, ax = plt.subplots(figsize=(8.5, 5), dpi=120)
+    for trial_id, df in exp.history.groupby("trial_id"):
+        if trial_id in top:
+            continue
+        ax.plot(df["training_iteration"], df[metric], color="0.75", lw=1)
+        ax.scatter(
+            df["training_iteration"].iloc[-1:], df[metric].iloc[-1:], marker="x", color="0.5", s=25
+        )
+    for rank, trial_id in enumerate(top):
+        df = exp.history[exp.history["trial_id"] == trial_id]
+        ax.plot(
+            df["training_iteration"],
+            df[metric],
+            lw=2,
+            color=f"C{rank}",
+            label=f"#{rank + 1} {trial_id}",
+        )
+    ax.scatter([], [], marker="x", color="0.5", label="other trials: stopped here")
+    ax.set_xlabel("epoch (training_iteration)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"Learning curves, top {len(top)} trials by {exp.metric}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _category_order(label: str) -> tuple:
+    try:
+        return (label == "None", float(label), label)
+    except ValueError:
+        return (label == "None", float("inf"), label)
+
+
+def plot_params(exp: Experiment, path: Path) -> Path:
+    """Each searched parameter against the trial's objective."""
+    plt = _pyplot()
+    params = [p for p in exp.searched if p in exp.trials]
+    objective = exp.metric if exp.metric in exp.trials else f"best_{exp.metric}"
+    cols = min(4, max(1, len(params)))
+    rows = int(np.ceil(len(params) / cols)) or 1
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), dpi=120, squeeze=False)
+    for ax, param in zip(axes.flat, params, strict=False):
+        values = exp.trials[param]
+        y = exp.trials[objective]
+        spec = exp.settings["space"].get(param, "")
+        if "Categorical" in str(spec) or values.dtype == object:
+            labels = [str(v) for v in values.astype(object).where(values.notna(), None)]
+            cats = sorted(set(labels), key=_category_order)
+            x = [cats.index(v) for v in labels]
+            ax.set_xticks(range(len(cats)), cats)
+        else:
+            x = values.astype(float)
+            if '"log": true' in str(spec).lower() or "'log': True" in str(spec):
+                ax.set_xscale("log")
+        ax.scatter(x, y, s=22, alpha=0.8)
+        ax.set_xlabel(param)
+        ax.set_ylabel(objective)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(params) :]:
+        ax.set_axis_off()
+    fig.suptitle("Searched parameters vs objective (one point per trial)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def plot_importances(exp: Experiment, path: Path) -> Path | None:
+    """Optuna parameter importances from the persisted study (None if it cannot tell yet)."""
+    import optuna
+
+    url = exp.settings.get("optuna_storage") or f"sqlite:///{exp.path / 'optuna.db'}"
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+        url = f"sqlite:///{exp.path / 'optuna.db'}"  # the experiment dir was moved or copied
+    try:
+        study = optuna.load_study(study_name=exp.settings["study_name"], storage=url)
+        importances = optuna.importance.get_param_importances(study)
+    except (RuntimeError, ValueError, KeyError):
+        return None
+    if not importances:
+        return None
+    plt = _pyplot()
+    names = list(importances)[::-1]
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5), dpi=120)
+    ax.barh(names, [importances[n] for n in names], color="C0")
+    ax.set_xlabel("importance (fANOVA, share of objective variance)")
+    ax.set_title(f"Parameter importances ({len(study.trials)} Optuna trials)")
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def write_plots(exp: Experiment, out_dir: Path, decision_plot: bool = True) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = [
+        plot_search_progress(exp, out_dir / "search_progress.png"),
+        plot_learning_curves(exp, out_dir / "learning_curves.png"),
+        plot_params(exp, out_dir / "params_vs_objective.png"),
+    ]
+    importance = plot_importances(exp, out_dir / "param_importances.png")
+    if importance:
+        written.append(importance)
+    if decision_plot:
+        from results.export import best_trial_decision_plot
+
+        written.append(best_trial_decision_plot(exp, out_dir / "best_trial_decision_rules.png"))
+    return written

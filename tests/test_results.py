@@ -1,0 +1,239 @@
+"""`results`, `export` and retraining from an exported config, on a real tiny experiment."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from search.cli import build_parser, explicit_flags, main
+from search.command import settings_from_args
+from search.launch import run_search
+
+EPOCHS = 4
+
+
+@pytest.fixture(scope="module")
+def experiment(local_ray, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    argv = [
+        "search",
+        "--synthetic-scale",
+        "0.02",
+        "--base-channels",
+        "4",
+        "--epochs",
+        str(EPOCHS),
+        "--patience",
+        "4",
+        "--grace-period",
+        "2",
+        "--reduction-factor",
+        "2",
+        "--num-samples",
+        "5",
+        "--name",
+        "exp",
+        "--storage-path",
+        str(root),
+        "--progress-interval",
+        "1000",
+    ]
+    args = build_parser().parse_args(argv)
+    run_search(settings_from_args(args, explicit_flags(args)))
+    return root / "exp"
+
+
+def test_load_experiment_trials_and_history(experiment):
+    from results.experiment import load_experiment
+
+    exp = load_experiment(experiment)
+    t = exp.trials
+    assert len(t) == 5 and set(t["status"]) == {"TERMINATED"}
+    for col in (
+        "trial_id",
+        "end_reason",
+        "best_val_f1",
+        "last_val_f1",
+        "epochs",
+        "wall_time_s",
+        "node",
+        "lr",
+        "min_samples_per_genre",
+        "top_k",
+        "best_tuned_val_f1",
+    ):
+        assert col in t, col
+    assert list(t["best_val_f1"]) == sorted(t["best_val_f1"], reverse=True), "best first"
+    assert len(exp.history) == t["epochs"].sum()
+    assert exp.best()["trial_id"] == t.iloc[0]["trial_id"]
+    assert (
+        exp.best("val_hamming_loss", "min")["best_val_hamming_loss"]
+        == t["best_val_hamming_loss"].min()
+    )
+
+
+def test_a_copied_experiment_reads_in_another_process_without_ray(experiment, tmp_path):
+    copy = tmp_path / "copied"
+    shutil.copytree(experiment, copy)
+    code = (
+        "import sys, ray\n"
+        "from results.experiment import load_experiment\n"
+        f"e = load_experiment({str(copy)!r})\n"
+        "assert not ray.is_initialized()\n"
+        "print(len(e.trials), len(e.history))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    n_trials, n_rows = map(int, res.stdout.split())
+    assert n_trials == 5 and n_rows > 5
+
+
+def test_results_command_table_curve_and_exports(experiment, tmp_path, capsys):
+    root, name = str(experiment.parent), experiment.name
+    assert main(["results", name, "--storage-path", root]) == 0
+    out = capsys.readouterr().out
+    assert "5 trials" in out and "end_reason" in out and "best_val_f1" in out
+    assert (
+        main(
+            [
+                "results",
+                str(experiment),
+                "--filter",
+                "epochs >= 2",
+                "--sort",
+                "lr",
+                "--columns",
+                "trial_id,lr,epochs",
+                "--top",
+                "3",
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
+    df = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert list(df.columns) == ["trial_id", "lr", "epochs"] and len(df) <= 3
+    assert list(df["lr"]) == sorted(df["lr"], reverse=True)
+    trial_id = df["trial_id"][0]
+    assert main(["results", str(experiment), "--trial", trial_id, "--format", "csv"]) == 0
+    curve = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    assert list(curve["training_iteration"]) == list(range(1, len(curve) + 1))
+    for fmt in ("json", "parquet", "csv"):
+        out_file = tmp_path / f"trials.{fmt}"
+        assert main(["results", str(experiment), "--format", fmt, "--output", str(out_file)]) == 0
+        back = {"json": pd.read_json, "parquet": pd.read_parquet, "csv": pd.read_csv}[fmt](out_file)
+        assert len(back) == 5 and "best_val_f1" in back
+    assert main(["results", str(experiment), "--format", "csv", "--output", str(out_file)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_plots_are_written(experiment, tmp_path):
+    from results.experiment import load_experiment
+    from results.plots import write_plots
+
+    paths = write_plots(load_experiment(experiment), tmp_path / "plots")
+    names = {p.name for p in paths}
+    assert {
+        "search_progress.png",
+        "learning_curves.png",
+        "params_vs_objective.png",
+        "best_trial_decision_rules.png",
+        "param_importances.png",
+    } <= names
+    for p in paths:
+        assert p.read_bytes()[:4] == b"\x89PNG" and p.stat().st_size > 10_000
+
+
+def test_export_then_retrain_reproduces_the_trial(experiment, tmp_path, capsys):
+    from results.experiment import load_experiment
+
+    exp = load_experiment(experiment)
+    full = exp.trials[exp.trials["epochs"] == EPOCHS].iloc[0]
+    best_json = tmp_path / "best.json"
+    model_dir = tmp_path / "best_model"
+    assert (
+        main(
+            [
+                "export",
+                str(experiment),
+                "--trial",
+                full["trial_id"],
+                "-o",
+                str(best_json),
+                "--with-checkpoint",
+                str(model_dir),
+            ]
+        )
+        == 0
+    )
+    payload = json.loads(best_json.read_text())
+    assert payload["provenance"]["trial_id"] == full["trial_id"]
+    assert payload["config"]["lr"] == full["lr"]
+    assert {"torch", "ray", "optuna"} <= set(payload["provenance"]["versions"])
+
+    out = tmp_path / "retrained"
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(best_json),
+                "--output-dir",
+                str(out),
+                "--threads",
+                "1",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    (run_dir,) = list(out.iterdir())
+    retrained = pd.read_csv(run_dir / "history.csv")
+    trial = exp.history[exp.history["trial_id"] == full["trial_id"]]
+    # Same seed, same data, CPU: the retrained run repeats the trial epoch for epoch.
+    assert list(retrained["val_f1"]) == pytest.approx(list(trial["val_f1"]), abs=1e-9)
+    assert retrained["val_f1"].max() == pytest.approx(full["best_val_f1"], abs=1e-9)
+
+    # The exported model dir is accepted by tune-threshold.
+    assert main(["tune-threshold", "--model-dir", str(model_dir)]) == 0
+    assert (model_dir / "threshold_tuning_results.json").is_file()
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["results", "no_such_experiment"], "no experiment of that name"),
+        (["results", "{tmp}"], "not a genretune experiment directory"),
+        (["results", "{exp}", "--trial", "deadbeef"], "--trial deadbeef: no such trial"),
+        (["results", "{exp}", "--sort", "nope"], "--sort nope: no such column"),
+        (["results", "{exp}", "--filter", "lr >"], "--filter"),
+        (["export", "{exp}", "--metric", "val_nope", "-o", "{tmp}/x.json"], "--metric val_nope"),
+        (["export", "{exp}", "--trial", "deadbeef", "-o", "{tmp}/x.json"], "no such trial"),
+    ],
+)
+def test_results_and_export_errors(experiment, tmp_path, capsys, args, fragment):
+    args = [a.format(tmp=tmp_path, exp=experiment) for a in args]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and len(err.splitlines()) == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_export_refuses_to_overwrite(experiment, tmp_path, capsys):
+    target = tmp_path / "best.json"
+    target.write_text("{}")
+    assert main(["export", str(experiment), "-o", str(target)]) == 2
+    assert "already exists (use --force" in capsys.readouterr().err
+    assert target.read_text() == "{}"
+    assert main(["export", str(experiment), "-o", str(target), "--force"]) == 0
+    assert "config" in json.loads(target.read_text())
