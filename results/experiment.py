@@ -143,13 +143,22 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
         for key in searched:
             row[key] = trial.config.get(key)
         if df is not None and not df.empty:
-            df = df.assign(trial_id=trial.trial_id)
+            # A driver killed without warning restores trials from the last saved experiment
+            # state, which can be a few epochs behind their logs: the rerun epochs are logged
+            # twice. The later rows belong to the run that continued, so they are kept.
+            df = (
+                df.drop_duplicates("training_iteration", keep="last")
+                .sort_values("training_iteration")
+                .reset_index(drop=True)
+                .assign(trial_id=trial.trial_id)
+            )
             frames.append(df)
             for metric in _numeric_metrics(df):
+                lower_is_better = (
+                    settings["mode"] == "min" if metric == settings["metric"] else "loss" in metric
+                )
                 row[f"best_{metric}" if not metric.startswith("best_") else metric] = (
-                    df[metric].max()
-                    if settings["mode"] == "max" or metric.startswith("best_")
-                    else df[metric].min()
+                    df[metric].min() if lower_is_better else df[metric].max()
                 )
                 row[f"last_{metric}"] = df[metric].iloc[-1]
             row["epochs"] = int(df["training_iteration"].max())

@@ -63,6 +63,7 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
         "receiving it from the driver",
     )
     r.add_argument("--verbose", action="store_true", help="show Ray's and the trials' logs")
+    r.add_argument("--mlflow-uri", help="also log trials to this MLflow tracking URI (extra)")
 
 
 def _profile_defaults(profile_name: str) -> dict[str, Any]:
@@ -106,7 +107,8 @@ def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> Searc
         metric = args.metric or "best_tuned_val_f1"
         base = config_from_flat({"objective": "tuned_val_f1"}, base=base)
     epochs, patience = base.optim.epochs, base.optim.patience
-    name = experiment.check_name(args.name or datetime.now().strftime("search_%Y%m%d_%H%M%S"))
+    default_name = datetime.now().strftime("search_%Y%m%d_%H%M%S")
+    name = experiment.check_name(default_name if args.name is None else args.name)
     return SearchSettings(
         name=name,
         storage_path=experiment.resolve_storage_path(args.storage_path),
@@ -127,6 +129,7 @@ def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> Searc
         data_on_workers=args.data_on_workers,
         optuna_storage=args.optuna_storage,
         progress_interval=args.progress_interval,
+        mlflow_uri=args.mlflow_uri,
     )
 
 
@@ -188,5 +191,6 @@ def run(args: argparse.Namespace, flags: dict[str, Any]) -> int:
     results = run_search(
         settings, resume=bool(args.resume), overwrite=args.overwrite, verbose=args.verbose
     )
-    print("\n".join(summary(settings, results)))
+    if results is not None:
+        print("\n".join(summary(settings, results)))
     return 0

@@ -48,6 +48,7 @@ class SearchSettings:
     data_on_workers: bool = False
     optuna_storage: str | None = None
     progress_interval: float = 30.0
+    mlflow_uri: str | None = None
 
     @property
     def experiment_path(self) -> str:
@@ -104,6 +105,19 @@ def settings_from_json(payload: dict[str, Any], **overrides: Any) -> SearchSetti
     )
 
 
+def check_mlflow_uri(uri: str) -> None:
+    """Reach the tracking store before any trial runs, so a typo does not fail the search later."""
+    try:
+        import mlflow
+    except ImportError:
+        raise InputError("--mlflow-uri needs MLflow: pip install 'genretune[mlflow]'") from None
+    try:
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+    except Exception as exc:  # MLflow raises many types; the first line says what is wrong
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"--mlflow-uri {uri}: {first[:300]}") from None
+
+
 def check_settings(s: SearchSettings) -> None:
     """Everything that can be wrong before Ray starts."""
     r = s.resources
@@ -125,6 +139,8 @@ def check_settings(s: SearchSettings) -> None:
         raise InputError("--max-failures must be >= 0")
     if s.decision == DECISION_TUNED and any(k in s.space for k in DECISION_KEYS):
         raise InputError("--decision tuned: threshold/top_k cannot also be searched")
+    if s.mlflow_uri:
+        check_mlflow_uri(s.mlflow_uri)
     if experiment.is_uri(s.storage_path) and not s.optuna_storage:
         raise InputError("--optuna-storage URL is required with a cloud --storage-path")
     # Every corner of the space must make a valid config: check the bounds against it.
@@ -176,6 +192,17 @@ def _monitor(s: SearchSettings):
     )
 
 
+def _callbacks(s: SearchSettings) -> list:
+    """Progress and end reasons; TensorBoard event files are written by Ray's default loggers;
+    MLflow when asked."""
+    callbacks = [_monitor(s)]
+    if s.mlflow_uri:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        callbacks.append(MLflowLoggerCallback(tracking_uri=s.mlflow_uri, experiment_name=s.name))
+    return callbacks
+
+
 def build_tuner(s: SearchSettings):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -217,7 +244,7 @@ def build_tuner(s: SearchSettings):
             name=s.name,
             storage_path=s.storage_path,
             stop=PatienceStopper(s.base.optim.patience),
-            callbacks=[_monitor(s)],
+            callbacks=_callbacks(s),
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
             checkpoint_config=tune.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode
@@ -227,15 +254,27 @@ def build_tuner(s: SearchSettings):
     )
 
 
+def finished_trials(experiment_path: str) -> int:
+    """Trials of an experiment that ended without error (read from its saved state)."""
+    from ray import tune
+
+    analysis = tune.ExperimentAnalysis(experiment_path)
+    return sum(trial.status == "TERMINATED" for trial in analysis.trials)
+
+
 def run_search(
     s: SearchSettings, resume: bool = False, overwrite: bool = False, verbose: bool = False
 ):
-    """Run (or resume) the experiment and return its ResultGrid."""
+    """Run (or resume) the experiment and return its ResultGrid (None: already finished)."""
     check_settings(s)
     local = not experiment.is_uri(s.storage_path)
     exp_path = Path(s.experiment_path)
     if local:
         experiment.prepare_experiment_dir(exp_path, resume=resume, overwrite=overwrite)
+        if resume and finished_trials(s.experiment_path) >= s.num_samples:
+            # Restoring would rewrite the experiment state; a finished search is left as it is.
+            print(f"experiment {s.name} already finished: nothing to resume", file=sys.stderr)
+            return None
         experiment.check_writable(exp_path)
     if not resume:
         config_from_flat(s.base.to_flat())  # the fixed part must be valid on its own
@@ -264,5 +303,29 @@ def run_search(
     else:
         tuner = build_tuner(s)
     results = tuner.fit()
+    if resume:
+        close_orphaned_optuna_trials(s, results)
     print(f"search finished in {time.monotonic() - began:.0f}s", file=sys.stderr)
     return results
+
+
+def close_orphaned_optuna_trials(s: SearchSettings, results) -> int:
+    """Mark FAIL the Optuna trials left RUNNING by a killed driver.
+
+    Optuna records a sample when it is drawn; Ray Tune records the trial in its experiment state
+    a few seconds later. A driver killed in between leaves a study trial that no Ray trial will
+    ever finish. Once every Ray trial has ended, such a trial can only be one of those.
+    """
+    if results.num_errors or results.num_terminated < s.num_samples:
+        return 0
+    study = optuna.load_study(study_name=s.name, storage=s.optuna_url())
+    orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for t in orphans:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    if orphans:
+        print(
+            f"marked {len(orphans)} Optuna trial(s) FAIL: sampled just before the driver was "
+            "killed, never run",
+            file=sys.stderr,
+        )
+    return len(orphans)

@@ -25,20 +25,36 @@ STATE_FILE = "state.pt"
 logger = logging.getLogger(__name__)
 
 
-def load_checkpoint_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
-    """The training state of a checkpoint, or None (start from scratch) when it is unreadable.
+def _load_state(directory: Path) -> dict[str, Any]:
+    return torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
 
-    A truncated or corrupt checkpoint must not crash the search: the trial then retrains from
-    scratch, which costs time but loses no result.
+
+def load_checkpoint_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] | None:
+    """The training state of the newest readable checkpoint, or None to start from scratch.
+
+    A truncated or corrupt checkpoint must not crash the search: the trial falls back to the
+    previous checkpoint in its directory (on a filesystem path), else retrains from scratch.
+    Either way it costs time but loses no result.
     """
     if checkpoint is None:
         return None
     try:
         with checkpoint.as_directory() as directory:
-            return torch.load(Path(directory) / STATE_FILE, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable checkpoint: log and retrain
-        logger.warning("checkpoint %s is unreadable (%s); restarting the trial", checkpoint, exc)
-        return None
+            return _load_state(Path(directory))
+    except Exception as exc:  # any unreadable checkpoint: try older ones
+        logger.warning("checkpoint %s is unreadable (%s)", checkpoint.path, exc)
+    broken = Path(checkpoint.path)
+    if broken.parent.is_dir():
+        older = sorted(
+            (p for p in broken.parent.glob("checkpoint_*") if p.name < broken.name), reverse=True
+        )
+        for candidate in older:
+            try:
+                return _load_state(candidate)
+            except Exception:  # also unreadable: keep going back
+                continue
+    logger.warning("no readable checkpoint; restarting the trial from scratch")
+    return None
 
 
 def _threads_for_trial() -> int:

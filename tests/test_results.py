@@ -49,7 +49,7 @@ def experiment(local_ray, tmp_path_factory):
 
 
 def test_load_experiment_trials_and_history(experiment):
-    from results.experiment import load_experiment
+    from results import load_experiment
 
     exp = load_experiment(experiment)
     t = exp.trials
@@ -134,7 +134,7 @@ def test_results_command_table_curve_and_exports(experiment, tmp_path, capsys):
 
 
 def test_plots_are_written(experiment, tmp_path):
-    from results.experiment import load_experiment
+    from results import load_experiment
     from results.plots import write_plots
 
     paths = write_plots(load_experiment(experiment), tmp_path / "plots")
@@ -151,7 +151,7 @@ def test_plots_are_written(experiment, tmp_path):
 
 
 def test_export_then_retrain_reproduces_the_trial(experiment, tmp_path, capsys):
-    from results.experiment import load_experiment
+    from results import load_experiment
 
     exp = load_experiment(experiment)
     full = exp.trials[exp.trials["epochs"] == EPOCHS].iloc[0]

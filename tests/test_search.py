@@ -91,6 +91,8 @@ def test_search_runs_asha_optuna_and_the_dir_reads_back(local_ray, tmp_path):
         "node_id",
     ):
         assert key in history.columns, key
+    # TensorBoard event files for `tensorboard --logdir runs/NAME`.
+    assert len(list(exp.glob("trial_*/events.out.tfevents.*"))) == 6
     settings_file = json.loads((exp / "genretune_search.json").read_text())
     assert settings_file["metric"] == "best_val_f1" and settings_file["study_name"] == "basic"
 
@@ -122,14 +124,34 @@ def test_patience_stopper_fires_on_a_plateau(local_ray, tmp_path):
 
 
 def test_decision_tuned_searches_no_rule_and_optimises_tuned_f1(local_ray, tmp_path):
+    mlruns = f"sqlite:///{tmp_path / 'mlflow.db'}"
     s = settings(
-        tmp_path, "--name", "tuned", "--num-samples", "2", "--epochs", "2", "--decision", "tuned"
+        tmp_path,
+        "--name",
+        "tuned",
+        "--num-samples",
+        "2",
+        "--epochs",
+        "2",
+        "--decision",
+        "tuned",
+        "--mlflow-uri",
+        mlruns,
     )
     assert "threshold" not in s.space and "top_k" not in s.space
     assert s.metric == "best_tuned_val_f1" and s.base.objective == "tuned_val_f1"
     results = run_search(s)
     df = results.get_dataframe()
     assert (df["best_tuned_val_f1"] >= df["tuned_val_f1"]).all()
+
+    # --mlflow-uri: one MLflow run per trial, read back with MLflow's own client.
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=mlruns)
+    exp = client.get_experiment_by_name("tuned")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 2
+    assert {r.data.metrics["best_tuned_val_f1"] for r in runs} == set(df["best_tuned_val_f1"])
 
 
 @pytest.mark.parametrize(

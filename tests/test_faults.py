@@ -1,0 +1,163 @@
+"""Faults a long search meets: a killed trial worker, a corrupt checkpoint, bad storage,
+reused names."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from ray import tune
+
+from search.cli import build_parser, explicit_flags, main
+from search.command import settings_from_args
+from search.launch import run_search
+from search.trainable import STATE_FILE, load_checkpoint_state
+
+TINY = ["--synthetic-scale", "0.02", "--base-channels", "4", "--progress-interval", "1000"]
+
+
+def settings(tmp_path: Path, *extra: str):
+    args = build_parser().parse_args(["search", *TINY, "--storage-path", str(tmp_path), *extra])
+    return settings_from_args(args, explicit_flags(args))
+
+
+def _rows(progress: Path) -> pd.DataFrame:
+    try:
+        return pd.read_csv(progress)
+    except (pd.errors.EmptyDataError, FileNotFoundError):
+        return pd.DataFrame()
+
+
+def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
+    s = settings(
+        tmp_path,
+        "--name",
+        "killed",
+        "--num-samples",
+        "1",
+        "--epochs",
+        "6",
+        "--patience",
+        "6",
+        "--grace-period",
+        "6",
+    )
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault("results", run_search(s)))
+    runner.start()
+    exp = tmp_path / "killed"
+    killed_pid = None
+    deadline = time.monotonic() + 300
+    while runner.is_alive() and time.monotonic() < deadline:
+        rows = _rows(next(iter(exp.glob("trial_*/progress.csv")), Path("/nonexistent")))
+        if len(rows) >= 2:
+            killed_pid = int(rows["pid"].iloc[-1])
+            os.kill(killed_pid, signal.SIGKILL)  # mid-search: epoch 3 is under way
+            break
+        time.sleep(0.2)
+    runner.join(timeout=600)
+    assert killed_pid is not None, "the trial never reached epoch 2"
+    results = outcome["results"]
+    (result,) = list(results)
+    assert result.error is None
+    history = pd.read_csv(result.path + "/progress.csv")
+    assert list(history["epoch"]) == list(range(1, 7)), "every epoch exactly once"
+    assert list(history["training_iteration"]) == list(range(1, 7))
+    assert history["pid"].iloc[-1] != killed_pid, "the trial ran on a new worker"
+
+    # The interrupted trial's metrics equal an uninterrupted run of the same config on CPU.
+    from data import load_dataset
+    from model.config import config_from_flat
+    from model.device import Runtime
+    from model.prepare import prepare_data
+    from model.training import fit
+
+    cfg = config_from_flat({k: v for k, v in result.config.items()})
+    prepared = prepare_data(load_dataset(cfg.data), cfg.filter, cfg.loss)
+    clean = fit(prepared, cfg, Runtime(device="cpu", channels_last=True, num_threads=1))
+    assert list(history["val_f1"]) == pytest.approx([r["val_f1"] for r in clean.history], abs=1e-9)
+
+
+def _checkpoint_dir(root: Path, epoch: int, state: dict | None) -> Path:
+    d = root / f"checkpoint_{epoch:06d}"
+    d.mkdir(parents=True)
+    if state is None:
+        (d / STATE_FILE).write_bytes(b"truncated garbage")
+    else:
+        torch.save(state, d / STATE_FILE)
+    return d
+
+
+def test_corrupt_checkpoint_falls_back_to_the_previous_good_one(tmp_path):
+    _checkpoint_dir(tmp_path, 0, {"epoch": 1})
+    _checkpoint_dir(tmp_path, 1, {"epoch": 2})
+    newest = _checkpoint_dir(tmp_path, 2, None)
+    state = load_checkpoint_state(tune.Checkpoint.from_directory(str(newest)))
+    assert state == {"epoch": 2}
+    only = tmp_path / "alone"
+    broken = _checkpoint_dir(only, 0, None)
+    assert load_checkpoint_state(tune.Checkpoint.from_directory(str(broken))) is None
+
+
+def test_unusable_storage_path_is_reported_before_ray_starts(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    code = main(["search", *TINY, "--storage-path", str(blocker / "runs"), "--name", "x"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"--storage-path {blocker / 'runs' / 'x'}: not writable" in err
+    assert blocker.read_text() == "not a directory"
+
+
+def test_names_cannot_escape_the_storage_path(tmp_path, capsys):
+    for name in ("../evil", "a/b", "..", ".hidden", ""):
+        assert main(["search", "--name", name, "--storage-path", str(tmp_path / "r")]) == 2
+        assert "--name" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists() and not (tmp_path / "evil").exists()
+
+
+def test_existing_name_needs_resume_or_overwrite_and_finished_resume_changes_nothing(
+    local_ray, tmp_path, capsys
+):
+    args = [
+        "search",
+        *TINY,
+        "--storage-path",
+        str(tmp_path),
+        "--num-samples",
+        "2",
+        "--epochs",
+        "2",
+        "--grace-period",
+        "2",
+    ]
+    assert main([*args, "--name", "one"]) == 0
+    assert main([*args, "--name", "two", "--seed", "1"]) == 0
+    capsys.readouterr()
+    exp = tmp_path / "one"
+    snapshot = {p: p.stat().st_mtime_ns for p in exp.rglob("*") if p.is_file()}
+    assert main([*args, "--name", "one"]) == 2
+    assert "already exists; use --resume" in capsys.readouterr().err
+    assert main(["search", "--resume", "one", "--storage-path", str(tmp_path)]) == 0
+    assert "already finished" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in exp.rglob("*") if p.is_file()} == snapshot
+
+    # Two experiments in one storage path keep their own trials and studies.
+    import optuna
+
+    for name in ("one", "two"):
+        study = optuna.load_study(
+            study_name=name, storage=f"sqlite:///{tmp_path / name / 'optuna.db'}"
+        )
+        assert len(study.trials) == 2
+        assert len([p for p in (tmp_path / name).glob("trial_*") if p.is_dir()]) == 2
+    reasons = json.loads((tmp_path / "one" / "trial_end_reasons.json").read_text())
+    assert len(reasons) == 2
+    assert main([*args, "--name", "one", "--overwrite"]) == 0
+    assert len([p for p in exp.glob("trial_*") if p.is_dir()]) == 2
