@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
 
 from data.dataset import TEST, TRAIN, VAL
 
@@ -18,6 +17,9 @@ def stratified_split(
     Two stratified cuts: train vs the rest, then the rest into val and test. Split sizes are
     approximate because iterative stratification balances label counts, not row counts.
     """
+    # Imported here: it pulls in scikit-learn, which every other command can do without.
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
     n = labels.shape[0]
     if n < 3:
         raise ValueError(f"need at least 3 tracks to split into train/val/test, got {n}")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from data import load_dataset
+from data import InputError, load_dataset
 from data.report import dataset_report
 from model import artifacts
 from model.config import TrainConfig
@@ -87,6 +87,9 @@ def train_and_report(
 ) -> TrainOutcome:
     dataset = load_dataset(cfg.data)
     prepared = prepare_data(dataset, cfg.filter, cfg.loss)
+    n_kept = prepared.genre_filter.n_kept
+    if cfg.decision.top_k is not None and cfg.decision.top_k > n_kept:
+        raise InputError(f"--top-k {cfg.decision.top_k} is above the {n_kept} genres kept")
     _log(dataset_report(dataset, prepared.genre_filter))
     if debug:
         _log(describe_pos_weight(prepared.pos_weight, prepared.genre_filter.kept_genres))

@@ -12,7 +12,6 @@ from typing import Any
 import pandas as pd
 
 from data import InputError
-from results.checkpoints import latest_state
 from results.experiment import Experiment
 
 MODEL_KEYS = ("model.pt", "config.json")
@@ -77,6 +76,8 @@ def write_model_dir(exp: Experiment, payload: dict[str, Any], out_dir: Path) -> 
     """model.pt (the trial's best-epoch weights) and config.json, as `genretune train` writes."""
     import torch
 
+    from results.checkpoints import latest_state  # torch: only when weights are read
+
     state = latest_state(exp.path / f"trial_{payload['provenance']['trial_id']}")
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.save(state["best_model"], out_dir / "model.pt")
@@ -93,6 +94,8 @@ def best_trial_decision_plot(exp: Experiment, path: Path) -> Path:
 
     row = exp.best()
     cfg = config_from_flat(trial_config(exp, row["trial_id"]))
+    from results.checkpoints import latest_state
+
     state = latest_state(exp.path / f"trial_{row['trial_id']}")
     preds = predictions_from_weights(cfg, state["best_model"], resolve_runtime("cpu"), str(path))
     y_true, y_score = preds["val"]

@@ -200,6 +200,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
     from model.artifacts import read_json_object
 
     payload = read_json_object(path, "config file")
+    if "provenance" in payload and "config" not in payload:
+        raise InputError(f"{path}: missing required key 'config' (an export has config+provenance)")
     if "config" in payload:
         extra = sorted(set(payload) - {"config", "provenance"})
         if extra:

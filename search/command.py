@@ -136,7 +136,7 @@ def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> Searc
 def resume_settings(args: argparse.Namespace) -> SearchSettings:
     name = experiment.check_name(args.resume)
     storage = experiment.resolve_storage_path(args.storage_path)
-    payload = experiment.read_settings(Path(storage) / name)
+    payload = experiment.read_settings(Path(storage) / name, "--resume")
     return settings_from_json(
         payload, address=args.address, progress_interval=args.progress_interval
     )
@@ -191,6 +191,8 @@ def run(args: argparse.Namespace, flags: dict[str, Any]) -> int:
     results = run_search(
         settings, resume=bool(args.resume), overwrite=args.overwrite, verbose=args.verbose
     )
-    if results is not None:
-        print("\n".join(summary(settings, results)))
-    return 0
+    if results is None:
+        return 0
+    print("\n".join(summary(settings, results)))
+    # Errored trials keep their results and error.txt; the exit status tells scripts about them.
+    return 1 if results.errors else 0

@@ -37,15 +37,25 @@ def resolve_storage_path(storage_path: str) -> str:
 
 
 def check_writable(directory: Path) -> None:
-    """Fail before any trial starts when the storage path cannot take files."""
+    """Fail before any trial starts when the storage path cannot take files.
+
+    The probe goes to the nearest directory that already exists, so a failed check (or any later
+    input error) leaves no experiment directory behind.
+    """
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / f".write-test-{uuid.uuid4().hex}"
-        with probe.open("wb") as fh:
-            fh.write(b"\0" * 65536)
-            fh.flush()
-            os.fsync(fh.fileno())
-        probe.unlink()
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is not a directory")
+        probe = existing / f".genretune-write-test-{uuid.uuid4().hex}"
+        try:
+            with probe.open("wb") as fh:
+                fh.write(b"\0" * 65536)
+                fh.flush()
+                os.fsync(fh.fileno())
+        finally:
+            probe.unlink(missing_ok=True)
     except OSError as exc:
         raise InputError(
             f"--storage-path {directory}: not writable ({exc.strerror or exc})"
@@ -56,15 +66,19 @@ def is_experiment_dir(path: Path) -> bool:
     return (path / SETTINGS_FILE).is_file() or (path / "tuner.pkl").is_file()
 
 
-def prepare_experiment_dir(path: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two experiments: an existing name needs --resume or --overwrite."""
+def check_experiment_dir(path: Path, resume: bool, overwrite: bool) -> bool:
+    """Refuse to mix two experiments: an existing name needs --resume or --overwrite.
+
+    True when an existing experiment is to be replaced; the caller deletes it (with
+    `remove_experiment`) only after every other check has passed.
+    """
     exists = path.exists() and any(path.iterdir()) if path.is_dir() else path.exists()
     if resume:
         if not is_experiment_dir(path):
             raise InputError(f"--resume {path.name}: no experiment at {path}")
-        return
+        return False
     if not exists:
-        return
+        return False
     if not overwrite:
         raise InputError(
             f"--name {path.name}: experiment {path} already exists; "
@@ -72,6 +86,10 @@ def prepare_experiment_dir(path: Path, resume: bool, overwrite: bool) -> None:
         )
     if not is_experiment_dir(path):
         raise InputError(f"--overwrite: {path} is not a genretune experiment; not deleting it")
+    return True
+
+
+def remove_experiment(path: Path) -> None:
     shutil.rmtree(path)
 
 
@@ -82,10 +100,14 @@ def write_settings(path: Path, settings: dict[str, Any]) -> None:
     os.replace(tmp, path / SETTINGS_FILE)
 
 
-def read_settings(path: Path) -> dict[str, Any]:
+def read_settings(path: Path, flag: str = "") -> dict[str, Any]:
+    """The settings a search was started with; `flag` names the option that pointed here."""
     file = path / SETTINGS_FILE
+    where = f"{flag} {path.name}: " if flag else ""
+    if not path.is_dir():
+        raise InputError(f"{where}no experiment at {path}")
     if not file.is_file():
-        raise InputError(f"{path}: not a genretune experiment (no {SETTINGS_FILE})")
+        raise InputError(f"{where}{path} is not a genretune experiment (no {SETTINGS_FILE})")
     try:
         return json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:

@@ -111,11 +111,19 @@ def check_mlflow_uri(uri: str) -> None:
         import mlflow
     except ImportError:
         raise InputError("--mlflow-uri needs MLflow: pip install 'genretune[mlflow]'") from None
+    # A quick answer: by default MLflow retries an unreachable server for minutes.
+    probe_env = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    saved = {key: os.environ.get(key) for key in probe_env}
+    os.environ.update({k: v for k, v in probe_env.items() if saved[k] is None})
     try:
         mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # MLflow raises many types; the first line says what is wrong
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"--mlflow-uri {uri}: {first[:300]}") from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
 
 
 def check_settings(s: SearchSettings) -> None:
@@ -153,6 +161,44 @@ def check_settings(s: SearchSettings) -> None:
                 config_from_flat({**s.base.to_flat(), name: value})
             except InputError as exc:
                 raise InputError(f"search space: {name}={value!r} is invalid ({exc})") from None
+
+
+def check_against_data(s: SearchSettings, dataset) -> None:
+    """What only the data can tell, before Ray starts: every corner of the genre filter keeps a
+    genre and a training track, and top-K is not above the genre count (a trial whose filter
+    keeps fewer genres than K simply predicts them all)."""
+    from model.prepare import prepare_data
+
+    corners = [{}]
+    for key in ("min_samples_per_genre", "max_genres"):
+        dist = s.space.get(key)
+        if isinstance(dist, od.CategoricalDistribution):
+            corners += [{key: v} for v in dist.choices]
+        elif dist is not None:
+            corners += [{key: dist.low}, {key: dist.high}]
+    for corner in corners:
+        cfg = config_from_flat({**s.base.to_flat(), **corner})
+        try:
+            prepare_data(dataset, cfg.filter, cfg.loss)
+        except InputError as exc:
+            if not corner:
+                raise
+            ((key, value),) = corner.items()
+            raise InputError(
+                f"search space: {key}={value!r} is invalid ({exc}); narrow it with --space "
+                f"or fix it with --{key.replace('_', '-')}"
+            ) from None
+    n_genres = len(dataset.genres)
+    dist = s.space.get("top_k")
+    if dist is None:
+        values, flag = (s.base.decision.top_k,), "--top-k"
+    elif isinstance(dist, od.CategoricalDistribution):
+        values, flag = dist.choices, "search space: top_k"
+    else:
+        values, flag = (dist.high,), "search space: top_k"
+    for value in values:
+        if value is not None and value > n_genres:
+            raise InputError(f"{flag} {value} is above the dataset's {n_genres} genres")
 
 
 def _ray_init(address: str | None, verbose: bool) -> None:
@@ -269,20 +315,25 @@ def run_search(
     check_settings(s)
     local = not experiment.is_uri(s.storage_path)
     exp_path = Path(s.experiment_path)
+    replace = False
     if local:
-        experiment.prepare_experiment_dir(exp_path, resume=resume, overwrite=overwrite)
+        replace = experiment.check_experiment_dir(exp_path, resume=resume, overwrite=overwrite)
         if resume and finished_trials(s.experiment_path) >= s.num_samples:
             # Restoring would rewrite the experiment state; a finished search is left as it is.
             print(f"experiment {s.name} already finished: nothing to resume", file=sys.stderr)
             return None
-        experiment.check_writable(exp_path)
     if not resume:
         config_from_flat(s.base.to_flat())  # the fixed part must be valid on its own
     # Load (or generate) the data before Ray starts, so data errors come first and fast.
     from data import load_dataset
 
     if not s.data_on_workers:
-        load_dataset(s.base.data)
+        check_against_data(s, load_dataset(s.base.data))
+    if local:
+        experiment.check_writable(exp_path)
+    # Every check has passed: only now is anything on disk replaced or created.
+    if replace:
+        experiment.remove_experiment(exp_path)
     if local and not resume:
         experiment.write_settings(exp_path, s.to_json())
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")

@@ -32,3 +32,16 @@ def make_feature_dir(
         split = np.where(split < 3, 0, np.where(split == 3, 1, 2)).astype(np.int8)
         np.save(directory / "split.npy", split)
     return directory
+
+
+TINY_SEARCH = ["--synthetic-scale", "0.02", "--base-channels", "4", "--progress-interval", "1000"]
+
+
+def search_settings(storage: Path, *extra: str):
+    """SearchSettings parsed from `genretune search` flags, with tiny defaults."""
+    from search.cli import build_parser, explicit_flags
+    from search.command import settings_from_args
+
+    argv = ["search", *TINY_SEARCH, "--storage-path", str(storage), *extra]
+    args = build_parser().parse_args(argv)
+    return settings_from_args(args, explicit_flags(args))

@@ -1,5 +1,6 @@
 """A real two-node Ray cluster on this machine (`ray start --head` + `ray start --address`) runs
-a search through `--address`, and trials land on both nodes."""
+a search through `--address`: trials land on both nodes, and when a node is lost its trials move
+to the remaining node and resume from their checkpoints."""
 
 from __future__ import annotations
 
@@ -54,6 +55,37 @@ def _stop(proc: subprocess.Popen) -> None:
             continue
 
 
+def _search_argv(
+    address: str, storage: Path, name: str, epochs: int, samples: int, scale: str = "0.02"
+) -> list[str]:
+    return [
+        GENRETUNE,
+        "search",
+        "--address",
+        address,
+        "--name",
+        name,
+        "--storage-path",
+        str(storage),  # one path both nodes reach, as a shared filesystem would be
+        "--synthetic-scale",
+        scale,
+        "--base-channels",
+        "4",
+        "--epochs",
+        str(epochs),
+        "--patience",
+        str(epochs),
+        "--grace-period",
+        str(epochs),
+        "--num-samples",
+        str(samples),
+        "--max-concurrent",
+        "2",
+        "--progress-interval",
+        "1000",
+    ]
+
+
 @pytest.fixture
 def two_node_cluster(tmp_path):
     port = _free_port()
@@ -104,7 +136,7 @@ def two_node_cluster(tmp_path):
             time.sleep(1)
         else:
             pytest.fail(f"second node never joined:\n{out}")
-        yield address, env
+        yield address, env, nodes[1]
     finally:
         for proc in reversed(nodes):
             _stop(proc)
@@ -112,33 +144,10 @@ def two_node_cluster(tmp_path):
 
 
 def test_search_through_address_uses_both_nodes(two_node_cluster, tmp_path, isolated_cache):
-    address, env = two_node_cluster
+    address, env, _ = two_node_cluster
     env = {**env, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
     res = subprocess.run(
-        [
-            GENRETUNE,
-            "search",
-            "--address",
-            address,
-            "--name",
-            "cluster",
-            "--storage-path",
-            str(tmp_path / "runs"),
-            "--synthetic-scale",
-            "0.02",
-            "--base-channels",
-            "4",
-            "--epochs",
-            "3",
-            "--grace-period",
-            "3",
-            "--num-samples",
-            "4",
-            "--max-concurrent",
-            "2",
-            "--progress-interval",
-            "1000",
-        ],
+        _search_argv(address, tmp_path / "runs", "cluster", epochs=3, samples=4),
         env=env,
         capture_output=True,
         text=True,
@@ -152,3 +161,84 @@ def test_search_through_address_uses_both_nodes(two_node_cluster, tmp_path, isol
     assert len(nodes) == 2, nodes
     reasons = json.loads((exp / "trial_end_reasons.json").read_text())
     assert len(reasons) == 4
+
+
+def _node_pids(root: int) -> list[int]:
+    """The `ray start` process of a node and all its descendants (raylet, Ray workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _kill_node(root: int) -> None:
+    """SIGKILL a whole node: every process of its tree, workers included."""
+    for pid in _node_pids(root):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _trial_on_node(exp: Path, node_root: int) -> str | None:
+    """A trial that a worker process of the node runs (Ray Tune makes a trial's working directory
+    its cwd) and that has checkpointed two epochs but is not near its end."""
+    for pid in _node_pids(node_root):
+        try:
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            continue
+        if cwd.name.startswith("trial_") and 2 <= len(list((exp / cwd.name).glob("checkpoint_*"))):
+            checkpoints = sorted((exp / cwd.name).glob("checkpoint_*"))
+            if int(checkpoints[-1].name.split("_")[1]) < 8:
+                return cwd.name
+    return None
+
+
+def test_lost_node_trials_resume_on_the_remaining_node(two_node_cluster, tmp_path, isolated_cache):
+    address, env, worker_node = two_node_cluster
+    env = {**env, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
+    exp = tmp_path / "runs" / "lost"
+    driver = subprocess.Popen(
+        # Epochs of about half a second, so the loss lands mid-trial.
+        _search_argv(address, tmp_path / "runs", "lost", epochs=12, samples=3, scale="0.1"),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 400
+        victim = None
+        while victim is None:
+            if driver.poll() is not None:
+                raise AssertionError(f"search ended first:\n{driver.stdout.read()[-3000:]}")
+            assert time.monotonic() < deadline, "no trial ran two epochs on the second node"
+            victim = _trial_on_node(exp, worker_node.pid)
+            time.sleep(0.2)
+        trial_dir = victim
+        _kill_node(worker_node.pid)
+        worker_node.wait(timeout=30)
+        out, _ = driver.communicate(timeout=600)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out[-3000:]
+    history = pd.read_csv(exp / trial_dir / "progress.csv")
+    assert list(history["epoch"]) == list(range(1, 13)), "every epoch exactly once"
+    # It started on the lost node and finished on the other one, from a checkpoint, not epoch 1.
+    assert history["node_id"].iloc[0] != history["node_id"].iloc[-1]
+    assert history["node_id"].nunique() == 2
+    moved_at = int(history.index[history["node_id"] != history["node_id"].iloc[0]][0])
+    assert moved_at >= 2, "resumed from a checkpoint of at least two epochs"
+    reasons = json.loads((exp / "trial_end_reasons.json").read_text())
+    assert len(reasons) == 3 and {r["end_reason"] for r in reasons.values()} == {"max_epochs"}

@@ -13,19 +13,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from helpers import TINY_SEARCH as TINY
+from helpers import search_settings as settings
 from ray import tune
 
-from search.cli import build_parser, explicit_flags, main
-from search.command import settings_from_args
+from search.cli import main
 from search.launch import run_search
 from search.trainable import STATE_FILE, load_checkpoint_state
-
-TINY = ["--synthetic-scale", "0.02", "--base-channels", "4", "--progress-interval", "1000"]
-
-
-def settings(tmp_path: Path, *extra: str):
-    args = build_parser().parse_args(["search", *TINY, "--storage-path", str(tmp_path), *extra])
-    return settings_from_args(args, explicit_flags(args))
 
 
 def _rows(progress: Path) -> pd.DataFrame:

@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+from helpers import search_settings
 from ray import tune
 
-from search.cli import build_parser, explicit_flags
-from search.command import settings_from_args
 from search.launch import run_search
 from search.monitoring import END_ASHA, END_MAX_EPOCHS, END_PATIENCE, END_REASONS_FILE
 from search.trainable import train_trial
 
-TINY = ["--synthetic-scale", "0.02", "--base-channels", "4", "--batch-size", "32"]
-
 
 def settings(tmp_path: Path, *extra: str):
-    argv = ["search", *TINY, "--storage-path", str(tmp_path), "--progress-interval", "1000", *extra]
-    args: argparse.Namespace = build_parser().parse_args(argv)
-    return settings_from_args(args, explicit_flags(args))
+    return search_settings(tmp_path, "--batch-size", "32", *extra)
 
 
 def test_search_runs_asha_optuna_and_the_dir_reads_back(local_ray, tmp_path):

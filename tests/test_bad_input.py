@@ -1,0 +1,462 @@
+"""Bad input through the real `genretune` entry point, one table over every command.
+
+Each case must end with exit code 2 and exactly one stderr line that names the flag or file at
+fault, print no traceback, and leave the test's directory exactly as it was: nothing created,
+nothing modified, nothing deleted (an existing experiment survives a bad `--overwrite`).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import make_feature_dir
+
+GENRETUNE = str(Path(sys.executable).with_name("genretune"))
+TINY_SEARCH = ["--synthetic-scale", "0.02", "--base-channels", "4", "--epochs", "2"]
+
+
+def _feature_dir(tmp: Path, edit: Callable[[Path], None] | None = None) -> str:
+    d = make_feature_dir(tmp / "features")
+    if edit is not None:
+        edit(d)
+    return str(d)
+
+
+def _save(name: str, value: Callable[[Path], np.ndarray]) -> Callable[[Path], None]:
+    return lambda d: np.save(d / name, value(d))
+
+
+def _labels(d: Path) -> np.ndarray:
+    return np.load(d / "labels_multilabel.npy")
+
+
+def _features(d: Path) -> np.ndarray:
+    return np.load(d / "features.npy")
+
+
+def _with_nan(d: Path) -> np.ndarray:
+    f = _features(d)
+    f[7, 3, 2] = np.nan
+    return f
+
+
+def _with_inf(d: Path) -> np.ndarray:
+    f = _features(d)
+    f[-1, 0, 0] = np.inf
+    return f
+
+
+def _labels_with(value: int) -> Callable[[Path], np.ndarray]:
+    def edit(d: Path) -> np.ndarray:
+        labels = _labels(d).astype(np.int16)
+        labels[4, 1] = value
+        return labels
+
+    return edit
+
+
+def _dominant_genre_only_outside_train(d: Path) -> None:
+    """genre0 is the most common genre, but none of its tracks is in the training split."""
+    labels = np.zeros_like(_labels(d))
+    split = np.load(d / "split.npy")
+    labels[split != 0, 0] = 1
+    labels[split == 0, 1 + np.arange((split == 0).sum()) % (labels.shape[1] - 1)] = 1
+    np.save(d / "labels_multilabel.npy", labels)
+
+
+def _write(tmp: Path, name: str, text: str) -> str:
+    path = tmp / name
+    path.write_text(text)
+    return str(path)
+
+
+def _space(tmp: Path, text: str, suffix: str = ".yaml") -> list[str]:
+    return ["--space", _write(tmp, f"space{suffix}", text)]
+
+
+def _search(tmp: Path, *extra: str) -> list[str]:
+    return ["search", "--storage-path", str(tmp / "runs"), "--name", "exp", *TINY_SEARCH, *extra]
+
+
+def _train(tmp: Path, *extra: str) -> list[str]:
+    return ["train", "--output-dir", str(tmp / "models"), *TINY_SEARCH, *extra]
+
+
+def _with_fake_experiment(tmp: Path, argv: list[str]) -> list[str]:
+    """argv, after making an existing experiment 'exp' (settings file and a result) that must
+    survive the command."""
+    exp = tmp / "runs" / "exp"
+    exp.mkdir(parents=True)
+    (exp / "genretune_search.json").write_text('{"name": "exp"}\n')
+    (exp / "result.json").write_text("{}\n")
+    return argv
+
+
+def _not_an_experiment(tmp: Path) -> str:
+    d = tmp / "runs" / "notes"
+    d.mkdir(parents=True)
+    (d / "readme.txt").write_text("not an experiment\n")
+    return str(d)
+
+
+Case = tuple[str, Callable[[Path], list[str]], str]
+
+CASES: list[Case] = [
+    # -- data files (feature dir) --------------------------------------------------------------
+    (
+        "missing features file",
+        lambda t: _train(t, "--data", _feature_dir(t, lambda d: (d / "features.npy").unlink())),
+        "features.npy: file not found",
+    ),
+    ("missing data dir", lambda t: ["data", "stats", "--data", str(t / "nope")], "nope"),
+    (
+        "features/labels length mismatch",
+        lambda t: _train(
+            t, "--data", _feature_dir(t, _save("labels_multilabel.npy", lambda d: _labels(d)[:-5]))
+        ),
+        "labels_multilabel.npy: has 55 rows but features.npy has 60",
+    ),
+    (
+        "labels not 0/1",
+        lambda t: [
+            "data",
+            "stats",
+            "--data",
+            _feature_dir(t, _save("labels_multilabel.npy", _labels_with(2))),
+        ],
+        "labels_multilabel.npy: labels must contain only 0 and 1",
+    ),
+    (
+        "negative labels",
+        lambda t: _search(
+            t, "--data", _feature_dir(t, _save("labels_multilabel.npy", _labels_with(-1)))
+        ),
+        "labels_multilabel.npy: labels must contain only 0 and 1",
+    ),
+    (
+        "NaN features",
+        lambda t: _train(t, "--data", _feature_dir(t, _save("features.npy", _with_nan))),
+        "features.npy: features contain NaN or Inf (first at track 7)",
+    ),
+    (
+        "Inf features in a search",
+        lambda t: _search(t, "--data", _feature_dir(t, _save("features.npy", _with_inf))),
+        "features.npy: features contain NaN or Inf (first at track 59)",
+    ),
+    (
+        "float64 features",
+        lambda t: _train(
+            t,
+            "--data",
+            _feature_dir(t, _save("features.npy", lambda d: _features(d).astype(np.float64))),
+        ),
+        "features.npy: features must be float16 or float32, got float64",
+    ),
+    (
+        "features of rank 2",
+        lambda t: _train(
+            t,
+            "--data",
+            _feature_dir(t, _save("features.npy", lambda d: _features(d).reshape(60, -1))),
+        ),
+        "features.npy: features must have rank 3",
+    ),
+    (
+        "labels of rank 1",
+        lambda t: _train(
+            t, "--data", _feature_dir(t, _save("labels_multilabel.npy", lambda d: _labels(d)[:, 0]))
+        ),
+        "labels_multilabel.npy: labels must have rank 2",
+    ),
+    (
+        "string labels",
+        lambda t: _train(
+            t,
+            "--data",
+            _feature_dir(t, _save("labels_multilabel.npy", lambda d: _labels(d).astype(str))),
+        ),
+        "labels_multilabel.npy: labels must be numeric 0/1",
+    ),
+    (
+        "genres.json length",
+        lambda t: _train(
+            t,
+            "--data",
+            _feature_dir(t, lambda d: (d / "genres.json").write_text('["a", "b", "c"]')),
+        ),
+        "genres.json: lists 3 genres but the labels have 4 columns",
+    ),
+    (
+        "genres.json not JSON",
+        lambda t: _train(
+            t, "--data", _feature_dir(t, lambda d: (d / "genres.json").write_text("a, b"))
+        ),
+        "genres.json: not valid JSON",
+    ),
+    (
+        "features.npy not an array",
+        lambda t: _train(
+            t,
+            "--data",
+            _feature_dir(t, lambda d: (d / "features.npy").write_bytes(b"\x93NUMPY junk")),
+        ),
+        "features.npy: not a readable .npy array",
+    ),
+    (
+        "empty dataset",
+        lambda t: _train(
+            t,
+            "--data",
+            _feature_dir(
+                t,
+                lambda d: [
+                    np.save(d / "features.npy", _features(d)[:0]),
+                    np.save(d / "labels_multilabel.npy", _labels(d)[:0]),
+                    (d / "split.npy").unlink(),
+                ],
+            ),
+        ),
+        "features.npy: the dataset is empty (0 tracks)",
+    ),
+    (
+        "filter keeps no genre",
+        lambda t: _search(t, "--min-samples-per-genre", "100000"),
+        "--min-samples-per-genre 100000 keeps no genre",
+    ),
+    (
+        "filter keeps no training track",
+        lambda t: _train(
+            t, "--data", _feature_dir(t, _dominant_genre_only_outside_train), "--max-genres", "1"
+        ),
+        "leave no training track with a kept genre",
+    ),
+    (
+        "split with bad values",
+        lambda t: _train(
+            t, "--data", _feature_dir(t, _save("split.npy", lambda d: np.arange(60) % 4))
+        ),
+        "split.npy: split values must be 0 (train), 1 (val) or 2 (test)",
+    ),
+    (
+        "split of wrong length",
+        lambda t: _search(
+            t, "--data", _feature_dir(t, _save("split.npy", lambda d: np.zeros(10, int)))
+        ),
+        "split.npy: split must have shape (60,)",
+    ),
+    (
+        "split without a validation track",
+        lambda t: _train(
+            t, "--data", _feature_dir(t, _save("split.npy", lambda d: np.arange(60) % 2 * 2))
+        ),
+        "split.npy: the val split (1) is empty",
+    ),
+    # -- search space files -------------------------------------------------------------------
+    (
+        "space low > high",
+        lambda t: _search(t, *_space(t, "lr: {type: float, low: 0.01, high: 0.001}")),
+        "space.yaml: lr: low (0.01) > high (0.001)",
+    ),
+    (
+        "space unknown parameter",
+        lambda t: _search(t, *_space(t, "learning_rate: {type: float, low: 0.001, high: 0.01}")),
+        "space.yaml: learning_rate: unknown or unsearchable parameter",
+    ),
+    (
+        "space wrong type of bound",
+        lambda t: _search(t, *_space(t, "lr: {type: float, low: small, high: 0.01}")),
+        "space.yaml: lr.low must be a finite number",
+    ),
+    (
+        "space unknown distribution type",
+        lambda t: _search(t, *_space(t, "base_channels: {type: choice, choices: [4, 8]}")),
+        "space.yaml: base_channels: type must be float, int or categorical",
+    ),
+    (
+        "space empty categorical",
+        lambda t: _search(t, *_space(t, "base_channels: {type: categorical, choices: []}")),
+        "space.yaml: base_channels: choices must be a non-empty list",
+    ),
+    (
+        "space threshold outside [0, 1]",
+        lambda t: _search(t, *_space(t, "threshold: {type: float, low: 0.2, high: 1.5}")),
+        "search space: threshold=1.5 is invalid",
+    ),
+    (
+        "space top-K above the genre count",
+        lambda t: _search(t, *_space(t, "top_k: {type: categorical, choices: [3, 500]}")),
+        "search space: top_k 500 is above the dataset's",
+    ),
+    (
+        "space not YAML",
+        lambda t: _search(t, *_space(t, "lr: [1, 2\n")),
+        "space.yaml: not valid YAML",
+    ),
+    (
+        "space not JSON",
+        lambda t: _search(t, *_space(t, "{'lr': 1}", ".json")),
+        "space.json: not valid JSON",
+    ),
+    ("space a list", lambda t: _search(t, *_space(t, "- lr\n")), "space.yaml: must be a mapping"),
+    (
+        "space file missing",
+        lambda t: _search(t, "--space", str(t / "no.yaml")),
+        "no.yaml: file not found",
+    ),
+    # -- config files -------------------------------------------------------------------------
+    (
+        "config unknown key",
+        lambda t: _train(t, "--config", _write(t, "c.json", '{"learning_rate": 0.1}')),
+        "c.json: unknown config key(s): learning_rate",
+    ),
+    (
+        "config wrong type",
+        lambda t: _train(t, "--config", _write(t, "c.json", '{"base_channels": "wide"}')),
+        "c.json: base_channels must be an integer",
+    ),
+    (
+        "config missing its config section",
+        lambda t: _train(t, "--config", _write(t, "c.json", '{"provenance": {"trial_id": "x"}}')),
+        "c.json: missing required key 'config'",
+    ),
+    (
+        "config not JSON",
+        lambda t: _train(t, "--config", _write(t, "c.json", "lr: 0.1\n")),
+        "c.json: not valid JSON",
+    ),
+    (
+        "tuning results missing their best rule",
+        lambda t: _train(t, "--load-tuning-results", _write(t, "tuning.json", '{"sweep": []}')),
+        "tuning.json",
+    ),
+    # -- experiments ---------------------------------------------------------------------------
+    (
+        "results of an unknown experiment",
+        lambda t: ["results", "nope", "--storage-path", str(t / "runs")],
+        "nope: no experiment of that name",
+    ),
+    (
+        "results of a path that is not an experiment",
+        lambda t: ["results", _not_an_experiment(t)],
+        "notes: not a genretune experiment",
+    ),
+    (
+        "export of an unknown experiment",
+        lambda t: ["export", "nope", "--storage-path", str(t / "runs"), "-o", str(t / "b.json")],
+        "nope: no experiment of that name",
+    ),
+    (
+        "resume of an unknown experiment",
+        lambda t: ["search", "--resume", "nope", "--storage-path", str(t / "runs")],
+        "--resume nope: no experiment",
+    ),
+    (
+        "resume of a path that is not an experiment",
+        lambda t: [
+            "search",
+            "--resume",
+            Path(_not_an_experiment(t)).name,
+            "--storage-path",
+            str(t / "runs"),
+        ],
+        "--resume notes: ",
+    ),
+    (
+        "existing name without --resume or --overwrite",
+        lambda t: _with_fake_experiment(t, _search(t, "--num-samples", "1")),
+        "--name exp: experiment",
+    ),
+    (
+        "bad data with --overwrite keeps the old experiment",
+        lambda t: _with_fake_experiment(t, _search(t, "--overwrite", "--data", str(t / "missing"))),
+        "missing: data directory not found",
+    ),
+    (
+        "name escaping the storage path",
+        lambda t: ["search", "--storage-path", str(t / "runs"), "--name", "../up"],
+        "--name '../up'",
+    ),
+    # -- numbers -------------------------------------------------------------------------------
+    ("zero epochs", lambda t: _search(t, "--epochs", "0"), "--epochs must be >= 1"),
+    (
+        "negative batch size",
+        lambda t: _search(t, "--batch-size", "-8"),
+        "--batch-size must be >= 1",
+    ),
+    ("zero batch size", lambda t: _train(t, "--batch-size", "0"), "--batch-size must be >= 1"),
+    ("negative lr", lambda t: _search(t, "--lr", "-0.001"), "--lr must be > 0"),
+    ("zero patience", lambda t: _search(t, "--patience", "0"), "--patience must be >= 1"),
+    ("zero cpus", lambda t: _search(t, "--cpus-per-trial", "0"), "--cpus-per-trial must be > 0"),
+    (
+        "negative cpus",
+        lambda t: _search(t, "--cpus-per-trial", "-1"),
+        "--cpus-per-trial must be > 0",
+    ),
+    ("fractional gpus > 1", lambda t: _search(t, "--gpus-per-trial", "1.5"), "--gpus-per-trial"),
+    ("top-K of 0", lambda t: _search(t, "--top-k", "0"), "--top-k must be >= 1"),
+    (
+        "top-K above the genre count (search)",
+        lambda t: _search(t, "--top-k", "71"),
+        "--top-k 71 is above the dataset's 70 genres",
+    ),
+    (
+        "top-K above the kept genres (train)",
+        lambda t: _train(t, "--top-k", "5", "--data", _feature_dir(t)),
+        "--top-k 5 is above the 4 genres kept",
+    ),
+    (
+        "threshold above 1",
+        lambda t: _search(t, "--prediction-threshold", "1.01"),
+        "--prediction-threshold must be in [0, 1]",
+    ),
+    (
+        "threshold below 0",
+        lambda t: _train(t, "--prediction-threshold", "-0.5"),
+        "--prediction-threshold must be in [0, 1]",
+    ),
+    ("zero samples", lambda t: _search(t, "--num-samples", "0"), "--num-samples must be >= 1"),
+    (
+        "grace period above epochs",
+        lambda t: _search(t, "--grace-period", "5"),
+        "--grace-period must be in [1, epochs=2]",
+    ),
+    ("non-number flag", lambda t: _search(t, "--lr", "fast"), "--lr: invalid float value"),
+    (
+        "unreachable MLflow store",
+        lambda t: _search(t, "--mlflow-uri", "http://127.0.0.1:9/"),
+        "--mlflow-uri http://127.0.0.1:9/",
+    ),
+    (
+        "tune-threshold on missing predictions",
+        lambda t: ["tune-threshold", "--predictions", str(t / "p.npz")],
+        "p.npz",
+    ),
+]
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("build, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input(tmp_path, build, fragment):
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = build(work)
+    before = _snapshot(work)
+    res = subprocess.run([GENRETUNE, *argv], capture_output=True, text=True, timeout=300, cwd=work)
+    assert res.returncode == 2, f"exit {res.returncode}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
+    assert "Traceback" not in res.stderr, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("genretune") and "error:" in lines[0], lines[0]
+    assert fragment in lines[0], lines[0]
+    assert _snapshot(work) == before, "the command created, changed or removed files"
