@@ -4,6 +4,7 @@ input errors are fast and `genretune train` never imports Ray."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -138,6 +139,23 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     stats = data_sub.add_parser("stats", help="print the genre tables of a dataset")
     add_data_flags(stats)
+    fma = data_sub.add_parser(
+        "prepare-fma", help="FMA metadata + MP3 clips -> a feature dir (log-mel spectrograms)"
+    )
+    fma.add_argument("--metadata", type=Path, required=True, help="FMA's fma_metadata directory")
+    fma.add_argument("--audio", type=Path, required=True, help="e.g. fma_small (000/000002.mp3)")
+    fma.add_argument("--out", type=Path, required=True, help="the feature dir to write")
+    fma.add_argument("--subset", default="small", help="small (default), medium, large or full")
+    fma.add_argument("--labels", default="genres", help="genres (default), genres_all, genre_top")
+    fma.add_argument("--min-tracks", type=int, default=1, help="keep genres with >= N tracks")
+    fma.add_argument("--sample-rate", type=int, default=22050)
+    fma.add_argument("--n-fft", type=int, default=2048)
+    fma.add_argument("--hop-length", type=int, default=512)
+    fma.add_argument("--n-mels", type=int, default=128)
+    fma.add_argument("--frames", type=int, default=1280, help="spectrogram width (hops)")
+    fma.add_argument("--min-seconds", type=float, default=10.0, help="skip clips shorter than this")
+    fma.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="local processes")
+    fma.add_argument("--address", help="decode as Ray tasks on this cluster instead")
 
     train = sub.add_parser("train", help="train one model and write a model dir with a test report")
     add_data_flags(train)
@@ -178,6 +196,44 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--output-dir", type=Path, help="default: the model dir or the npz's dir")
     tune.add_argument("--device", default="auto")
     return parser
+
+
+def _cmd_data(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    if args.data_command == "prepare-fma":
+        return _cmd_prepare_fma(args)
+    return _cmd_data_stats(args, argv)
+
+
+def _cmd_prepare_fma(args: argparse.Namespace) -> int:
+    try:
+        import soundfile  # noqa: F401
+
+        from data.audio import MelSpec
+        from data.fma import PrepareSettings, prepare_fma
+    except ImportError:
+        raise InputError("prepare-fma needs soundfile: pip install 'genretune[audio]'") from None
+    spec = MelSpec(
+        sample_rate=args.sample_rate,
+        n_fft=args.n_fft,
+        hop_length=args.hop_length,
+        n_mels=args.n_mels,
+        frames=args.frames,
+        min_seconds=args.min_seconds,
+    )
+    settings = PrepareSettings(
+        metadata=args.metadata,
+        audio=args.audio,
+        out=args.out,
+        subset=args.subset,
+        labels=args.labels,
+        min_tracks=args.min_tracks,
+        spec=spec,
+        workers=args.workers,
+        address=args.address,
+    )
+    prepare_fma(settings, log=lambda text: print(text, file=sys.stderr, flush=True))
+    print(f"next: genretune data stats --data {args.out}")
+    return 0
 
 
 def _cmd_data_stats(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -283,7 +339,7 @@ _COMMANDS = {
     "results": _cmd_results,
     "export": _cmd_export,
     "search": _cmd_search,
-    "data": _cmd_data_stats,
+    "data": _cmd_data,
     "train": _cmd_train,
     "tune-threshold": _cmd_tune_threshold,
 }

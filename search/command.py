@@ -30,6 +30,23 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
         help="space: search threshold/top-K; tuned: use each epoch's sweep-optimal "
         "rule and optimise best_tuned_val_f1",
     )
+    g.add_argument(
+        "--sampler",
+        choices=("tpe", "random"),
+        default="tpe",
+        help="Optuna sampler: tpe (default) or random (a baseline)",
+    )
+    g.add_argument(
+        "--scheduler",
+        choices=("asha", "fifo"),
+        default="asha",
+        help="asha (default) stops weak trials early; fifo runs every trial until patience",
+    )
+    g.add_argument(
+        "--budget-epochs",
+        type=int,
+        help="end the search once its trials have run this many epochs in total",
+    )
     g.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be cut")
     g.add_argument("--reduction-factor", type=int, help="ASHA reduction factor")
     g.add_argument("--max-failures", type=int, default=2, help="restarts of a failed trial")
@@ -115,7 +132,7 @@ def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> Searc
         profile=profile.name,
         base=base,
         space=space,
-        seed_point=seed_point(profile, space),
+        seed_point=seed_point(profile, space, base.to_flat()),
         metric=metric,
         mode=args.mode,
         num_samples=args.num_samples if args.num_samples is not None else profile.num_samples,
@@ -130,6 +147,9 @@ def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> Searc
         optuna_storage=args.optuna_storage,
         progress_interval=args.progress_interval,
         mlflow_uri=args.mlflow_uri,
+        sampler=args.sampler,
+        scheduler=args.scheduler,
+        budget_epochs=args.budget_epochs,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ from search import experiment
 from search.space import DECISION_KEYS, Space
 
 DECISION_SPACE, DECISION_TUNED = "space", "tuned"
+SAMPLERS = ("tpe", "random")
+SCHEDULERS = ("asha", "fifo")
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,9 @@ class SearchSettings:
     optuna_storage: str | None = None
     progress_interval: float = 30.0
     mlflow_uri: str | None = None
+    sampler: str = "tpe"
+    scheduler: str = "asha"
+    budget_epochs: int | None = None
 
     @property
     def experiment_path(self) -> str:
@@ -79,6 +84,9 @@ class SearchSettings:
             "data_on_workers": self.data_on_workers,
             "optuna_storage": self.optuna_url(),
             "study_name": self.name,
+            "sampler": self.sampler,
+            "scheduler": self.scheduler,
+            "budget_epochs": self.budget_epochs,
         }
 
 
@@ -101,6 +109,9 @@ def settings_from_json(payload: dict[str, Any], **overrides: Any) -> SearchSetti
         max_failures=payload["max_failures"],
         data_on_workers=payload["data_on_workers"],
         optuna_storage=payload["optuna_storage"],
+        sampler=payload.get("sampler", "tpe"),
+        scheduler=payload.get("scheduler", "asha"),
+        budget_epochs=payload.get("budget_epochs"),
         **overrides,
     )
 
@@ -145,6 +156,12 @@ def check_settings(s: SearchSettings) -> None:
         raise InputError("--mode must be max or min")
     if s.max_failures < 0:
         raise InputError("--max-failures must be >= 0")
+    if s.sampler not in SAMPLERS:
+        raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}")
+    if s.scheduler not in SCHEDULERS:
+        raise InputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}")
+    if s.budget_epochs is not None and s.budget_epochs < 1:
+        raise InputError("--budget-epochs must be >= 1")
     if s.decision == DECISION_TUNED and any(k in s.space for k in DECISION_KEYS):
         raise InputError("--decision tuned: threshold/top_k cannot also be searched")
     if s.mlflow_uri:
@@ -163,21 +180,60 @@ def check_settings(s: SearchSettings) -> None:
                 raise InputError(f"search space: {name}={value!r} is invalid ({exc})") from None
 
 
+def fit_space_to_data(s: SearchSettings, dataset) -> SearchSettings:
+    """Narrow the default space to a small dataset: the default min-samples range (50..1000) is
+    sized for FMA-scale data and top-K choices go up to 20; on fewer or smaller genres these
+    would keep no genre or exceed the genre count. A space the user gave is left as it is (and
+    checked by `check_against_data`)."""
+    from search.profiles import get_profile
+    from search.space import default_space, nearest
+
+    defaults = default_space(get_profile(s.profile))
+    if not s.base.data.is_synthetic:
+        defaults["min_samples_per_genre"] = default_space(get_profile("full"))[
+            "min_samples_per_genre"
+        ]
+    space, notes = dict(s.space), []
+    dist = space.get("min_samples_per_genre")
+    top = int(dataset.labels.sum(axis=0).max())
+    if dist is not None and dist == defaults["min_samples_per_genre"] and dist.high > top:
+        space["min_samples_per_genre"] = od.IntDistribution(min(dist.low, top), top, log=True)
+        notes.append(f"min_samples_per_genre {min(dist.low, top)}..{top}")
+    dist, n_genres = space.get("top_k"), len(dataset.genres)
+    if dist is not None and dist == defaults["top_k"]:
+        choices = tuple(c for c in dist.choices if c is None or c <= n_genres)
+        if choices != dist.choices:
+            space["top_k"] = od.CategoricalDistribution(choices)
+            notes.append(f"top_k {choices}")
+    if not notes:
+        return s
+    print(
+        f"search space fitted to {dataset.source} ({n_genres} genres, the most common with "
+        f"{top} tracks): {'; '.join(notes)}",
+        file=sys.stderr,
+    )
+    seed = {k: nearest(dist, s.seed_point.get(k)) for k, dist in space.items()}
+    return replace(s, space=space, seed_point=seed)
+
+
 def check_against_data(s: SearchSettings, dataset) -> None:
     """What only the data can tell, before Ray starts: every corner of the genre filter keeps a
     genre and a training track, and top-K is not above the genre count (a trial whose filter
     keeps fewer genres than K simply predicts them all)."""
     from model.prepare import prepare_data
 
-    corners = [{}]
+    values: dict[str, list] = {}
     for key in ("min_samples_per_genre", "max_genres"):
         dist = s.space.get(key)
         if isinstance(dist, od.CategoricalDistribution):
-            corners += [{key: v} for v in dist.choices]
+            values[key] = list(dist.choices)
         elif dist is not None:
-            corners += [{key: dist.low}, {key: dist.high}]
+            values[key] = [dist.low, dist.high]
+    # A searched key's fixed value is never used: every corner takes the other keys' first value.
+    first = {key: options[0] for key, options in values.items()}
+    corners = [{}] + [{key: v} for key, options in values.items() for v in options]
     for corner in corners:
-        cfg = config_from_flat({**s.base.to_flat(), **corner})
+        cfg = config_from_flat({**s.base.to_flat(), **first, **corner})
         try:
             prepare_data(dataset, cfg.filter, cfg.loss)
         except InputError as exc:
@@ -235,6 +291,8 @@ def _monitor(s: SearchSettings):
         s.base.optim.patience,
         tuple(s.space),
         interval=s.progress_interval,
+        budget_epochs=s.budget_epochs,
+        reasons_dir=None if experiment.is_uri(s.storage_path) else s.experiment_path,
     )
 
 
@@ -253,25 +311,35 @@ def build_tuner(s: SearchSettings):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
+    from ray.tune.stopper import CombinedStopper
 
-    from search.monitoring import PatienceStopper
+    from search.monitoring import BudgetStopper, PatienceStopper
 
     storage = optuna.storages.RDBStorage(s.optuna_url())
+    if s.sampler == "random":
+        sampler = optuna.samplers.RandomSampler(seed=s.seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=s.seed)
     searcher = OptunaSearch(
         space=s.space,
         metric=s.metric,
         mode=s.mode,
         points_to_evaluate=[s.seed_point] if s.seed_point else None,
-        sampler=optuna.samplers.TPESampler(seed=s.seed),
+        sampler=sampler,
         study_name=s.name,
         storage=storage,
     )
-    scheduler = ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=s.base.optim.epochs,
-        grace_period=s.grace_period,
-        reduction_factor=s.reduction_factor,
-    )
+    scheduler = None  # first in, first out: every trial runs until its stopper says so
+    if s.scheduler == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=s.base.optim.epochs,
+            grace_period=s.grace_period,
+            reduction_factor=s.reduction_factor,
+        )
+    stoppers = [PatienceStopper(s.base.optim.patience)]
+    if s.budget_epochs:
+        stoppers.append(BudgetStopper(s.budget_epochs))
     fixed = {k: v for k, v in s.base.to_flat().items() if k not in s.space}
     return tune.Tuner(
         _trainable(s),
@@ -289,7 +357,7 @@ def build_tuner(s: SearchSettings):
         run_config=tune.RunConfig(
             name=s.name,
             storage_path=s.storage_path,
-            stop=PatienceStopper(s.base.optim.patience),
+            stop=CombinedStopper(*stoppers) if len(stoppers) > 1 else stoppers[0],
             callbacks=_callbacks(s),
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
             checkpoint_config=tune.CheckpointConfig(
@@ -328,7 +396,10 @@ def run_search(
     from data import load_dataset
 
     if not s.data_on_workers:
-        check_against_data(s, load_dataset(s.base.data))
+        dataset = load_dataset(s.base.data)
+        if not resume:
+            s = fit_space_to_data(s, dataset)
+        check_against_data(s, dataset)
     if local:
         experiment.check_writable(exp_path)
     # Every check has passed: only now is anything on disk replaced or created.

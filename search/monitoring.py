@@ -14,6 +14,7 @@ from ray import tune
 
 END_REASONS_FILE = "trial_end_reasons.json"
 END_ASHA, END_PATIENCE, END_MAX_EPOCHS, END_ERROR = "asha", "patience", "max_epochs", "error"
+END_BUDGET = "budget"
 
 
 class PatienceStopper(tune.Stopper):
@@ -32,6 +33,25 @@ class PatienceStopper(tune.Stopper):
 
     def stop_all(self) -> bool:
         return False
+
+
+class BudgetStopper(tune.Stopper):
+    """End the whole search once its trials have run `budget_epochs` epochs in total.
+
+    One reported result is one trial-epoch. Trials running when the budget is reached stop
+    after their current epoch, so a search overshoots by at most one epoch per running trial.
+    """
+
+    def __init__(self, budget_epochs: int) -> None:
+        self.budget_epochs = budget_epochs
+        self.epochs_seen: set[tuple[str, int]] = set()  # a trial's final result repeats an epoch
+
+    def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        self.epochs_seen.add((trial_id, int(result.get("training_iteration", 0))))
+        return False
+
+    def stop_all(self) -> bool:
+        return len(self.epochs_seen) >= self.budget_epochs
 
 
 def end_reason(last: dict[str, Any] | None, epochs: int, patience: int) -> str:
@@ -65,7 +85,11 @@ class TrialMonitor(tune.Callback):
         patience: int,
         searched: tuple[str, ...],
         interval: float = 30.0,
+        budget_epochs: int | None = None,
+        reasons_dir: str | None = None,
     ) -> None:
+        """`reasons_dir`: where to write the end reasons (the experiment dir on local or shared
+        storage); None = Ray's driver staging dir, which Ray syncs to cloud storage."""
         self.metric, self.mode = metric, mode
         self.epochs, self.patience = epochs, patience
         self.searched = searched
@@ -73,6 +97,8 @@ class TrialMonitor(tune.Callback):
         self.started = time.monotonic()
         self.last_print = 0.0
         self.reasons: dict[str, dict[str, Any]] = {}
+        self.budget_epochs = budget_epochs
+        self.reasons_dir = reasons_dir
 
     def _say(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
@@ -90,7 +116,7 @@ class TrialMonitor(tune.Callback):
             "epochs": last.get("training_iteration", 0),
             self.metric: last.get(self.metric),
         }
-        directory = Path(trial.local_experiment_path)
+        directory = Path(self.reasons_dir or trial.local_experiment_path)
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / END_REASONS_FILE
         existing = {}
@@ -129,6 +155,18 @@ class TrialMonitor(tune.Callback):
             f"trial {trial.trial_id} ended: {reason} after {epochs} epochs, "
             f"{self._best(trial.last_result)}"
         )
+
+    def on_experiment_end(self, trials, **info) -> None:
+        """Trials a search-wide stop (the budget) ended get no on_trial_complete call."""
+        if not self.budget_epochs:
+            return
+        for trial in trials:
+            if trial.trial_id in self.reasons or trial.status == "ERROR":
+                continue
+            reason = end_reason(trial.last_result, self.epochs, self.patience)
+            if reason == END_ASHA and self.budget_epochs:
+                reason = END_BUDGET
+            self._record(trial, reason)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._record(trial, END_ERROR)

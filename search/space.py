@@ -56,8 +56,12 @@ def default_space(profile: Profile) -> Space:
     }
 
 
-def seed_point(profile: Profile, space: Space) -> dict[str, Any]:
-    """The seed's hand-tuned configuration, restricted to the searched parameters."""
+def seed_point(profile: Profile, space: Space, base: dict[str, Any]) -> dict[str, Any]:
+    """The seed's hand-tuned configuration as a point of `space` (the first trial evaluated).
+
+    Every searched key gets a value: the seed's where the space contains it, else the nearest
+    value the space allows; keys the seed never tuned take the fixed config's value (`base`).
+    """
     point = {
         "min_samples_per_genre": profile.scaled_min_samples(300),
         "pos_weight_power": 0.5,
@@ -67,13 +71,32 @@ def seed_point(profile: Profile, space: Space) -> dict[str, Any]:
         "threshold": 0.5,
         "top_k": None,
     }
-    return {k: v for k, v in point.items() if k in space and _contains(space[k], v)}
+    return {k: nearest(dist, point.get(k, base.get(k))) for k, dist in space.items()}
 
 
-def _contains(dist: od.BaseDistribution, value: Any) -> bool:
+def contains(dist: od.BaseDistribution, value: Any) -> bool:
     if isinstance(dist, od.CategoricalDistribution):
         return value in dist.choices
     return value is not None and dist.low <= value <= dist.high
+
+
+def nearest(dist: od.BaseDistribution, value: Any) -> Any:
+    """`value` if the distribution contains it, else the closest value it does."""
+    if contains(dist, value):
+        return value
+    if isinstance(dist, od.CategoricalDistribution):
+        numbers = [c for c in dist.choices if isinstance(c, (int, float)) and c is not None]
+        if isinstance(value, (int, float)) and numbers:
+            return min(numbers, key=lambda c: abs(c - value))
+        return dist.choices[0]
+    if value is None:
+        return dist.low
+    clipped = min(max(value, dist.low), dist.high)
+    step = getattr(dist, "step", None)
+    if step:
+        clipped = dist.low + round((clipped - dist.low) / step) * step
+        clipped = min(clipped, dist.high)
+    return int(round(clipped)) if isinstance(dist, od.IntDistribution) else float(clipped)
 
 
 def _number(where: str, value: Any) -> float:

@@ -69,6 +69,33 @@ def _dominant_genre_only_outside_train(d: Path) -> None:
     np.save(d / "labels_multilabel.npy", labels)
 
 
+def _fma(tmp: Path, edit: Callable[[Path], None] | None, *extra: str) -> list[str]:
+    """prepare-fma on a tiny archive in FMA's format, after `edit` of its metadata dir."""
+    from fma_fixture import make_fma
+
+    fma = make_fma(tmp / "fma", n_tracks=3, seconds=1.0)
+    if edit is not None:
+        edit(fma["metadata"])
+    out = ["--out", str(tmp / "features")] if "--out" not in extra else []
+    return [
+        "data",
+        "prepare-fma",
+        "--metadata",
+        str(fma["metadata"]),
+        "--audio",
+        str(fma["audio"]),
+        *out,
+        *extra,
+    ]
+
+
+def _break_genre_list(metadata: Path) -> None:
+    path = metadata / "tracks.csv"
+    text = path.read_text()
+    assert "[12]" in text
+    path.write_text(text.replace("[12]", "[12 __import__]", 1))
+
+
 def _write(tmp: Path, name: str, text: str) -> str:
     path = tmp / name
     path.write_text(text)
@@ -255,6 +282,33 @@ CASES: list[Case] = [
             t, "--data", _feature_dir(t, _save("split.npy", lambda d: np.arange(60) % 2 * 2))
         ),
         "split.npy: the val split (1) is empty",
+    ),
+    # -- FMA preparation ------------------------------------------------------------------------
+    (
+        "prepare-fma without tracks.csv",
+        lambda t: _fma(t, lambda m: (m / "tracks.csv").unlink()),
+        "tracks.csv: file not found",
+    ),
+    (
+        "prepare-fma on a tracks.csv that is not FMA's",
+        lambda t: _fma(t, lambda m: (m / "tracks.csv").write_text("a,b\n1,2\n")),
+        "tracks.csv",
+    ),
+    (
+        "prepare-fma with a genre list that is not a list literal",
+        lambda t: _fma(t, _break_genre_list),
+        "is not a list of genre ids",
+    ),
+    (
+        "prepare-fma into a directory that is not its output",
+        lambda t: _fma(t, None, "--out", _not_an_experiment(t)),
+        "exists and is not a prepare-fma output",
+    ),
+    ("prepare-fma with an unknown subset", lambda t: _fma(t, None, "--subset", "tiny"), "--subset"),
+    (
+        "prepare-fma with more mels than FFT bins",
+        lambda t: _fma(t, None, "--n-fft", "64", "--hop-length", "32", "--n-mels", "40"),
+        "--n-mels 40 is above n_fft/2+1 = 33",
     ),
     # -- search space files -------------------------------------------------------------------
     (

@@ -11,6 +11,7 @@ import pytest
 from helpers import search_settings
 from ray import tune
 
+from results.experiment import load_experiment
 from search.launch import run_search
 from search.monitoring import END_ASHA, END_MAX_EPOCHS, END_PATIENCE, END_REASONS_FILE
 from search.trainable import train_trial
@@ -188,4 +189,63 @@ def test_space_file_overrides_removes_and_fixes(tmp_path):
     s = settings(tmp_path, "--space", str(path))
     assert s.space["lr"].low == 1e-3 and "top_k" not in s.space and "dropout" in s.space
     assert s.base.optim.weight_decay == 0.001
-    assert "lr" not in s.seed_point, "5e-4 lies outside the user's lr range"
+    # The seed point is the first trial, so it covers every searched key: 5e-4 lies outside the
+    # user's lr range (its nearest value is used) and dropout takes the choice nearest the default.
+    assert set(s.seed_point) == set(s.space)
+    assert s.seed_point["lr"] == 1e-3 and s.seed_point["dropout"] in (0.2, 0.4)
+
+
+def test_a_space_that_excludes_the_seed_values_runs(local_ray, tmp_path):
+    path = tmp_path / "space.yaml"
+    path.write_text(
+        "lr: {type: float, low: 1.0e-3, high: 2.0e-3}\n"
+        "dropout: {type: categorical, choices: [0.1, 0.2]}\n"
+    )
+    s = settings(
+        tmp_path, "--space", str(path), "--name", "narrow", "--num-samples", "2", "--epochs", "1"
+    )
+    results = run_search(s)
+    assert len(results) == 2 and not results.errors
+    assert any(all(r.config[k] == v for k, v in s.seed_point.items()) for r in results)
+
+
+def test_budget_random_sampler_and_fifo_scheduler(local_ray, tmp_path):
+    """The baselines of the efficiency benchmark: random sampling, no ASHA, no patience stop,
+    and a search that ends on a total trial-epoch budget."""
+    s = settings(
+        tmp_path,
+        "--name",
+        "budget",
+        "--num-samples",
+        "50",
+        "--epochs",
+        "3",
+        "--patience",
+        "3",
+        "--sampler",
+        "random",
+        "--scheduler",
+        "fifo",
+        "--budget-epochs",
+        "7",
+        "--max-concurrent",
+        "2",
+    )
+    results = run_search(s)
+    df = results.get_dataframe()
+    history = load_experiment(tmp_path / "budget").history
+    spent = len(history)
+    # It stops at 7 trial-epochs, overshooting by at most one epoch per running trial.
+    assert 7 <= spent <= 9, history[["trial_id", "training_iteration"]]
+    assert len(df) < 50
+    reasons = json.loads((tmp_path / "budget" / END_REASONS_FILE).read_text())
+    assert set(reasons) == set(df["trial_id"]) | {
+        p.name.removeprefix("trial_") for p in (tmp_path / "budget").glob("trial_*") if p.is_dir()
+    }
+    assert {r["end_reason"] for r in reasons.values()} <= {END_MAX_EPOCHS, "budget"}
+    assert "budget" in {r["end_reason"] for r in reasons.values()} or spent % 3 == 0
+    saved = json.loads((tmp_path / "budget" / "genretune_search.json").read_text())
+    assert (saved["sampler"], saved["scheduler"], saved["budget_epochs"]) == ("random", "fifo", 7)
+    study = optuna.load_study(study_name="budget", storage=s.optuna_url())
+    assert study.trials[0].params == s.seed_point
+    assert len({t.params["lr"] for t in study.trials}) == len(study.trials)

@@ -1,0 +1,347 @@
+"""Search efficiency at an equal compute budget, counted in trial-epochs (issue: performance).
+
+On the demo profile (synthetic data), for each seed:
+
+  (a) the seed's hand-tuned config trained alone, with patience (one run; no search)
+  (b) random search, no early stopping (every trial runs every epoch)
+  (c) random search with ASHA and the patience stopper
+  (d) Optuna TPE with ASHA and the patience stopper (genretune's default)
+  (e) (d) with --decision tuned (threshold/top-K from each epoch's validation sweep)
+
+Each search stops once its trials have run the budget's trial-epochs. For 25/50/100% of the
+budget it reports the best validation objective reached so far and the held-out test F1 of that
+best configuration retrained from scratch with `genretune train`'s code (patience, full epochs),
+and the budget fraction at which (d) first reaches (b)'s final best.
+
+    python benchmarks/search_efficiency.py    # 3 seeds, 90 trial-epochs each (~1 hour, 2 cores)
+    python benchmarks/search_efficiency.py --seeds 1 --budget-epochs 20   # a quick smoke run
+
+Writes benchmarks/results/search_efficiency.json and .png and prints the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+FRACTIONS = (0.25, 0.5, 1.0)
+METHODS = {
+    "b_random_no_stop": ["--sampler", "random", "--scheduler", "fifo", "--patience", "{epochs}"],
+    "c_random_asha": ["--sampler", "random"],
+    "d_tpe_asha": [],
+    "e_tpe_asha_tuned": ["--decision", "tuned"],
+}
+LABELS = {
+    "a_seed_config": "(a) seed's hand-tuned config",
+    "b_random_no_stop": "(b) random, no early stopping",
+    "c_random_asha": "(c) random + ASHA",
+    "d_tpe_asha": "(d) TPE + ASHA (default)",
+    "e_tpe_asha_tuned": "(e) TPE + ASHA, --decision tuned",
+}
+
+
+def _search_argv(storage: Path, name: str, seed: int, budget: int, epochs: int, extra: list[str]):
+    extra = [a.replace("{epochs}", str(epochs)) for a in extra]
+    return [
+        "search",
+        "--name",
+        name,
+        "--storage-path",
+        str(storage),
+        "--seed",
+        str(seed),
+        "--data-seed",
+        "0",
+        "--num-samples",
+        "1000",  # the budget ends the search, not the sample count
+        "--budget-epochs",
+        str(budget),
+        "--max-concurrent",
+        "2",
+        "--progress-interval",
+        "1000000",
+        *extra,
+    ]
+
+
+def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int):
+    """The experiment's rows in completion order: (cumulative trial-epochs, objective, config)."""
+    from results.experiment import load_experiment
+    from search.cli import build_parser, explicit_flags
+    from search.command import settings_from_args
+    from search.launch import run_search
+
+    name = f"{method}_seed{seed}"
+    args = build_parser().parse_args(
+        _search_argv(storage, name, seed, budget, epochs, METHODS[method])
+    )
+    settings = settings_from_args(args, explicit_flags(args))
+    began = time.monotonic()
+    run_search(settings)
+    wall = time.monotonic() - began
+    exp = load_experiment(name, storage)
+    metric = settings.metric
+    history = exp.history.sort_values(["timestamp", "time_total_s"]).reset_index(drop=True)
+    # The exact config each trial trained with (fixed values and sampled ones).
+    configs = {
+        tid: json.loads((exp.path / f"trial_{tid}" / "params.json").read_text())
+        for tid in exp.trials["trial_id"]
+    }
+    step_metric = metric.removeprefix("best_")
+    rows = [
+        (i + 1, float(r[step_metric]), r["trial_id"])
+        for i, r in enumerate(history.to_dict("records"))
+    ]
+    return {
+        "rows": rows,
+        "configs": configs,
+        "metric": metric,
+        "wall_s": wall,
+        "settings": settings,
+    }
+
+
+def retrain(flat: dict, tuned_rule: bool, threads: int) -> dict:
+    """Train a configuration from scratch as `genretune train` does; its held-out test F1."""
+    import contextlib
+    import io
+
+    from model.config import config_from_flat
+    from model.device import resolve_runtime
+    from model.standalone import train_and_report
+
+    cfg = config_from_flat(flat)
+    with tempfile.TemporaryDirectory() as out, contextlib.redirect_stderr(io.StringIO()):
+        outcome = train_and_report(
+            cfg, resolve_runtime("cpu", threads), Path(out), "b", False, False
+        )
+    m = outcome.metrics
+    test = m["test_tuned_rule"] if tuned_rule else m["test"]
+    return {
+        "test_f1": test["test_f1"],
+        "epochs_run": m["epochs_run"],
+        "best_epoch": m["best_epoch"],
+    }
+
+
+def curve_points(rows: list, budget: int) -> dict:
+    """Best-so-far objective and its trial at each budget fraction."""
+    points = {}
+    for fraction in FRACTIONS:
+        k = max(1, round(fraction * budget))
+        seen = rows[:k]
+        best = max(seen, key=lambda r: r[1])
+        points[str(fraction)] = {"epochs": len(seen), "best": best[1], "trial_id": best[2]}
+    return points
+
+
+def first_reach(rows: list, target: float, budget: int) -> float | None:
+    best = -np.inf
+    for epochs, value, _ in rows[:budget]:
+        best = max(best, value)
+        if best >= target:
+            return epochs / budget
+    return None
+
+
+def run_seed(storage: Path, seed: int, budget: int, threads: int, log) -> dict:
+    from search.profiles import get_profile
+
+    out: dict = {"seed": seed, "methods": {}}
+    retrained: dict = {}
+    for method in METHODS:
+        log(f"seed {seed}: {LABELS[method]} ...")
+        run = run_method(storage, method, seed, budget, epochs=get_profile("demo").epochs)
+        s = run["settings"]
+        tuned = s.decision == "tuned"
+        points = curve_points(run["rows"], budget)
+        for point in points.values():
+            flat = run["configs"][point["trial_id"]]
+            key = json.dumps(flat, sort_keys=True, default=str)
+            if key not in retrained:
+                retrained[key] = retrain(flat, tuned, threads)
+            point.update(retrained[key])
+        curve = [(e, v) for e, v, _ in run["rows"]]
+        out["methods"][method] = {
+            "objective": run["metric"].removeprefix("best_"),
+            "points": points,
+            "curve": curve,
+            "trials": len(run["configs"]),
+            "trial_epochs": len(run["rows"]),
+            "wall_s": run["wall_s"],
+        }
+        log(
+            f"  {len(run['configs'])} trials, {len(run['rows'])} trial-epochs, "
+            f"{run['wall_s']:.0f}s; best {points['1.0']['best']:.4f}, "
+            f"test F1 {points['1.0']['test_f1']:.4f}"
+        )
+        if method == "d_tpe_asha":
+            base, seed_point = s.base.to_flat(), s.seed_point
+    log(f"seed {seed}: {LABELS['a_seed_config']} ...")
+    a = retrain({**base, **seed_point, "seed": seed}, False, threads)
+    out["methods"]["a_seed_config"] = {"test_f1": a["test_f1"], "trial_epochs": a["epochs_run"]}
+    log(f"  test F1 {a['test_f1']:.4f} after {a['epochs_run']} epochs")
+    b_final = out["methods"]["b_random_no_stop"]["points"]["1.0"]["best"]
+    d_rows = [(e, v, None) for e, v in out["methods"]["d_tpe_asha"]["curve"]]
+    out["d_reaches_b_final_at"] = first_reach(d_rows, b_final, budget)
+    return out
+
+
+def _mean_sd(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    return f"{np.mean(values):.3f}±{np.std(values):.3f}"
+
+
+def summarise(runs: list[dict], budget: int) -> dict:
+    table = {}
+    for method in LABELS:
+        rows = [r["methods"][method] for r in runs]
+        if method == "a_seed_config":
+            table[method] = {"test_f1": [r["test_f1"] for r in rows]}
+            continue
+        table[method] = {
+            f: {
+                "best": [r["points"][f]["best"] for r in rows],
+                "test_f1": [r["points"][f]["test_f1"] for r in rows],
+            }
+            for f in map(str, FRACTIONS)
+        }
+        table[method]["trials"] = [r["trials"] for r in rows]
+    reach = [r["d_reaches_b_final_at"] for r in runs]
+    d_test = np.mean(table["d_tpe_asha"]["1.0"]["test_f1"])
+    a_test = np.mean(table["a_seed_config"]["test_f1"])
+    goals = {
+        "d_reaches_b_final_at": reach,
+        "goal_budget_third_met": all(x is not None and x <= 1 / 3 for x in reach),
+        "d_test_over_a_relative": float(d_test / a_test - 1),
+        "goal_test_plus_20pct_met": bool(d_test >= 1.2 * a_test),
+    }
+    return {"table": table, "goals": goals, "budget_epochs": budget}
+
+
+def print_tables(summary: dict) -> str:
+    lines = [
+        f"budget: {summary['budget_epochs']} trial-epochs per search; mean±sd over seeds",
+        "",
+        "| method | trials | best val objective 25% / 50% / 100% | test F1 25% / 50% / 100% |",
+        "|---|---|---|---|",
+    ]
+    for method, label in LABELS.items():
+        t = summary["table"][method]
+        if method == "a_seed_config":
+            lines.append(f"| {label} | 1 | - | {_mean_sd(t['test_f1'])} |")
+            continue
+        best = " / ".join(_mean_sd(t[str(f)]["best"]) for f in FRACTIONS)
+        test = " / ".join(_mean_sd(t[str(f)]["test_f1"]) for f in FRACTIONS)
+        lines.append(f"| {label} | {np.mean(t['trials']):.1f} | {best} | {test} |")
+    g = summary["goals"]
+    reach = ", ".join("never" if x is None else f"{x:.0%}" for x in g["d_reaches_b_final_at"])
+    lines += [
+        "",
+        "(e) optimises the tuned-rule validation F1, so its validation column is not comparable",
+        "with the others; its test F1 uses the rule fitted on validation.",
+        "",
+        f"budget fraction at which (d) first reaches (b)'s final best, per seed: {reach} "
+        f"(goal <= 33%: {'met' if g['goal_budget_third_met'] else 'not met'})",
+        f"test F1 of (d) vs (a): {g['d_test_over_a_relative']:+.1%} relative "
+        f"(goal >= +20%: {'met' if g['goal_test_plus_20pct_met'] else 'not met'})",
+    ]
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    budget = summary["budget_epochs"]
+    for method, label in LABELS.items():
+        if method == "a_seed_config":
+            continue
+        for i, run in enumerate(runs):
+            curve = run["methods"][method]["curve"][:budget]
+            xs = [e for e, _ in curve]
+            ys = np.maximum.accumulate([v for _, v in curve])
+            left.plot(
+                xs,
+                ys,
+                color=f"C{list(LABELS).index(method)}",
+                alpha=0.8,
+                label=label if i == 0 else None,
+            )
+    left.set_xlabel("cumulative trial-epochs")
+    left.set_ylabel("best-so-far validation objective")
+    left.legend(fontsize=8)
+    names = list(LABELS)
+    values = [
+        summary["table"][m]["test_f1"]
+        if m == "a_seed_config"
+        else summary["table"][m]["1.0"]["test_f1"]
+        for m in names
+    ]
+    right.bar(
+        range(len(names)),
+        [np.mean(v) for v in values],
+        yerr=[np.std(v) for v in values],
+        color=[f"C{i}" for i in range(len(names))],
+    )
+    right.set_xticks(range(len(names)), [m.split("_")[0] for m in names])
+    right.set_ylabel("held-out test F1 (best config retrained)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--budget-epochs", type=int, default=90)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of the retrains")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    if args.seeds < 1 or args.budget_epochs < 4:
+        parser.error("--seeds must be >= 1 and --budget-epochs >= 4")
+
+    import ray
+
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    began = time.monotonic()
+
+    def log(text: str) -> None:
+        print(f"[{time.monotonic() - began:6.0f}s] {text}", flush=True)
+
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="genretune-bench-") as storage:
+        for seed in range(args.seeds):
+            runs.append(run_seed(Path(storage), seed, args.budget_epochs, args.threads, log))
+    ray.shutdown()
+    summary = summarise(runs, args.budget_epochs)
+    summary["wall_s"] = time.monotonic() - began
+    text = print_tables(summary)
+    print("\n" + text)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "search_efficiency.json").write_text(
+        json.dumps({"summary": summary, "runs": runs}, indent=1, default=float)
+    )
+    (args.out / "search_efficiency.md").write_text(text + "\n")
+    plot(runs, summary, args.out / "search_efficiency.png")
+    print(f"wrote {args.out / 'search_efficiency.json'}, .md and .png ({summary['wall_s']:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
