@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray
 import torch
 from ray import tune
@@ -92,5 +94,13 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None) -> None:
 
 def dataset_for_trials(data: DataConfig, on_workers: bool) -> Dataset | None:
     """The dataset the driver shares with every trial (loaded once), or None for workers to
-    memory-map it themselves (a feature dir on storage every node can read)."""
-    return None if on_workers else load_dataset(data)
+    memory-map it themselves (a feature dir on storage every node can read).
+
+    The features go to Ray's object store as a plain ndarray: workers then map them read-only,
+    zero-copy, once per node. A `np.memmap` would be pickled in-band instead, giving every trial
+    worker its own private copy.
+    """
+    if on_workers:
+        return None
+    dataset = load_dataset(data)
+    return replace(dataset, features=np.asarray(dataset.features))

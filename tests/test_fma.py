@@ -210,3 +210,25 @@ def test_log_mel_of_a_tone_peaks_at_its_frequency():
     centre = np.linspace(0, 11025, 1025)[fb[int(mel.mean(axis=1).argmax())].argmax()]
     assert abs(centre - 1000.0) < 60
     assert mel.max() - mel.min() <= 80.0 + 1e-3, "top_db=80 as librosa's power_to_db"
+
+
+def test_ray_tasks_decode_the_same_features(archive, prepared, local_ray, tmp_path):
+    """With --address, clips are decoded as Ray tasks (here on the session's local Ray)."""
+    from data.fma import PrepareSettings, prepare_fma
+
+    spec = MelSpec(
+        sample_rate=8000, n_fft=256, hop_length=128, n_mels=32, frames=48, min_seconds=1.0
+    )
+    out = tmp_path / "via_ray"
+    settings = PrepareSettings(
+        metadata=archive["metadata"],
+        audio=archive["audio"],
+        out=out,
+        subset="medium",
+        spec=spec,
+        address="auto",
+    )
+    summary = prepare_fma(settings, log=lambda text: None)
+    assert summary["tracks"] == len(np.load(prepared / "track_ids.npy"))
+    for name in ("features.npy", "labels_multilabel.npy", "split.npy", "track_ids.npy"):
+        assert np.array_equal(np.load(out / name), np.load(prepared / name)), name

@@ -14,7 +14,7 @@ from ray import tune
 from results.experiment import load_experiment
 from search.launch import run_search
 from search.monitoring import END_ASHA, END_MAX_EPOCHS, END_PATIENCE, END_REASONS_FILE
-from search.trainable import train_trial
+from search.trainable import dataset_for_trials, train_trial
 
 
 def settings(tmp_path: Path, *extra: str):
@@ -249,3 +249,21 @@ def test_budget_random_sampler_and_fifo_scheduler(local_ray, tmp_path):
     study = optuna.load_study(study_name="budget", storage=s.optuna_url())
     assert study.trials[0].params == s.seed_point
     assert len({t.params["lr"] for t in study.trials}) == len(study.trials)
+
+
+def test_trials_share_one_zero_copy_feature_array(local_ray):
+    """The features reach trial workers through the object store without a private copy: a
+    memory-mapped array would be pickled in-band and copied into every worker."""
+    import ray
+
+    from data import DataConfig
+
+    dataset = dataset_for_trials(DataConfig(synthetic_scale=0.02), on_workers=False)
+
+    @ray.remote
+    def features_flags(d):
+        return d.features.flags.writeable, d.features.nbytes
+
+    writeable, nbytes = ray.get(features_flags.remote(ray.put(dataset)))
+    assert nbytes == dataset.features.nbytes
+    assert not writeable, "read-only = mapped from the object store, not copied"
