@@ -15,6 +15,7 @@ and the budget fraction at which (d) first reaches (b)'s final best.
 
     python benchmarks/search_efficiency.py    # 3 seeds, 90 trial-epochs each (~1 hour, 2 cores)
     python benchmarks/search_efficiency.py --seeds 1 --budget-epochs 20   # a quick smoke run
+    python benchmarks/search_efficiency.py --tpe-startup 4   # TPE's random start-up trials
 
 Writes benchmarks/results/search_efficiency.json and .png and prints the tables.
 """
@@ -74,7 +75,7 @@ def _search_argv(storage: Path, name: str, seed: int, budget: int, epochs: int, 
     ]
 
 
-def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int):
+def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int, extra: list[str]):
     """The experiment's rows in completion order: (cumulative trial-epochs, objective, config)."""
     from results.experiment import load_experiment
     from search.cli import build_parser, explicit_flags
@@ -82,9 +83,7 @@ def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int):
     from search.launch import run_search
 
     name = f"{method}_seed{seed}"
-    args = build_parser().parse_args(
-        _search_argv(storage, name, seed, budget, epochs, METHODS[method])
-    )
+    args = build_parser().parse_args(_search_argv(storage, name, seed, budget, epochs, extra))
     settings = settings_from_args(args, explicit_flags(args))
     began = time.monotonic()
     run_search(settings)
@@ -154,43 +153,58 @@ def first_reach(rows: list, target: float, budget: int) -> float | None:
     return None
 
 
-def run_seed(storage: Path, seed: int, budget: int, threads: int, log) -> dict:
+def retrain_all(jobs: dict[str, tuple[dict, bool]]) -> dict[str, dict]:
+    """Every distinct configuration retrained once, two at a time (Ray tasks, one CPU each)."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(retrain)
+    refs = {key: task.remote(flat, tuned, 1) for key, (flat, tuned) in jobs.items()}
+    return dict(zip(refs, ray.get(list(refs.values())), strict=True))
+
+
+def run_seed(storage: Path, seed: int, budget: int, tpe_startup: int | None, log) -> dict:
     from search.profiles import get_profile
 
     out: dict = {"seed": seed, "methods": {}}
-    retrained: dict = {}
+    jobs: dict[str, tuple[dict, bool]] = {}
     for method in METHODS:
         log(f"seed {seed}: {LABELS[method]} ...")
-        run = run_method(storage, method, seed, budget, epochs=get_profile("demo").epochs)
+        extra = list(METHODS[method])
+        if tpe_startup is not None and method.startswith(("d_", "e_")):
+            extra += ["--tpe-startup", str(tpe_startup)]
+        run = run_method(storage, method, seed, budget, get_profile("demo").epochs, extra)
         s = run["settings"]
-        tuned = s.decision == "tuned"
         points = curve_points(run["rows"], budget)
         for point in points.values():
             flat = run["configs"][point["trial_id"]]
-            key = json.dumps(flat, sort_keys=True, default=str)
-            if key not in retrained:
-                retrained[key] = retrain(flat, tuned, threads)
-            point.update(retrained[key])
-        curve = [(e, v) for e, v, _ in run["rows"]]
+            point["config"] = flat
+            point["key"] = json.dumps(flat, sort_keys=True, default=str) + s.decision
+            jobs[point["key"]] = (flat, s.decision == "tuned")
         out["methods"][method] = {
             "objective": run["metric"].removeprefix("best_"),
             "points": points,
-            "curve": curve,
+            "curve": [(e, v) for e, v, _ in run["rows"]],
             "trials": len(run["configs"]),
             "trial_epochs": len(run["rows"]),
             "wall_s": run["wall_s"],
         }
         log(
             f"  {len(run['configs'])} trials, {len(run['rows'])} trial-epochs, "
-            f"{run['wall_s']:.0f}s; best {points['1.0']['best']:.4f}, "
-            f"test F1 {points['1.0']['test_f1']:.4f}"
+            f"{run['wall_s']:.0f}s; best {points['1.0']['best']:.4f}"
         )
         if method == "d_tpe_asha":
             base, seed_point = s.base.to_flat(), s.seed_point
-    log(f"seed {seed}: {LABELS['a_seed_config']} ...")
-    a = retrain({**base, **seed_point, "seed": seed}, False, threads)
+    seed_config = {**base, **seed_point, "seed": seed}
+    jobs["a"] = (seed_config, False)
+    log(f"seed {seed}: retraining {len(jobs)} configurations for their test F1 ...")
+    retrained = retrain_all(jobs)
+    for method in METHODS:
+        for point in out["methods"][method]["points"].values():
+            point.update(retrained[point.pop("key")])
+        log(f"  {LABELS[method]}: test F1 {out['methods'][method]['points']['1.0']['test_f1']:.4f}")
+    a = retrained["a"]
     out["methods"]["a_seed_config"] = {"test_f1": a["test_f1"], "trial_epochs": a["epochs_run"]}
-    log(f"  test F1 {a['test_f1']:.4f} after {a['epochs_run']} epochs")
+    log(f"  {LABELS['a_seed_config']}: test F1 {a['test_f1']:.4f} after {a['epochs_run']} epochs")
     b_final = out["methods"]["b_random_no_stop"]["points"]["1.0"]["best"]
     d_rows = [(e, v, None) for e, v in out["methods"]["d_tpe_asha"]["curve"]]
     out["d_reaches_b_final_at"] = first_reach(d_rows, b_final, budget)
@@ -246,6 +260,8 @@ def print_tables(summary: dict) -> str:
         best = " / ".join(_mean_sd(t[str(f)]["best"]) for f in FRACTIONS)
         test = " / ".join(_mean_sd(t[str(f)]["test_f1"]) for f in FRACTIONS)
         lines.append(f"| {label} | {np.mean(t['trials']):.1f} | {best} | {test} |")
+    if summary.get("tpe_startup") is not None:
+        lines += ["", f"(d) and (e) ran with --tpe-startup {summary['tpe_startup']}."]
     g = summary["goals"]
     reach = ", ".join("never" if x is None else f"{x:.0%}" for x in g["d_reaches_b_final_at"])
     lines += [
@@ -305,11 +321,29 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def write_outputs(summary: dict, runs: list[dict], out: Path) -> None:
+    text = print_tables(summary)
+    print("\n" + text)
+    startup = summary.get("tpe_startup")
+    stem = "search_efficiency" + ("" if startup is None else f"_tpe{startup}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(
+        json.dumps({"summary": summary, "runs": runs}, indent=1, default=float)
+    )
+    (out / f"{stem}.md").write_text(text + "\n")
+    plot(runs, summary, out / f"{stem}.png")
+    print(f"wrote {out / stem}.json, .md and .png ({summary['wall_s']:.0f}s)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget-epochs", type=int, default=90)
-    parser.add_argument("--threads", type=int, default=2, help="torch threads of the retrains")
+    parser.add_argument(
+        "--tpe-startup",
+        type=int,
+        help="--tpe-startup for (d) and (e) (default: the search's default)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     if args.seeds < 1 or args.budget_epochs < 4:
@@ -327,19 +361,12 @@ def main() -> int:
     runs = []
     with tempfile.TemporaryDirectory(prefix="genretune-bench-") as storage:
         for seed in range(args.seeds):
-            runs.append(run_seed(Path(storage), seed, args.budget_epochs, args.threads, log))
+            runs.append(run_seed(Path(storage), seed, args.budget_epochs, args.tpe_startup, log))
     ray.shutdown()
     summary = summarise(runs, args.budget_epochs)
     summary["wall_s"] = time.monotonic() - began
-    text = print_tables(summary)
-    print("\n" + text)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "search_efficiency.json").write_text(
-        json.dumps({"summary": summary, "runs": runs}, indent=1, default=float)
-    )
-    (args.out / "search_efficiency.md").write_text(text + "\n")
-    plot(runs, summary, args.out / "search_efficiency.png")
-    print(f"wrote {args.out / 'search_efficiency.json'}, .md and .png ({summary['wall_s']:.0f}s)")
+    summary["tpe_startup"] = args.tpe_startup
+    write_outputs(summary, runs, args.out)
     return 0
 
 

@@ -110,10 +110,12 @@ def search_overhead(storage: Path, samples: int) -> dict:
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args, explicit_flags(args))
     began = time.monotonic()
-    results = run_search(settings)
+    with PeakSampler(_search_pids) as peaks:
+        results = run_search(settings)
     wall = time.monotonic() - began
     busy = float(results.get_dataframe()["time_total_s"].sum())
     return {
+        "peak_pss_bytes": peaks.total_pss,
         "trials": samples,
         "wall_s": wall,
         "sum_trial_s": busy,
@@ -138,56 +140,210 @@ def matmul_peak(threads: int, n: int = 2048, reps: int = 10) -> float:
     return best
 
 
-def step_flops_per_s(
-    base: int, shape: tuple[int, int], channels_last: bool, threads: int, batch: int = 16
-) -> tuple[float, float]:
-    """(FLOPs of one training step, achieved FLOP/s) of forward + backward + Adam step."""
-    from torch.utils.flop_counter import FlopCounterMode
+# How a training step can run: layout, compilation, precision. The trainer runs channels_last
+# eager fp32 on CPUs; the others are measured to see what would help.
+VARIANTS = {
+    "contiguous": {"channels_last": False, "compile": False, "bf16": False},
+    "channels_last": {"channels_last": True, "compile": False, "bf16": False},
+    "channels_last+compile": {"channels_last": True, "compile": True, "bf16": False},
+    "channels_last+bf16": {"channels_last": True, "compile": False, "bf16": True},
+}
 
+
+def _training_step(
+    base: int, shape: tuple[int, int], batch: int, variant: str, device: str = "cpu"
+):
+    """(one training step: forward + backward + AdamW, its model in eager fp32)."""
     from model.network import GenreCNN
 
-    torch.set_num_threads(threads)
+    opts = VARIANTS[variant]
     torch.manual_seed(0)
-    model = GenreCNN(n_genres=24, base_channels=base)
-    x = torch.randn(batch, *shape)  # the model adds the channel dimension
-    y = (torch.rand(batch, 24) < 0.05).float()
-    if channels_last:
+    model = GenreCNN(n_genres=24, base_channels=base).to(device)
+    x = torch.randn(batch, *shape, device=device)  # the model adds the channel dimension
+    y = (torch.rand(batch, 24, device=device) < 0.05).float()
+    if opts["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    forward = model
+    if opts["compile"]:
+        torch._dynamo.reset()  # each size compiles afresh, static shapes
+        forward = torch.compile(model, dynamic=False)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
+        with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=opts["bf16"]):
+            logits = forward(x)
+        loss_fn(logits.float(), y).backward()
         opt.step()
 
+    return step, model, x, y
+
+
+def step_flops(base: int, shape: tuple[int, int], batch: int) -> float:
+    """FLOPs of one fp32 training step, counted by torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    step, *_ = _training_step(base, shape, batch, "contiguous")
     with FlopCounterMode(display=False) as counter:
         step()
-    flops = counter.get_total_flops()
-    for _ in range(2):
-        step()
-    reps = max(3, int(2e10 / max(flops, 1)))
-    began = time.perf_counter()
-    for _ in range(min(reps, 40)):
-        step()
-    per_step = (time.perf_counter() - began) / min(reps, 40)
-    return flops, flops / per_step
+    return float(counter.get_total_flops())
 
 
-def cpu_efficiency(threads: int, bases: list[int]) -> dict:
-    peak = matmul_peak(threads)
+def _sync(device: str) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def step_rates(
+    base: int,
+    shape: tuple[int, int],
+    threads: int,
+    batch: int,
+    rounds: int = 3,
+    variants: tuple[str, ...] = tuple(VARIANTS),
+    device: str = "cpu",
+) -> dict[str, float]:
+    """Best-of-`rounds` FLOP/s of each variant, the variants timed in turn within each round so
+    that a noisy neighbour slows them alike."""
+    torch.set_num_threads(threads)
+    flops = step_flops(base, shape, batch)
+    steps = {v: _training_step(base, shape, batch, v, device)[0] for v in variants}
+    for step in steps.values():  # warm-up, and compilation for the compiled variant
+        for _ in range(3):
+            step()
+    n = max(2, min(20, int(1e10 / max(flops, 1))))
+    if torch.device(device).type == "cuda":
+        n *= 10
+    best = dict.fromkeys(variants, 0.0)
+    for _ in range(rounds):
+        for variant, step in steps.items():
+            _sync(device)
+            began = time.perf_counter()
+            for _ in range(n):
+                step()
+            _sync(device)
+            best[variant] = max(best[variant], flops * n / (time.perf_counter() - began))
+    return {"flops": flops, **best}
+
+
+def cpu_efficiency(threads: int, bases: list[int], batch: int) -> dict:
+    """FLOP/s of each variant over the matmul peak. The peak is re-measured next to every row
+    and the highest reading is used for all (the conservative ratio on a noisy machine). The
+    trainer's variant is also run on one thread against the one-thread peak: two concurrent
+    trials train on one thread each."""
+    peaks = {threads: 0.0, 1: 0.0}
     rows = []
     for shape_name, shape in (("demo", DEMO_SHAPE), ("full", FULL_SHAPE)):
         for base in bases:
-            row = {"input": shape_name, "shape": list(shape), "base_channels": base}
-            for layout in (False, True):
-                flops, rate = step_flops_per_s(base, shape, layout, threads)
-                key = "channels_last" if layout else "contiguous"
-                row[f"{key}_gflops"] = rate / 1e9
-                row[f"{key}_of_peak"] = rate / peak
-                row["gflop_per_step"] = flops / 1e9
+            peaks[threads] = max(peaks[threads], matmul_peak(threads, reps=5))
+            rates = step_rates(base, shape, threads, batch)
+            peaks[1] = max(peaks[1], matmul_peak(1, reps=5))
+            one = step_rates(base, shape, 1, batch, rounds=2, variants=("channels_last",))
+            row = {
+                "input": shape_name,
+                "shape": list(shape),
+                "base_channels": base,
+                "gflop_per_step": rates["flops"] / 1e9,
+                "one_thread_gflops": one["channels_last"] / 1e9,
+            }
+            row.update({f"{v}_gflops": rates[v] / 1e9 for v in VARIANTS})
             rows.append(row)
-    return {"threads": threads, "matmul_peak_gflops": peak / 1e9, "rows": rows}
+    for row in rows:
+        row.update({f"{v}_of_peak": row[f"{v}_gflops"] * 1e9 / peaks[threads] for v in VARIANTS})
+        row["one_thread_of_peak"] = row["one_thread_gflops"] * 1e9 / peaks[1]
+    return {
+        "threads": threads,
+        "batch": batch,
+        "matmul_peak_gflops": peaks[threads] / 1e9,
+        "one_thread_matmul_peak_gflops": peaks[1] / 1e9,
+        "rows": rows,
+    }
+
+
+# -- (3b) the device path: GPU numbers when a GPU is present --------------------------------
+
+
+def device_matmul_peak(device: str, dtype: torch.dtype, n: int, reps: int = 10) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    best = 0.0
+    for _ in range(reps):
+        _sync(device)
+        began = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = max(best, 2 * n**3 / (time.perf_counter() - began))
+    return best
+
+
+def resident_vs_streamed(device: str, threads: int, epochs: int = 3) -> dict:
+    """Training samples/s with the whole feature array on the device (one index copy per
+    epoch) and with batches copied from host memory, bf16 autocast, channels_last."""
+    from data import load_dataset
+    from model.config import config_from_flat
+    from model.device import Runtime
+    from model.prepare import prepare_data
+    from model.training import fit
+
+    cfg = config_from_flat(_demo_flat(epochs=epochs, patience=epochs, seed=0))
+    prepared = prepare_data(load_dataset(cfg.data), cfg.filter, cfg.loss)
+    out = {}
+    for resident in (True, False):
+        runtime = Runtime(device, True, True, resident, threads)
+        rates = [h["n_train"] / h["epoch_seconds"] for h in fit(prepared, cfg, runtime).history]
+        out["resident" if resident else "streamed"] = statistics.median(rates[1:] or rates)
+    return out
+
+
+def gpu_packing(storage: Path, fractions: tuple[float, ...] = (1.0, 0.5, 0.25)) -> list[dict]:
+    """Wall time of the same 4-trial demo search with 1, 2 or 4 trials sharing one GPU."""
+    from search.cli import build_parser, explicit_flags
+    from search.command import settings_from_args
+    from search.launch import run_search
+
+    rows = []
+    for fraction in fractions:
+        argv = ["search", "--name", f"packing_{fraction}", "--storage-path", str(storage)]
+        argv += ["--num-samples", "4", "--epochs", "5", "--grace-period", "5"]
+        argv += ["--gpus-per-trial", str(fraction), "--progress-interval", "100000"]
+        args = build_parser().parse_args(argv)
+        began = time.monotonic()
+        run_search(settings_from_args(args, explicit_flags(args)))
+        rows.append({"gpus_per_trial": fraction, "wall_s": time.monotonic() - began})
+    return rows
+
+
+def device_section(device: str, threads: int, bases: list[int], batch: int) -> dict:
+    """fp32 and bf16 matmul peaks, training FLOP/s (fp32 and bf16 autocast, channels_last) at
+    the full input size, and resident vs streamed data, on `device`."""
+    n = 8192 if torch.device(device).type == "cuda" else 2048
+    peaks = {
+        "fp32": device_matmul_peak(device, torch.float32, n),
+        "bf16": device_matmul_peak(device, torch.bfloat16, n),
+    }
+    variants = ("channels_last", "channels_last+bf16")
+    rows = []
+    for base in bases:
+        rates = step_rates(base, FULL_SHAPE, threads, batch, 2, variants, device)
+        rows.append(
+            {
+                "base_channels": base,
+                "fp32_of_fp32_peak": rates["channels_last"] / peaks["fp32"],
+                "bf16_of_bf16_peak": rates["channels_last+bf16"] / peaks["bf16"],
+                "fp32_gflops": rates["channels_last"] / 1e9,
+                "bf16_gflops": rates["channels_last+bf16"] / 1e9,
+            }
+        )
+    return {
+        "device": device,
+        "name": torch.cuda.get_device_name(device) if "cuda" in device else "cpu",
+        "peak_gflops": {k: v / 1e9 for k, v in peaks.items()},
+        "rows": rows,
+        "samples_per_s": resident_vs_streamed(device, threads),
+    }
 
 
 # -- (4) cost growth ---------------------------------------------------------------------------
@@ -201,6 +357,7 @@ def epoch_seconds_estimate(scale: float, base: int, threads: int, batches: int =
     from model.network import GenreCNN
     from model.prepare import prepare_data
 
+    torch.set_num_threads(threads)
     cfg = config_from_flat(_demo_flat(synthetic_scale=scale, base_channels=base))
     prepared = prepare_data(load_dataset(cfg.data), cfg.filter, cfg.loss)
     runtime = resolve_runtime("cpu", threads)
@@ -235,17 +392,26 @@ def epoch_seconds_estimate(scale: float, base: int, threads: int, batches: int =
 
 
 def _smaps(pid: int) -> dict[str, int]:
-    out = {}
+    """USS and PSS of a process, and its private bytes inside shared-memory mappings (Ray's
+    object store: a feature array copied into a trial would show up there or in USS)."""
+    uss = pss = shm_private = 0
+    shm = False
     try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-            key, value = line.split(":", 1)
-            out[key] = int(value.split()[0]) * 1024
-    except (OSError, ValueError):
+        text = Path(f"/proc/{pid}/smaps").read_text()
+    except OSError:
         return {}
-    return {
-        "pss": out.get("Pss", 0),
-        "uss": out.get("Private_Clean", 0) + out.get("Private_Dirty", 0),
-    }
+    for line in text.splitlines():
+        key, _, rest = line.partition(" ")
+        if not key.endswith(":"):  # a mapping's header line
+            shm = "/dev/shm/" in rest or "plasma" in rest
+            continue
+        if key == "Pss:":
+            pss += int(rest.split()[0]) * 1024
+        elif key in ("Private_Clean:", "Private_Dirty:"):
+            value = int(rest.split()[0]) * 1024
+            uss += value
+            shm_private += value if shm else 0
+    return {"pss": pss, "uss": uss, "shm_private": shm_private}
 
 
 def _trial_worker_pids() -> list[int]:
@@ -257,6 +423,53 @@ def _trial_worker_pids() -> list[int]:
             continue
         if b"ray::ImplicitFunc" in text or b"ray::train_trial" in text:
             pids.append(int(cmdline.parent.name))
+    return pids
+
+
+class PeakSampler:
+    """Samples the processes `pids()` names every 0.2 s while its block runs: each one's peak
+    USS/PSS/shared-memory-private bytes and the peak of their summed PSS."""
+
+    def __init__(self, pids) -> None:
+        self.pids = pids
+        self.per_pid: dict[int, dict[str, int]] = {}
+        self.total_pss = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            total = 0
+            for pid in self.pids():
+                m = _smaps(pid)
+                if not m:
+                    continue
+                total += m["pss"]
+                peak = self.per_pid.setdefault(pid, dict.fromkeys(m, 0))
+                for key, value in m.items():
+                    peak[key] = max(peak[key], value)
+            self.total_pss = max(self.total_pss, total)
+            time.sleep(0.2)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+
+def _search_pids() -> set[int]:
+    """This driver and every Ray process of the machine (raylet, GCS, workers, ...)."""
+    pids = {os.getpid()}
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes()
+        except OSError:
+            continue
+        if b"ray::" in text or b"/ray/" in text or b"raylet" in text or b"gcs_server" in text:
+            pids.add(int(cmdline.parent.name))
     return pids
 
 
@@ -292,52 +505,47 @@ def trial_memory(storage: Path, scale: float, name: str) -> dict:
     ]
     args = build_parser().parse_args(argv)
     settings = settings_from_args(args, explicit_flags(args))
-    peaks: dict[int, dict[str, int]] = {}
-    total_peak = 0
-    done = threading.Event()
     earlier = set(_trial_worker_pids())  # idle workers of earlier runs are not this run's trials
-
-    def sample() -> None:
-        nonlocal total_peak
-        while not done.is_set():
-            total = 0
-            for pid in set(_trial_worker_pids()) - earlier:
-                m = _smaps(pid)
-                if m:
-                    total += m["pss"]
-                    p = peaks.setdefault(pid, {"uss": 0, "pss": 0})
-                    p["uss"], p["pss"] = max(p["uss"], m["uss"]), max(p["pss"], m["pss"])
-            total_peak = max(total_peak, total)
-            time.sleep(0.2)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    run_search(settings)
-    done.set()
-    sampler.join()
+    with PeakSampler(lambda: set(_trial_worker_pids()) - earlier) as peaks:
+        run_search(settings)
     return {
         "scale": scale,
         "feature_bytes": int(features.nbytes),
-        "worker_peak_uss": sorted(p["uss"] for p in peaks.values()),
-        "worker_peak_pss": sorted(p["pss"] for p in peaks.values()),
-        "workers_total_pss_peak": total_peak,
+        "worker_peak_uss": sorted(p["uss"] for p in peaks.per_pid.values()),
+        "worker_peak_pss": sorted(p["pss"] for p in peaks.per_pid.values()),
+        "worker_peak_shm_private": max(
+            (p["shm_private"] for p in peaks.per_pid.values()), default=0
+        ),
+        "workers_total_pss_peak": peaks.total_pss,
     }
 
 
-def memory(storage: Path) -> dict:
-    small = trial_memory(storage, 0.1, "mem_small")
-    large = trial_memory(storage, 1.0, "mem_large")
-    # Worker processes differ in their baseline; compare the median trial worker of each run.
-    growth = statistics.median(large["worker_peak_uss"]) - statistics.median(
-        small["worker_peak_uss"]
-    )
-    extra_features = large["feature_bytes"] - small["feature_bytes"]
+def memory(storage: Path, repeats: int = 3) -> dict:
+    """Trial USS growth from data scale 0.1 to 1.0: runs alternate between the scales and the
+    medians of every worker's peak are compared (a worker's fixed working memory varies by tens
+    of MiB from run to run, more than the growth being measured)."""
+    runs: dict[float, list[dict]] = {0.1: [], 1.0: []}
+    for rep in range(repeats):
+        for scale in runs:
+            runs[scale].append(trial_memory(storage, scale, f"mem_{scale}_{rep}"))
+    peaks = {s: [u for r in rs for u in r["worker_peak_uss"]] for s, rs in runs.items()}
+    growth = statistics.median(peaks[1.0]) - statistics.median(peaks[0.1])
+    extra_features = runs[1.0][0]["feature_bytes"] - runs[0.1][0]["feature_bytes"]
+    per_run = [
+        statistics.median(large["worker_peak_uss"]) - statistics.median(small["worker_peak_uss"])
+        for small, large in zip(runs[0.1], runs[1.0], strict=True)
+    ]
     return {
-        "small": small,
-        "large": large,
+        "runs": {str(s): rs for s, rs in runs.items()},
+        "repeats": repeats,
         "uss_growth_bytes": growth,
+        "uss_growth_per_repeat_bytes": per_run,
         "feature_growth_bytes": extra_features,
         "uss_growth_over_feature_growth": growth / extra_features,
+        "max_shm_private_bytes": max(
+            r["worker_peak_shm_private"] for rs in runs.values() for r in rs
+        ),
+        "workers_total_pss_peak_scale_1": max(r["workers_total_pss_peak"] for r in runs[1.0]),
     }
 
 
@@ -358,32 +566,74 @@ def tables(r: dict) -> str:
         f"{o['wall_s']:.0f}s / {o['sum_trial_s'] / 2:.0f}s = **{o['overhead_ratio']:.2f}** "
         "| <= 1.15 |",
     ]
+    if "peak_pss_bytes" in o:
+        lines.append(
+            f"| peak memory (PSS of driver + every Ray process) of that default-profile search | "
+            f"{o['peak_pss_bytes'] / 2**20:.0f} MiB | - |"
+        )
     if "memory" in r:
         m = r["memory"]
-        lines.append(
-            f"| trial USS growth / feature growth (scale 0.1 -> 1.0, 2 concurrent trials) | "
+        spread = ", ".join(f"{g / 2**20:.0f}" for g in m["uss_growth_per_repeat_bytes"])
+        lines += [
+            f"| trial USS growth / feature growth (scale 0.1 -> 1.0, 2 concurrent trials, "
+            f"medians of {m['repeats']} alternating runs; per run: {spread} MiB) | "
             f"{m['uss_growth_bytes'] / 2**20:.0f} MiB / {m['feature_growth_bytes'] / 2**20:.0f} "
-            f"MiB = **{m['uss_growth_over_feature_growth']:.3f}** | < 0.10 |"
-        )
-        lines.append(
+            f"MiB = **{m['uss_growth_over_feature_growth']:.3f}** | < 0.10 |",
+            f"| private bytes of a trial worker inside the shared object store | "
+            f"{m['max_shm_private_bytes'] / 2**20:.1f} MiB | 0 (features shared) |",
             f"| peak PSS of the trial workers, 2 concurrent (scale 1.0) | "
-            f"{m['large']['workers_total_pss_peak'] / 2**20:.0f} MiB | - |"
-        )
+            f"{m['workers_total_pss_peak_scale_1'] / 2**20:.0f} MiB | - |",
+        ]
     lines += [
         "",
-        f"Training FLOP/s (forward + backward + Adam, batch 16, {e['threads']} threads) over the "
-        f"measured fp32 matmul peak of {e['matmul_peak_gflops']:.1f} GFLOP/s:",
+        f"Training FLOP/s (forward + backward + AdamW, batch {e['batch']}, best of interleaved "
+        f"rounds) over the measured fp32 matmul peak ({e['threads']} threads: "
+        f"{e['matmul_peak_gflops']:.1f} GFLOP/s; 1 thread: "
+        f"{e['one_thread_matmul_peak_gflops']:.1f}). The trainer runs channels_last eager fp32; "
+        "bf16 is not fp32 work and does not count toward the goal:",
         "",
-        "| input | base channels | GFLOP/step | contiguous | channels_last |",
-        "|---|---|---|---|---|",
+        "| input | base channels | GFLOP/step | "
+        + " | ".join(f"{v}, {e['threads']} threads" for v in VARIANTS)
+        + " | channels_last, 1 thread |",
+        "|---|---|---|" + "---|" * (len(VARIANTS) + 1),
     ]
     for row in e["rows"]:
+        cells = " | ".join(
+            f"{row[f'{v}_gflops']:.1f} ({row[f'{v}_of_peak']:.0%})"
+            for v in (*VARIANTS, "one_thread")
+        )
         lines.append(
             f"| {row['input']} {row['shape'][0]}x{row['shape'][1]} | {row['base_channels']} | "
-            f"{row['gflop_per_step']:.2f} | {row['contiguous_gflops']:.1f} GFLOP/s "
-            f"({row['contiguous_of_peak']:.0%}) | {row['channels_last_gflops']:.1f} GFLOP/s "
-            f"({row['channels_last_of_peak']:.0%}) |"
+            f"{row['gflop_per_step']:.2f} | {cells} |"
         )
+    if "device" in r:
+        d = r["device"]
+        pk = d["peak_gflops"]
+        lines += [
+            "",
+            f"Device path on {d['name']} ({d['device']}): matmul peak fp32 {pk['fp32']:.0f}, "
+            f"bf16 {pk['bf16']:.0f} GFLOP/s; training steps at 64x128, channels_last:",
+            "",
+            "| base channels | fp32 GFLOP/s (of fp32 peak) | bf16 autocast (of bf16 peak) |",
+            "|---|---|---|",
+        ]
+        for row in d["rows"]:
+            lines.append(
+                f"| {row['base_channels']} | {row['fp32_gflops']:.0f} "
+                f"({row['fp32_of_fp32_peak']:.0%}) | {row['bf16_gflops']:.0f} "
+                f"({row['bf16_of_bf16_peak']:.0%}) |"
+            )
+        s = d["samples_per_s"]
+        lines += [
+            "",
+            f"Demo training, bf16 autocast: {s['resident']:.0f} samples/s with the features "
+            f"resident on the device, {s['streamed']:.0f} with batches copied from host memory.",
+        ]
+    if "gpu_packing" in r:
+        cells = ", ".join(
+            f"{p['gpus_per_trial']} GPU/trial {p['wall_s']:.0f}s" for p in r["gpu_packing"]
+        )
+        lines += ["", f"The same 4-trial search on one GPU: {cells}."]
     lines += ["", "Seconds per training epoch (estimated from timed batches, demo input):", ""]
     scales = sorted({c["scale"] for c in r["cost_growth"]})
     bases = sorted({c["base_channels"] for c in r["cost_growth"]})
@@ -409,7 +659,7 @@ def plot(r: dict, path: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     for shape in ("demo", "full"):
         rows = [x for x in r["cpu_efficiency"]["rows"] if x["input"] == shape]
-        for key, style in (("contiguous", "--"), ("channels_last", "-")):
+        for key, style in zip(VARIANTS, ("--", "-", "-.", ":"), strict=True):
             left.plot(
                 [x["base_channels"] for x in rows],
                 [x[f"{key}_of_peak"] for x in rows],
@@ -441,8 +691,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    parser.add_argument(
+        "--device-section",
+        metavar="DEVICE",
+        help="run the device-path section on DEVICE (default: cuda when a GPU is present, "
+        "else skipped; 'cpu' checks the section itself)",
+    )
     args = parser.parse_args()
     threads = os.cpu_count() or 1
+    gpu = torch.cuda.is_available()
+    device = args.device_section or ("cuda" if gpu else None)
     import ray
 
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
@@ -461,10 +719,19 @@ def main() -> int:
         if not args.quick:
             log("memory of 2 concurrent trials")
             r["memory"] = memory(Path(storage))
+        if gpu and not args.quick:
+            log("fractional-GPU packing")
+            r["gpu_packing"] = gpu_packing(Path(storage))
     ray.shutdown()
     log("FLOP/s vs matmul peak")
     bases = [16, 32] if args.quick else [16, 32, 64, 128]
-    r["cpu_efficiency"] = cpu_efficiency(threads, bases)
+    from search.profiles import get_profile
+
+    batch = get_profile("demo").batch_size  # what a demo trial trains with
+    r["cpu_efficiency"] = cpu_efficiency(threads, bases, batch)
+    if device:
+        log(f"device path on {device}")
+        r["device"] = device_section(device, threads, bases, batch)
     log("cost growth")
     scales = [0.1, 0.25] if args.quick else [0.1, 0.25, 0.5, 1.0]
     r["cost_growth"] = [

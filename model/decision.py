@@ -26,11 +26,13 @@ def topk_ranks(y_score: np.ndarray, allowed: np.ndarray | None = None) -> np.nda
 
     Genres outside `allowed` rank after every allowed genre, so they never take a top-K slot.
     """
-    score = y_score.astype(np.float64, copy=True)
+    # Negation is exact in any float width, so float32 scores keep their order (and ties).
+    score = np.negative(y_score, dtype=np.result_type(y_score.dtype, np.float32))
     if allowed is not None:
-        score[:, ~allowed] = -np.inf
-    order = np.argsort(-score, axis=1, kind="stable")
-    ranks = np.empty_like(order)
+        score[:, ~allowed] = np.inf
+    order = np.argsort(score, axis=1, kind="stable")
+    # The smallest integer type that holds a rank: this runs on every validation epoch.
+    ranks = np.empty(order.shape, dtype=np.min_scalar_type(max(score.shape[1] - 1, 0)))
     rows = np.arange(score.shape[0])[:, None]
     ranks[rows, order] = np.arange(score.shape[1])[None, :]
     return ranks
@@ -101,19 +103,19 @@ def sweep_decision_rules(
     n_allowed = y_score.shape[1] if allowed is None else int(allowed.sum())
     ranks = topk_ranks(y_score, allowed)
     allowed_row = np.ones(y_score.shape[1], bool) if allowed is None else allowed
-    above = {t: (y_score >= t) & allowed_row[None, :] for t in THRESHOLDS}
     top = {k: (ranks < k) & allowed_row[None, :] for k in TOP_KS if k <= n_allowed}
     result: dict[str, Any] = {
-        "threshold_only": [
-            {"threshold": t, **multilabel_metrics(y_true, pred)} for t, pred in above.items()
-        ],
+        "threshold_only": [],
         "top_k": [{"top_k": k, **multilabel_metrics(y_true, pred)} for k, pred in top.items()],
-        "combined": [
-            {"threshold": t, "top_k": k, **multilabel_metrics(y_true, above[t] & top[k])}
-            for t in THRESHOLDS
-            for k in top
-        ],
+        "combined": [],
     }
+    for t in THRESHOLDS:  # one threshold's predictions at a time: the sweep runs every epoch
+        above = (y_score >= t) & allowed_row[None, :]
+        result["threshold_only"].append({"threshold": t, **multilabel_metrics(y_true, above)})
+        result["combined"] += [
+            {"threshold": t, "top_k": k, **multilabel_metrics(y_true, above & pred)}
+            for k, pred in top.items()
+        ]
     best = {s: _best(result[s]) for s in STRATEGIES}
     overall_strategy = max(
         (s for s in STRATEGIES if best[s] is not None), key=lambda s: best[s]["f1"]

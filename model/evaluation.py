@@ -7,11 +7,13 @@ import torch
 from torch import nn
 
 from model.decision import DecisionRule, sweep_decision_rules
-from model.device import FeatureFeeder, Runtime
+from model.device import FeatureFeeder, Runtime, release_freed_heap
 from model.metrics import macro_pr_auc, multilabel_metrics, to_original_space
 from model.prepare import PreparedData
 
-EVAL_BATCH = 256
+# Activations of a 256-track batch at base 128 and 64x128 input take GBs; 64 keeps evaluation's
+# working memory near training's.
+EVAL_BATCH = 64
 
 
 @torch.no_grad()
@@ -21,11 +23,13 @@ def predict_proba(
     """(len(idx), n_kept) float32 probabilities."""
     model.eval()
     out = []
-    for start in range(0, len(idx), EVAL_BATCH):
-        x = feeder.batch(idx[start : start + EVAL_BATCH])
+    rows = feeder.rows(idx)
+    for number, start in enumerate(range(0, len(idx), EVAL_BATCH), start=1):
+        x = feeder.batch(rows[start : start + EVAL_BATCH])
         with torch.autocast(runtime.torch_device.type, torch.bfloat16, enabled=runtime.amp):
             logits = model(x)
         out.append(torch.sigmoid(logits.float()).cpu().numpy())
+        release_freed_heap(number)
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
     return np.concatenate(out)

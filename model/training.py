@@ -20,7 +20,7 @@ from torch import nn
 
 from model.config import TrainConfig
 from model.decision import DecisionRule
-from model.device import FeatureFeeder, Runtime
+from model.device import FeatureFeeder, Runtime, release_freed_heap
 from model.evaluation import predict_proba, split_metrics, tuned_rule_metrics
 from model.network import GenreCNN
 from model.prepare import PreparedData
@@ -76,21 +76,25 @@ def _train_one_epoch(
     seed = _epoch_seed(cfg.seed, epoch)
     torch.manual_seed(seed)
     order = np.random.default_rng(seed).permutation(len(prepared.train_idx))
-    total, seen = 0.0, 0
-    for start in range(0, len(order), cfg.optim.batch_size):
-        # Sorted rows read a memory map sequentially; the order inside a batch does not matter.
-        pos = np.sort(order[start : start + cfg.optim.batch_size])
-        x = feeder.batch(prepared.train_idx[pos])
-        y = labels[torch.from_numpy(pos).to(labels.device)]
+    bs = cfg.optim.batch_size
+    # Sorted rows read a memory map sequentially; the order inside a batch does not matter.
+    pos = np.concatenate([np.sort(order[s : s + bs]) for s in range(0, len(order), bs)])
+    # One copy of the epoch's indices to the device, none per batch.
+    rows = feeder.rows(prepared.train_idx[pos])
+    label_rows = torch.from_numpy(pos).to(labels.device)
+    total = torch.zeros((), device=labels.device)
+    for number, start in enumerate(range(0, len(pos), bs), start=1):
+        x = feeder.batch(rows[start : start + bs])
+        y = labels[label_rows[start : start + bs]]
         with torch.autocast(runtime.torch_device.type, torch.bfloat16, enabled=runtime.amp):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += float(loss.detach()) * len(pos)
-        seen += len(pos)
-    return total / max(seen, 1)
+        total += loss.detach() * len(y)  # summed on the device: no sync per batch
+        release_freed_heap(number)
+    return float(total) / max(len(pos), 1)
 
 
 def _snapshot(

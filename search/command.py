@@ -11,7 +11,14 @@ from typing import Any
 from data import InputError
 from model.config import config_from_flat
 from search import experiment
-from search.launch import DECISION_TUNED, Resources, SearchSettings, run_search, settings_from_json
+from search.launch import (
+    DECISION_TUNED,
+    TPE_STARTUP_TRIALS,
+    Resources,
+    SearchSettings,
+    run_search,
+    settings_from_json,
+)
 from search.profiles import get_profile
 from search.space import DECISION_KEYS, apply_space_file, default_space, seed_point
 
@@ -35,6 +42,13 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
         choices=("tpe", "random"),
         default="tpe",
         help="Optuna sampler: tpe (default) or random (a baseline)",
+    )
+    g.add_argument(
+        "--tpe-startup",
+        type=int,
+        default=TPE_STARTUP_TRIALS,
+        help="TPE: trials sampled at random before TPE proposes; the seed point counts "
+        f"(default {TPE_STARTUP_TRIALS}, Optuna's)",
     )
     g.add_argument(
         "--scheduler",
@@ -148,6 +162,7 @@ def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> Searc
         progress_interval=args.progress_interval,
         mlflow_uri=args.mlflow_uri,
         sampler=args.sampler,
+        tpe_startup_trials=args.tpe_startup,
         scheduler=args.scheduler,
         budget_epochs=args.budget_epochs,
     )

@@ -22,6 +22,11 @@ SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo")
 
 
+# Optuna's default. At the efficiency benchmark's budget (~10 trials) 4 did no better than 10
+# (benchmarks/results/search_efficiency_tpe4.md).
+TPE_STARTUP_TRIALS = 10
+
+
 @dataclass(frozen=True)
 class Resources:
     cpus_per_trial: float = 1.0
@@ -54,6 +59,7 @@ class SearchSettings:
     sampler: str = "tpe"
     scheduler: str = "asha"
     budget_epochs: int | None = None
+    tpe_startup_trials: int = TPE_STARTUP_TRIALS
 
     @property
     def experiment_path(self) -> str:
@@ -87,6 +93,7 @@ class SearchSettings:
             "sampler": self.sampler,
             "scheduler": self.scheduler,
             "budget_epochs": self.budget_epochs,
+            "tpe_startup_trials": self.tpe_startup_trials,
         }
 
 
@@ -112,6 +119,7 @@ def settings_from_json(payload: dict[str, Any], **overrides: Any) -> SearchSetti
         sampler=payload.get("sampler", "tpe"),
         scheduler=payload.get("scheduler", "asha"),
         budget_epochs=payload.get("budget_epochs"),
+        tpe_startup_trials=payload.get("tpe_startup_trials", TPE_STARTUP_TRIALS),
         **overrides,
     )
 
@@ -158,6 +166,8 @@ def check_settings(s: SearchSettings) -> None:
         raise InputError("--max-failures must be >= 0")
     if s.sampler not in SAMPLERS:
         raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}")
+    if s.tpe_startup_trials < 1:
+        raise InputError("--tpe-startup must be >= 1")
     if s.scheduler not in SCHEDULERS:
         raise InputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}")
     if s.budget_epochs is not None and s.budget_epochs < 1:
@@ -319,7 +329,7 @@ def build_tuner(s: SearchSettings):
     if s.sampler == "random":
         sampler = optuna.samplers.RandomSampler(seed=s.seed)
     else:
-        sampler = optuna.samplers.TPESampler(seed=s.seed)
+        sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials)
     searcher = OptunaSearch(
         space=s.space,
         metric=s.metric,

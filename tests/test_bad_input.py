@@ -479,6 +479,11 @@ CASES: list[Case] = [
         lambda t: _search(t, "--grace-period", "5"),
         "--grace-period must be in [1, epochs=2]",
     ),
+    (
+        "no TPE start-up trial",
+        lambda t: _search(t, "--tpe-startup", "0"),
+        "--tpe-startup must be >= 1",
+    ),
     ("non-number flag", lambda t: _search(t, "--lr", "fast"), "--lr: invalid float value"),
     (
         "unreachable MLflow store",

@@ -35,6 +35,8 @@ def _search(tmp_path, name: str, concurrent: int, seed: int):
         str(concurrent),
         "--seed",
         str(seed),
+        "--tpe-startup",
+        "10",
     )
     results = run_search(s)
     assert len(results) == 4 and not results.errors

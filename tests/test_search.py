@@ -12,7 +12,7 @@ from helpers import search_settings
 from ray import tune
 
 from results.experiment import load_experiment
-from search.launch import run_search
+from search.launch import TPE_STARTUP_TRIALS, run_search
 from search.monitoring import END_ASHA, END_MAX_EPOCHS, END_PATIENCE, END_REASONS_FILE
 from search.trainable import dataset_for_trials, train_trial
 
@@ -249,6 +249,43 @@ def test_budget_random_sampler_and_fifo_scheduler(local_ray, tmp_path):
     study = optuna.load_study(study_name="budget", storage=s.optuna_url())
     assert study.trials[0].params == s.seed_point
     assert len({t.params["lr"] for t in study.trials}) == len(study.trials)
+
+
+def test_tpe_proposes_after_its_start_up_trials(local_ray, tmp_path):
+    """--tpe-startup N: TPE samples its first N trials (the seed point counts) exactly as the
+    random sampler with the same seed does, then proposes from what it has seen."""
+
+    def sampled(name: str, *extra: str) -> list[dict]:
+        s = search_settings(
+            tmp_path,
+            "--name",
+            name,
+            "--num-samples",
+            "5",
+            "--epochs",
+            "1",
+            "--patience",
+            "1",
+            "--grace-period",
+            "1",
+            "--max-concurrent",
+            "1",
+            "--seed",
+            "5",
+            *extra,
+        )
+        results = run_search(s)
+        assert len(results) == 5 and not results.errors
+        saved = json.loads((tmp_path / name / "genretune_search.json").read_text())
+        assert saved["tpe_startup_trials"] == s.tpe_startup_trials
+        study = optuna.load_study(study_name=name, storage=s.optuna_url())
+        return [t.params for t in sorted(study.trials, key=lambda t: t.number)]
+
+    random = sampled("random", "--sampler", "random")
+    tpe = sampled("tpe3", "--tpe-startup", "3")
+    assert tpe[:3] == random[:3], "start-up trials are the random sampler's"
+    assert tpe[3:] != random[3:], "then TPE proposes"
+    assert search_settings(tmp_path).tpe_startup_trials == TPE_STARTUP_TRIALS == 10
 
 
 def test_trials_share_one_zero_copy_feature_array(local_ray):
