@@ -63,7 +63,7 @@ def fits_on_device(array: np.ndarray, device: torch.device, fraction: float = 0.
 
 # Batches between two heap releases. glibc raises its mmap threshold each time a large tensor is
 # freed, so later activations come from the heap, which fragments; without a release, a demo
-# trial's private memory grew by ~80 MiB from data scale 0.1 to 1.0 (ten times the batches per
+# trial's private memory grew by 70-80 MiB from data scale 0.1 to 1.0 (ten times the batches per
 # epoch), with one every 50 batches by ~7 MiB (benchmarks/trial_speed.py measures it).
 HEAP_RELEASE_EVERY = 50
 
