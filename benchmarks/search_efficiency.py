@@ -5,13 +5,18 @@ On the demo profile (synthetic data), for each seed:
   (a) the seed's hand-tuned config trained alone, with patience (one run; no search)
   (b) random search, no early stopping (every trial runs every epoch)
   (c) random search with ASHA and the patience stopper
-  (d) Optuna TPE with ASHA and the patience stopper (genretune's default)
+      ((b) and (c) sample every trial: no seed point, `--no-seed-point`)
+  (d) Optuna TPE with ASHA and the patience stopper (genretune's default: the seed's
+      hand-tuned point is its first trial)
   (e) (d) with --decision tuned (threshold/top-K from each epoch's validation sweep)
 
 Each search stops once its trials have run the budget's trial-epochs. For 25/50/100% of the
 budget it reports the best validation objective reached so far and the held-out test F1 of that
-best configuration retrained from scratch with `genretune train`'s code (patience, full epochs),
-and the budget fraction at which (d) first reaches (b)'s final best.
+best configuration trained to its end with `genretune train`'s code (patience, full epochs),
+and the budget fraction at which (d) first reaches (b)'s final best. A configuration whose
+trial was cut (ASHA, the budget) is retrained from scratch; one whose trial ended on its own is
+scored from that trial's best checkpoint, which is what a retrain reproduces (the shared
+training loop is deterministic): each seed checks this on the seed point, retrained as (a).
 
     python benchmarks/search_efficiency.py    # 3 seeds, 90 trial-epochs each (~1 hour, 2 cores)
     python benchmarks/search_efficiency.py --seeds 1 --budget-epochs 20   # a quick smoke run
@@ -37,8 +42,17 @@ import numpy as np  # noqa: E402
 
 FRACTIONS = (0.25, 0.5, 1.0)
 METHODS = {
-    "b_random_no_stop": ["--sampler", "random", "--scheduler", "fifo", "--patience", "{epochs}"],
-    "c_random_asha": ["--sampler", "random"],
+    # (b) and (c) are plain random searches: no seed point as their first trial.
+    "b_random_no_stop": [
+        "--sampler",
+        "random",
+        "--no-seed-point",
+        "--scheduler",
+        "fifo",
+        "--patience",
+        "{epochs}",
+    ],
+    "c_random_asha": ["--sampler", "random", "--no-seed-point"],
     "d_tpe_asha": [],
     "e_tpe_asha_tuned": ["--decision", "tuned"],
 }
@@ -81,6 +95,7 @@ def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int, 
     from search.cli import build_parser, explicit_flags
     from search.command import settings_from_args
     from search.launch import run_search
+    from search.monitoring import END_REASONS_FILE
 
     name = f"{method}_seed{seed}"
     args = build_parser().parse_args(_search_argv(storage, name, seed, budget, epochs, extra))
@@ -96,6 +111,8 @@ def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int, 
         tid: json.loads((exp.path / f"trial_{tid}" / "params.json").read_text())
         for tid in exp.trials["trial_id"]
     }
+    reasons = json.loads((exp.path / END_REASONS_FILE).read_text())
+    ended = {tid: reasons.get(tid, {}).get("end_reason") for tid in configs}
     step_metric = metric.removeprefix("best_")
     rows = [
         (i + 1, float(r[step_metric]), r["trial_id"])
@@ -104,6 +121,8 @@ def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int, 
     return {
         "rows": rows,
         "configs": configs,
+        "ended": ended,
+        "path": exp.path,
         "metric": metric,
         "wall_s": wall,
         "settings": settings,
@@ -130,6 +149,45 @@ def retrain(flat: dict, tuned_rule: bool, threads: int) -> dict:
         "test_f1": test["test_f1"],
         "epochs_run": m["epochs_run"],
         "best_epoch": m["best_epoch"],
+        "from": "retrain",
+    }
+
+
+def checkpoint_test(trial_dir: Path, flat: dict, tuned_rule: bool) -> dict:
+    """The held-out test F1 of a trial that ended on its own (patience or its last epoch),
+    from its best-epoch checkpoint. Retraining its config reproduces that trial epoch by epoch
+    (the trainable and `genretune train` share one deterministic loop), so this equals the
+    retrained test F1 without training again; run_seed checks it against a retrain each seed."""
+    import contextlib
+    import io
+
+    import torch
+
+    from data import load_dataset
+    from model.config import config_from_flat
+    from model.device import resolve_runtime
+    from model.prepare import prepare_data
+    from model.standalone import evaluation_report
+    from model.training import FitResult, build_model, decision_rule
+    from results.checkpoints import latest_state
+
+    torch.set_num_threads(1)
+    cfg = config_from_flat(flat)
+    runtime = resolve_runtime("cpu", 1)
+    with contextlib.redirect_stderr(io.StringIO()):
+        prepared = prepare_data(load_dataset(cfg.data), cfg.filter, cfg.loss)
+    state = latest_state(trial_dir)
+    model = build_model(cfg, prepared.genre_filter.n_kept)
+    model.load_state_dict(state["best_model"])
+    model = model.to(memory_format=torch.channels_last)
+    fitted = FitResult(model, state["history"], state["best_epoch"], state["best_score"], "")
+    report, _, _ = evaluation_report(prepared, fitted, decision_rule(cfg), runtime)
+    test = report["test_tuned_rule"] if tuned_rule else report["test"]
+    return {
+        "test_f1": test["test_f1"],
+        "epochs_run": len(state["history"]),
+        "best_epoch": state["best_epoch"],
+        "from": "checkpoint",
     }
 
 
@@ -153,20 +211,28 @@ def first_reach(rows: list, target: float, budget: int) -> float | None:
     return None
 
 
-def retrain_all(jobs: dict[str, tuple[dict, bool]]) -> dict[str, dict]:
-    """Every distinct configuration retrained once, two at a time (Ray tasks, one CPU each)."""
+def test_all(jobs: dict[str, tuple]) -> dict[str, dict]:
+    """Every distinct configuration's test F1, two at a time (Ray tasks, one CPU each): from
+    the trial's checkpoint when a trial dir is given, else retrained from scratch."""
     import ray
 
-    task = ray.remote(num_cpus=1)(retrain)
-    refs = {key: task.remote(flat, tuned, 1) for key, (flat, tuned) in jobs.items()}
+    from_checkpoint = ray.remote(num_cpus=1)(checkpoint_test)
+    from_scratch = ray.remote(num_cpus=1)(retrain)
+    refs = {
+        key: from_scratch.remote(flat, tuned, 1)
+        if trial_dir is None
+        else from_checkpoint.remote(trial_dir, flat, tuned)
+        for key, (flat, tuned, trial_dir) in jobs.items()
+    }
     return dict(zip(refs, ray.get(list(refs.values())), strict=True))
 
 
 def run_seed(storage: Path, seed: int, budget: int, tpe_startup: int | None, log) -> dict:
+    from search.monitoring import END_MAX_EPOCHS, END_PATIENCE
     from search.profiles import get_profile
 
     out: dict = {"seed": seed, "methods": {}}
-    jobs: dict[str, tuple[dict, bool]] = {}
+    jobs: dict[str, tuple] = {}
     for method in METHODS:
         log(f"seed {seed}: {LABELS[method]} ...")
         extra = list(METHODS[method])
@@ -176,10 +242,15 @@ def run_seed(storage: Path, seed: int, budget: int, tpe_startup: int | None, log
         s = run["settings"]
         points = curve_points(run["rows"], budget)
         for point in points.values():
-            flat = run["configs"][point["trial_id"]]
+            tid = point["trial_id"]
+            flat = run["configs"][tid]
             point["config"] = flat
+            point["trial_ended"] = run["ended"][tid]
             point["key"] = json.dumps(flat, sort_keys=True, default=str) + s.decision
-            jobs[point["key"]] = (flat, s.decision == "tuned")
+            own_end = run["ended"][tid] in (END_PATIENCE, END_MAX_EPOCHS)
+            trial_dir = run["path"] / f"trial_{tid}" if own_end else None
+            if jobs.get(point["key"], (None, None, None))[2] is None:
+                jobs[point["key"]] = (flat, s.decision == "tuned", trial_dir)
         out["methods"][method] = {
             "objective": run["metric"].removeprefix("best_"),
             "points": points,
@@ -194,10 +265,20 @@ def run_seed(storage: Path, seed: int, budget: int, tpe_startup: int | None, log
         )
         if method == "d_tpe_asha":
             base, seed_point = s.base.to_flat(), s.seed_point
+            seeded = [t for t, c in run["configs"].items() if c == {**c, **seed_point}]
+            if seeded and run["ended"][seeded[0]] in (END_PATIENCE, END_MAX_EPOCHS):
+                # The check: (d)'s seed-point trial from its checkpoint vs (a), the same
+                # config retrained from scratch.
+                check = (run["configs"][seeded[0]], False, run["path"] / f"trial_{seeded[0]}")
+                jobs["a_check"] = check
     seed_config = {**base, **seed_point, "seed": seed}
-    jobs["a"] = (seed_config, False)
-    log(f"seed {seed}: retraining {len(jobs)} configurations for their test F1 ...")
-    retrained = retrain_all(jobs)
+    jobs["a"] = (seed_config, False, None)
+    n_retrain = sum(1 for *_, d in jobs.values() if d is None)
+    log(
+        f"seed {seed}: test F1 of {len(jobs)} configurations ({n_retrain} retrained, the "
+        "others from the checkpoints of trials that ended on their own) ..."
+    )
+    retrained = test_all(jobs)
     for method in METHODS:
         for point in out["methods"][method]["points"].values():
             point.update(retrained[point.pop("key")])
@@ -205,6 +286,15 @@ def run_seed(storage: Path, seed: int, budget: int, tpe_startup: int | None, log
     a = retrained["a"]
     out["methods"]["a_seed_config"] = {"test_f1": a["test_f1"], "trial_epochs": a["epochs_run"]}
     log(f"  {LABELS['a_seed_config']}: test F1 {a['test_f1']:.4f} after {a['epochs_run']} epochs")
+    if "a_check" in retrained:
+        check = retrained["a_check"]
+        out["checkpoint_vs_retrain"] = {
+            "checkpoint_test_f1": check["test_f1"],
+            "retrain_test_f1": a["test_f1"],
+            "abs_diff": abs(check["test_f1"] - a["test_f1"]),
+            "same_best_epoch": check["best_epoch"] == a["best_epoch"],
+        }
+        log(f"  check, (d)'s seed-point checkpoint vs (a): {out['checkpoint_vs_retrain']}")
     b_final = out["methods"]["b_random_no_stop"]["points"]["1.0"]["best"]
     d_rows = [(e, v, None) for e, v in out["methods"]["d_tpe_asha"]["curve"]]
     out["d_reaches_b_final_at"] = first_reach(d_rows, b_final, budget)
@@ -242,7 +332,38 @@ def summarise(runs: list[dict], budget: int) -> dict:
         "d_test_over_a_relative": float(d_test / a_test - 1),
         "goal_test_plus_20pct_met": bool(d_test >= 1.2 * a_test),
     }
-    return {"table": table, "goals": goals, "budget_epochs": budget}
+    checks = [r["checkpoint_vs_retrain"] for r in runs if "checkpoint_vs_retrain" in r]
+    sources = [
+        p.get("from")
+        for r in runs
+        for name, m in r["methods"].items()
+        if name != "a_seed_config"
+        for p in m["points"].values()
+    ]
+    return {
+        "table": table,
+        "goals": goals,
+        "budget_epochs": budget,
+        "test_f1_sources": {k: sources.count(k) for k in ("checkpoint", "retrain")},
+        "checkpoint_vs_retrain_max_abs_diff": max((c["abs_diff"] for c in checks), default=None),
+        "checkpoint_vs_retrain_checks": len(checks),
+    }
+
+
+def _sources_line(summary: dict) -> str:
+    n = summary.get("test_f1_sources", {})
+    diff = summary.get("checkpoint_vs_retrain_max_abs_diff")
+    check = (
+        "no seed-point trial ended on its own to check against a retrain"
+        if diff is None
+        else f"check against a retrain of the same config: max |diff| {diff:.2g} over "
+        f"{summary['checkpoint_vs_retrain_checks']} seed(s)"
+    )
+    return (
+        f"test F1 per (method, budget point): {n.get('retrain', 0)} retrained from scratch "
+        f"(trials cut by ASHA or the budget), {n.get('checkpoint', 0)} from the best checkpoint "
+        f"of a trial that ended on its own ({check})"
+    )
 
 
 def print_tables(summary: dict) -> str:
@@ -268,6 +389,8 @@ def print_tables(summary: dict) -> str:
         "",
         "(e) optimises the tuned-rule validation F1, so its validation column is not comparable",
         "with the others; its test F1 uses the rule fitted on validation.",
+        "",
+        _sources_line(summary),
         "",
         f"budget fraction at which (d) first reaches (b)'s final best, per seed: {reach} "
         f"(goal <= 33%: {'met' if g['goal_budget_third_met'] else 'not met'})",

@@ -261,6 +261,47 @@ def cpu_efficiency(threads: int, bases: list[int], batch: int) -> dict:
     }
 
 
+# Profiler op names by kind; a step's self time that matches none of them is "other" (the
+# optimizer, zero-fills, the loss, the classifier).
+OP_KINDS = {
+    "conv": ("convolution",),
+    "batch_norm": ("batch_norm",),
+    "relu": ("threshold_backward", "relu", "clamp_min"),
+    "pool": ("max_pool",),
+}
+
+
+def step_breakdown(base: int, shape: tuple[int, int], threads: int, batch: int) -> dict:
+    """Where the trainer's step (channels_last, eager fp32) spends its time, from the profiler's
+    self CPU time per op, and the FLOP/s of the convolutions alone: how far fp32 training can
+    get towards the matmul peak while batch norm, ReLU and pooling (no counted FLOPs) run."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    flops = step_flops(base, shape, batch)
+    step, *_ = _training_step(base, shape, batch, "channels_last")
+    for _ in range(3):
+        step()
+    n = max(3, min(10, int(3e10 / max(flops, 1))))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(n):
+            step()
+    spent = dict.fromkeys([*OP_KINDS, "other"], 0.0)
+    for event in prof.key_averages():
+        kind = next(
+            (k for k, parts in OP_KINDS.items() if any(p in event.key for p in parts)), "other"
+        )
+        spent[kind] += event.self_cpu_time_total / 1e6
+    total = sum(spent.values())
+    return {
+        "shape": list(shape),
+        "base_channels": base,
+        "share": {k: v / total for k, v in spent.items()},
+        "conv_gflops": flops * n / spent["conv"] / 1e9,
+        "step_gflops": flops * n / total / 1e9,
+    }
+
+
 # -- (3b) the device path: GPU numbers when a GPU is present --------------------------------
 
 
@@ -606,6 +647,23 @@ def tables(r: dict) -> str:
             f"| {row['input']} {row['shape'][0]}x{row['shape'][1]} | {row['base_channels']} | "
             f"{row['gflop_per_step']:.2f} | {cells} |"
         )
+    if "step_breakdown" in r:
+        peak = e["matmul_peak_gflops"]
+        kinds = [*OP_KINDS, "other"]
+        lines += [
+            "",
+            f"Where a channels_last fp32 step's time goes ({e['threads']} threads, profiler self "
+            "time), and the convolutions' own FLOP/s over the matmul peak:",
+            "",
+            "| input | base channels | " + " | ".join(kinds) + " | convolutions alone |",
+            "|---|---|" + "---|" * (len(kinds) + 1),
+        ]
+        for b in r["step_breakdown"]:
+            shares = " | ".join(f"{b['share'][k]:.0%}" for k in kinds)
+            lines.append(
+                f"| {b['shape'][0]}x{b['shape'][1]} | {b['base_channels']} | {shares} | "
+                f"{b['conv_gflops']:.0f} GFLOP/s ({b['conv_gflops'] / peak:.0%}) |"
+            )
     if "device" in r:
         d = r["device"]
         pk = d["peak_gflops"]
@@ -713,12 +771,12 @@ def main() -> int:
     r: dict = {"threads": threads, "torch": torch.__version__, "gpu": torch.cuda.is_available()}
     with tempfile.TemporaryDirectory(prefix="genretune-speed-") as storage:
         log("throughput: Ray trial vs genretune train")
-        r["throughput"] = throughput(Path(storage), repeats=1 if args.quick else 2, epochs=4)
+        r["throughput"] = throughput(Path(storage), repeats=1 if args.quick else 3, epochs=4)
         log("search overhead")
         r["overhead"] = search_overhead(Path(storage), 2 if args.quick else 6)
         if not args.quick:
             log("memory of 2 concurrent trials")
-            r["memory"] = memory(Path(storage))
+            r["memory"] = memory(Path(storage), repeats=4)
         if gpu and not args.quick:
             log("fractional-GPU packing")
             r["gpu_packing"] = gpu_packing(Path(storage))
@@ -729,6 +787,12 @@ def main() -> int:
 
     batch = get_profile("demo").batch_size  # what a demo trial trains with
     r["cpu_efficiency"] = cpu_efficiency(threads, bases, batch)
+    log("where a training step's time goes")
+    r["step_breakdown"] = [
+        step_breakdown(base, shape, threads, batch)
+        for shape in (DEMO_SHAPE, FULL_SHAPE)
+        for base in [b for b in bases if b >= 64] or bases[-1:]
+    ]
     if device:
         log(f"device path on {device}")
         r["device"] = device_section(device, threads, bases, batch)

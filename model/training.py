@@ -85,7 +85,7 @@ def _train_one_epoch(
     total = torch.zeros((), device=labels.device)
     for number, start in enumerate(range(0, len(pos), bs), start=1):
         x = feeder.batch(rows[start : start + bs])
-        y = labels[label_rows[start : start + bs]]
+        y = labels[label_rows[start : start + bs]].float()
         with torch.autocast(runtime.torch_device.type, torch.bfloat16, enabled=runtime.amp):
             logits = model(x)
         loss = loss_fn(logits.float(), y)
@@ -141,7 +141,9 @@ def fit(
     )
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.from_numpy(prepared.pos_weight).to(device))
     feeder = FeatureFeeder(prepared.dataset.features, runtime)
-    train_labels = torch.from_numpy(prepared.kept_labels(prepared.train_idx)).float().to(device)
+    # 0/1 labels stay one byte each (a float32 copy would add 4 bytes per track and genre to
+    # every trial); each batch is converted on its own.
+    train_labels = torch.from_numpy(prepared.kept_labels(prepared.train_idx)).to(device)
     rule = decision_rule(cfg)
 
     history: list[dict[str, float]] = []

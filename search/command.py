@@ -57,6 +57,12 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
         help="asha (default) stops weak trials early; fifo runs every trial until patience",
     )
     g.add_argument(
+        "--no-seed-point",
+        action="store_true",
+        help="do not evaluate the seed's hand-tuned configuration as the first trial "
+        "(every trial comes from the sampler, as in a plain random search)",
+    )
+    g.add_argument(
         "--budget-epochs",
         type=int,
         help="end the search once its trials have run this many epochs in total",
@@ -146,7 +152,7 @@ def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> Searc
         profile=profile.name,
         base=base,
         space=space,
-        seed_point=seed_point(profile, space, base.to_flat()),
+        seed_point={} if args.no_seed_point else seed_point(profile, space, base.to_flat()),
         metric=metric,
         mode=args.mode,
         num_samples=args.num_samples if args.num_samples is not None else profile.num_samples,

@@ -223,7 +223,7 @@ def fit_space_to_data(s: SearchSettings, dataset) -> SearchSettings:
         file=sys.stderr,
     )
     seed = {k: nearest(dist, s.seed_point.get(k)) for k, dist in space.items()}
-    return replace(s, space=space, seed_point=seed)
+    return replace(s, space=space, seed_point=seed if s.seed_point else {})
 
 
 def check_against_data(s: SearchSettings, dataset) -> None:

@@ -251,6 +251,41 @@ def test_budget_random_sampler_and_fifo_scheduler(local_ray, tmp_path):
     assert len({t.params["lr"] for t in study.trials}) == len(study.trials)
 
 
+def test_no_seed_point_leaves_every_trial_to_the_sampler(local_ray, tmp_path):
+    """--no-seed-point: no trial is the seed's hand-tuned configuration (a plain random
+    search baseline), and the choice is saved for --resume."""
+    from data import load_dataset
+    from search.command import summary
+    from search.launch import fit_space_to_data
+
+    default = settings(tmp_path)
+    hand_tuned = fit_space_to_data(default, load_dataset(default.base.data)).seed_point
+    s = settings(
+        tmp_path,
+        "--name",
+        "noseed",
+        "--no-seed-point",
+        "--sampler",
+        "random",
+        "--num-samples",
+        "3",
+        "--epochs",
+        "1",
+        "--max-concurrent",
+        "2",
+    )
+    assert s.seed_point == {} and hand_tuned
+    results = run_search(s)
+    assert len(results) == 3 and not results.errors
+    saved = json.loads((tmp_path / "noseed" / "genretune_search.json").read_text())
+    assert saved["seed_point"] == {}
+    study = optuna.load_study(study_name="noseed", storage=s.optuna_url())
+    assert len(study.trials) == 3
+    assert all(set(t.params) == set(s.space) for t in study.trials)
+    assert all(t.params != hand_tuned for t in study.trials)
+    assert not any("hand-tuned" in line for line in summary(s, results))
+
+
 def test_tpe_proposes_after_its_start_up_trials(local_ray, tmp_path):
     """--tpe-startup N: TPE samples its first N trials (the seed point counts) exactly as the
     random sampler with the same seed does, then proposes from what it has seen."""
