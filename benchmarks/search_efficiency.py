@@ -18,11 +18,13 @@ trial was cut (ASHA, the budget) is retrained from scratch; one whose trial ende
 scored from that trial's best checkpoint, which is what a retrain reproduces (the shared
 training loop is deterministic): each seed checks this on the seed point, retrained as (a).
 
-    python benchmarks/search_efficiency.py    # 3 seeds, 90 trial-epochs each (~1 hour, 2 cores)
+    python benchmarks/search_efficiency.py    # 3 seeds, 90 trial-epochs each (30-50 min, 2 cores)
     python benchmarks/search_efficiency.py --seeds 1 --budget-epochs 20   # a quick smoke run
     python benchmarks/search_efficiency.py --tpe-startup 4   # TPE's random start-up trials
+    python benchmarks/search_efficiency.py --budget-epochs 150   # a larger budget
 
-Writes benchmarks/results/search_efficiency.json and .png and prints the tables.
+Writes benchmarks/results/search_efficiency[_budgetN][_tpeN].json, .md and .png and prints the
+tables.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 FRACTIONS = (0.25, 0.5, 1.0)
+DEFAULT_BUDGET_EPOCHS = 90
 METHODS = {
     # (b) and (c) are plain random searches: no seed point as their first trial.
     "b_random_no_stop": [
@@ -447,8 +450,10 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
 def write_outputs(summary: dict, runs: list[dict], out: Path) -> None:
     text = print_tables(summary)
     print("\n" + text)
-    startup = summary.get("tpe_startup")
-    stem = "search_efficiency" + ("" if startup is None else f"_tpe{startup}")
+    startup, budget = summary.get("tpe_startup"), summary["budget_epochs"]
+    stem = "search_efficiency"
+    stem += "" if budget == DEFAULT_BUDGET_EPOCHS else f"_budget{budget}"
+    stem += "" if startup is None else f"_tpe{startup}"
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(
         json.dumps({"summary": summary, "runs": runs}, indent=1, default=float)
@@ -461,7 +466,7 @@ def write_outputs(summary: dict, runs: list[dict], out: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--budget-epochs", type=int, default=90)
+    parser.add_argument("--budget-epochs", type=int, default=DEFAULT_BUDGET_EPOCHS)
     parser.add_argument(
         "--tpe-startup",
         type=int,
