@@ -94,11 +94,11 @@ def _search_argv(storage: Path, name: str, seed: int, budget: int, epochs: int, 
 
 def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int, extra: list[str]):
     """The experiment's rows in completion order: (cumulative trial-epochs, objective, config)."""
-    from results.experiment import load_experiment
-    from search.cli import build_parser, explicit_flags
-    from search.command import settings_from_args
-    from search.launch import run_search
-    from search.monitoring import END_REASONS_FILE
+    from genretune.results.experiment import load_experiment
+    from genretune.search.cli import build_parser, explicit_flags
+    from genretune.search.command import settings_from_args
+    from genretune.search.launch import run_search
+    from genretune.search.monitoring import END_REASONS_FILE
 
     name = f"{method}_seed{seed}"
     args = build_parser().parse_args(_search_argv(storage, name, seed, budget, epochs, extra))
@@ -137,9 +137,9 @@ def retrain(flat: dict, tuned_rule: bool, threads: int) -> dict:
     import contextlib
     import io
 
-    from model.config import config_from_flat
-    from model.device import resolve_runtime
-    from model.standalone import train_and_report
+    from genretune.model.config import config_from_flat
+    from genretune.model.device import resolve_runtime
+    from genretune.model.standalone import train_and_report
 
     cfg = config_from_flat(flat)
     with tempfile.TemporaryDirectory() as out, contextlib.redirect_stderr(io.StringIO()):
@@ -166,13 +166,13 @@ def checkpoint_test(trial_dir: Path, flat: dict, tuned_rule: bool) -> dict:
 
     import torch
 
-    from data import load_dataset
-    from model.config import config_from_flat
-    from model.device import resolve_runtime
-    from model.prepare import prepare_data
-    from model.standalone import evaluation_report
-    from model.training import FitResult, build_model, decision_rule
-    from results.checkpoints import latest_state
+    from genretune.data import load_dataset
+    from genretune.model.config import config_from_flat
+    from genretune.model.device import resolve_runtime
+    from genretune.model.prepare import prepare_data
+    from genretune.model.standalone import evaluation_report
+    from genretune.model.training import FitResult, build_model, decision_rule
+    from genretune.results.checkpoints import latest_state
 
     torch.set_num_threads(1)
     cfg = config_from_flat(flat)
@@ -231,8 +231,8 @@ def test_all(jobs: dict[str, tuple]) -> dict[str, dict]:
 
 
 def run_seed(storage: Path, seed: int, budget: int, tpe_startup: int | None, log) -> dict:
-    from search.monitoring import END_MAX_EPOCHS, END_PATIENCE
-    from search.profiles import get_profile
+    from genretune.search.monitoring import END_MAX_EPOCHS, END_PATIENCE
+    from genretune.search.profiles import get_profile
 
     out: dict = {"seed": seed, "methods": {}}
     jobs: dict[str, tuple] = {}

@@ -31,7 +31,7 @@ DEMO_SHAPE, FULL_SHAPE = (32, 64), (64, 128)
 
 
 def _demo_flat(**overrides) -> dict:
-    from search.command import _profile_defaults
+    from genretune.search.command import _profile_defaults
 
     return {**_profile_defaults("demo"), "base_channels": 16, "lr": 5e-4, **overrides}
 
@@ -40,11 +40,11 @@ def _demo_flat(**overrides) -> dict:
 
 
 def _train_samples_per_s(flat: dict, threads: int) -> list[float]:
-    from data import load_dataset
-    from model.config import config_from_flat
-    from model.device import resolve_runtime
-    from model.prepare import prepare_data
-    from model.training import fit
+    from genretune.data import load_dataset
+    from genretune.model.config import config_from_flat
+    from genretune.model.device import resolve_runtime
+    from genretune.model.prepare import prepare_data
+    from genretune.model.training import fit
 
     cfg = config_from_flat(flat)
     prepared = prepare_data(load_dataset(cfg.data), cfg.filter, cfg.loss)
@@ -55,8 +55,8 @@ def _train_samples_per_s(flat: dict, threads: int) -> list[float]:
 def _trial_samples_per_s(flat: dict, storage: Path, name: str) -> list[float]:
     from ray import tune
 
-    from model.config import config_from_flat
-    from search.trainable import dataset_for_trials, train_trial
+    from genretune.model.config import config_from_flat
+    from genretune.search.trainable import dataset_for_trials, train_trial
 
     cfg = config_from_flat(flat)
     trainable = tune.with_resources(
@@ -94,9 +94,9 @@ def throughput(storage: Path, repeats: int, epochs: int) -> dict:
 
 def search_overhead(storage: Path, samples: int) -> dict:
     """A demo-profile search (its epochs, patience and ASHA) of `samples` trials."""
-    from search.cli import build_parser, explicit_flags
-    from search.command import settings_from_args
-    from search.launch import run_search
+    from genretune.search.cli import build_parser, explicit_flags
+    from genretune.search.command import settings_from_args
+    from genretune.search.launch import run_search
 
     argv = [
         "search",
@@ -158,7 +158,7 @@ def _training_step(
     base: int, shape: tuple[int, int], batch: int, variant: str, device: str = "cpu"
 ):
     """(one training step: forward + backward + AdamW, its model in eager fp32)."""
-    from model.network import GenreCNN
+    from genretune.model.network import GenreCNN
 
     opts = VARIANTS[variant]
     torch.manual_seed(0)
@@ -327,11 +327,11 @@ def device_matmul_peak(device: str, dtype: torch.dtype, n: int, reps: int = 10) 
 def resident_vs_streamed(device: str, threads: int, epochs: int = 3) -> dict:
     """Training samples/s with the whole feature array on the device (one index copy per
     epoch) and with batches copied from host memory, bf16 autocast, channels_last."""
-    from data import load_dataset
-    from model.config import config_from_flat
-    from model.device import Runtime
-    from model.prepare import prepare_data
-    from model.training import fit
+    from genretune.data import load_dataset
+    from genretune.model.config import config_from_flat
+    from genretune.model.device import Runtime
+    from genretune.model.prepare import prepare_data
+    from genretune.model.training import fit
 
     cfg = config_from_flat(_demo_flat(epochs=epochs, patience=epochs, seed=0))
     prepared = prepare_data(load_dataset(cfg.data), cfg.filter, cfg.loss)
@@ -345,9 +345,9 @@ def resident_vs_streamed(device: str, threads: int, epochs: int = 3) -> dict:
 
 def gpu_packing(storage: Path, fractions: tuple[float, ...] = (1.0, 0.5, 0.25)) -> list[dict]:
     """Wall time of the same 4-trial demo search with 1, 2 or 4 trials sharing one GPU."""
-    from search.cli import build_parser, explicit_flags
-    from search.command import settings_from_args
-    from search.launch import run_search
+    from genretune.search.cli import build_parser, explicit_flags
+    from genretune.search.command import settings_from_args
+    from genretune.search.launch import run_search
 
     rows = []
     for fraction in fractions:
@@ -396,11 +396,11 @@ def device_section(device: str, threads: int, bases: list[int], batch: int) -> d
 
 def epoch_seconds_estimate(scale: float, base: int, threads: int, batches: int = 15) -> dict:
     """Seconds per training epoch at a data scale, from `batches` timed batches."""
-    from data import load_dataset
-    from model.config import config_from_flat
-    from model.device import FeatureFeeder, resolve_runtime
-    from model.network import GenreCNN
-    from model.prepare import prepare_data
+    from genretune.data import load_dataset
+    from genretune.model.config import config_from_flat
+    from genretune.model.device import FeatureFeeder, resolve_runtime
+    from genretune.model.network import GenreCNN
+    from genretune.model.prepare import prepare_data
 
     torch.set_num_threads(threads)
     cfg = config_from_flat(_demo_flat(synthetic_scale=scale, base_channels=base))
@@ -520,11 +520,11 @@ def _search_pids() -> set[int]:
 
 def trial_memory(storage: Path, scale: float, name: str) -> dict:
     """Peak USS/PSS per trial worker and of the whole search, 2 concurrent trials."""
-    from data import load_dataset
-    from model.config import config_from_flat
-    from search.cli import build_parser, explicit_flags
-    from search.command import settings_from_args
-    from search.launch import run_search
+    from genretune.data import load_dataset
+    from genretune.model.config import config_from_flat
+    from genretune.search.cli import build_parser, explicit_flags
+    from genretune.search.command import settings_from_args
+    from genretune.search.launch import run_search
 
     features = load_dataset(config_from_flat(_demo_flat(synthetic_scale=scale)).data).features
     argv = [
@@ -789,7 +789,7 @@ def main() -> int:
     ray.shutdown()
     log("FLOP/s vs matmul peak")
     bases = [16, 32] if args.quick else [16, 32, 64, 128]
-    from search.profiles import get_profile
+    from genretune.search.profiles import get_profile
 
     batch = get_profile("demo").batch_size  # what a demo trial trains with
     r["cpu_efficiency"] = cpu_efficiency(threads, bases, batch)

@@ -3,10 +3,10 @@
 This package imports neither `model`, `search`, `results`, ray nor optuna.
 """
 
-from data.dataset import SPLIT_NAMES, TEST, TRAIN, VAL, Dataset
-from data.errors import InputError
-from data.filtering import GenreFilter, filter_genres
-from data.sources import DataConfig, load_dataset
+from genretune.data.dataset import SPLIT_NAMES, TEST, TRAIN, VAL, Dataset
+from genretune.data.errors import InputError
+from genretune.data.filtering import GenreFilter, filter_genres
+from genretune.data.sources import DataConfig, load_dataset
 
 __all__ = [
     "SPLIT_NAMES",

@@ -38,7 +38,7 @@ class MelSpec:
         return int(self.min_seconds * self.sample_rate)
 
     def check(self) -> None:
-        from data.errors import InputError
+        from genretune.data.errors import InputError
 
         if self.sample_rate < 1000:
             raise InputError("--sample-rate must be >= 1000")

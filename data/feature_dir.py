@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.dataset import SPLIT_NAMES, Dataset
-from data.errors import InputError
+from genretune.data.dataset import SPLIT_NAMES, Dataset
+from genretune.data.errors import InputError
 
 FEATURES_FILE = "features.npy"
 LABELS_FILE = "labels_multilabel.npy"

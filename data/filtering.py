@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data.errors import InputError
+from genretune.data.errors import InputError
 
 
 @dataclass(frozen=True)

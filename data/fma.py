@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.audio import ClipError, MelSpec, decode
-from data.dataset import TEST, TRAIN, VAL
-from data.errors import InputError
-from data.feature_dir import FEATURES_FILE, GENRES_FILE, LABELS_FILE, SPLIT_FILE
+from genretune.data.audio import ClipError, MelSpec, decode
+from genretune.data.dataset import TEST, TRAIN, VAL
+from genretune.data.errors import InputError
+from genretune.data.feature_dir import FEATURES_FILE, GENRES_FILE, LABELS_FILE, SPLIT_FILE
 
 SUBSETS = {
     "small": {"small"},
@@ -193,8 +193,10 @@ def _ray_results(audio_dir: Path, spec: MelSpec, rows, address: str) -> Iterator
 
     if not ray.is_initialized():
         # The decoding code travels with the job; nodes need numpy, scipy and soundfile.
-        here = str(Path(__file__).resolve().parent)
-        ray.init(address=address, runtime_env={"py_modules": [here]}, log_to_driver=False)
+        from genretune.data.shipping import staged_code
+
+        code = staged_code(("data",))
+        ray.init(address=address, runtime_env={"py_modules": [code]}, log_to_driver=False)
     task = ray.remote(num_cpus=1)(_decode_chunk)
     refs = [task.remote(str(audio_dir), spec, c) for c in _chunks(rows, 16)]
     while refs:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.dataset import SPLIT_NAMES, Dataset
-from data.filtering import GenreFilter
+from genretune.data.dataset import SPLIT_NAMES, Dataset
+from genretune.data.filtering import GenreFilter
 
 
 def _distribution(names: list[str], counts: np.ndarray) -> list[str]:

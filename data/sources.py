@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from data.dataset import Dataset
-from data.errors import InputError
-from data.feature_dir import LABELS_FILE, check_split, load_feature_dir
-from data.splits import stratified_split
-from data.synthetic import SyntheticSpec, ensure_synthetic_dir
+from genretune.data.dataset import Dataset
+from genretune.data.errors import InputError
+from genretune.data.feature_dir import LABELS_FILE, check_split, load_feature_dir
+from genretune.data.splits import stratified_split
+from genretune.data.synthetic import SyntheticSpec, ensure_synthetic_dir
 
 SYNTHETIC = "synthetic"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.dataset import TEST, TRAIN, VAL
+from genretune.data.dataset import TEST, TRAIN, VAL
 
 DEFAULT_FRACTIONS = (0.70, 0.15, 0.15)
 

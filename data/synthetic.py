@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data.feature_dir import write_feature_dir
-from data.splits import stratified_split
+from genretune.data.feature_dir import write_feature_dir
+from genretune.data.splits import stratified_split
 
 # Bump when the generator changes, so stale caches are never reused.
 GENERATOR_VERSION = 1
@@ -57,7 +57,7 @@ class GenreTable:
 
 def seed_genre_table() -> GenreTable:
     """The 70 genres of the seed log with their track counts and family."""
-    text = resources.files("data").joinpath("seed_genres.csv").read_text(encoding="utf-8")
+    text = resources.files("genretune.data").joinpath("seed_genres.csv").read_text(encoding="utf-8")
     rows = list(csv.DictReader(text.splitlines()))
     return GenreTable(
         genres=tuple(r["genre"] for r in rows),

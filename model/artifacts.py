@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from data import InputError
+from genretune.data import InputError
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"

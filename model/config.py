@@ -7,7 +7,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from data import DataConfig, InputError
+from genretune.data import DataConfig, InputError
 
 OBJECTIVES = ("val_f1", "tuned_val_f1")
 

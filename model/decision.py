@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from model.metrics import multilabel_metrics
+from genretune.model.metrics import multilabel_metrics
 
 THRESHOLDS: tuple[float, ...] = tuple(round(0.30 + 0.05 * i, 2) for i in range(11))
 TOP_KS: tuple[int, ...] = (3, 5, 7, 10, 15, 20)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data import InputError
+from genretune.data import InputError
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.decision import DecisionRule, sweep_decision_rules
-from model.device import FeatureFeeder, Runtime, release_freed_heap
-from model.metrics import macro_pr_auc, multilabel_metrics, to_original_space
-from model.prepare import PreparedData
+from genretune.model.decision import DecisionRule, sweep_decision_rules
+from genretune.model.device import FeatureFeeder, Runtime, release_freed_heap
+from genretune.model.metrics import macro_pr_auc, multilabel_metrics, to_original_space
+from genretune.model.prepare import PreparedData
 
 # Activations of a 256-track batch at base 128 and 64x128 input take GBs; 64 keeps evaluation's
 # working memory near training's.

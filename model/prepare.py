@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from data import TEST, TRAIN, VAL, Dataset, GenreFilter, InputError, filter_genres
-from model.config import FilterConfig, LossConfig
-from model.pos_weight import calculate_pos_weight
+from genretune.data import TEST, TRAIN, VAL, Dataset, GenreFilter, InputError, filter_genres
+from genretune.model.config import FilterConfig, LossConfig
+from genretune.model.pos_weight import calculate_pos_weight
 
 
 @dataclass(frozen=True)

@@ -14,23 +14,23 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from data import InputError, load_dataset
-from data.report import dataset_report
-from model import artifacts
-from model.config import TrainConfig
-from model.decision import (
+from genretune.data import InputError, load_dataset
+from genretune.data.report import dataset_report
+from genretune.model import artifacts
+from genretune.model.config import TrainConfig
+from genretune.model.decision import (
     DecisionRule,
     plot_tuning_results,
     rule_from_best,
     sweep_decision_rules,
     write_tuning_results,
 )
-from model.device import FeatureFeeder, Runtime
-from model.evaluation import original_space_scores, predict_proba, split_metrics
-from model.network import count_parameters
-from model.pos_weight import describe_pos_weight
-from model.prepare import PreparedData, prepare_data
-from model.training import EpochReport, FitResult, decision_rule, fit
+from genretune.model.device import FeatureFeeder, Runtime
+from genretune.model.evaluation import original_space_scores, predict_proba, split_metrics
+from genretune.model.network import count_parameters
+from genretune.model.pos_weight import describe_pos_weight
+from genretune.model.prepare import PreparedData, prepare_data
+from genretune.model.training import EpochReport, FitResult, decision_rule, fit
 
 
 @dataclass(frozen=True)

@@ -11,20 +11,20 @@ from typing import Any
 
 import numpy as np
 
-from data import InputError, load_dataset
-from model import artifacts
-from model.config import TrainConfig, config_from_flat
-from model.decision import (
+from genretune.data import InputError, load_dataset
+from genretune.model import artifacts
+from genretune.model.config import TrainConfig, config_from_flat
+from genretune.model.decision import (
     plot_tuning_results,
     rule_from_best,
     sweep_decision_rules,
     write_tuning_results,
 )
-from model.device import FeatureFeeder, Runtime
-from model.evaluation import original_space_scores, predict_proba
-from model.metrics import multilabel_metrics
-from model.prepare import prepare_data
-from model.training import build_model
+from genretune.model.device import FeatureFeeder, Runtime
+from genretune.model.evaluation import original_space_scores, predict_proba
+from genretune.model.metrics import multilabel_metrics
+from genretune.model.prepare import prepare_data
+from genretune.model.training import build_model
 
 STRATEGIES = ("threshold_only", "top_k", "combined")
 TEST_REPORT_FILE = "threshold_tuning_test_report.json"

@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.config import TrainConfig
-from model.decision import DecisionRule
-from model.device import FeatureFeeder, Runtime, release_freed_heap
-from model.evaluation import predict_proba, split_metrics, tuned_rule_metrics
-from model.network import GenreCNN
-from model.prepare import PreparedData
+from genretune.model.config import TrainConfig
+from genretune.model.decision import DecisionRule
+from genretune.model.device import FeatureFeeder, Runtime, release_freed_heap
+from genretune.model.evaluation import predict_proba, split_metrics, tuned_rule_metrics
+from genretune.model.network import GenreCNN
+from genretune.model.prepare import PreparedData
 
 STOP_PATIENCE = "patience"
 STOP_MAX_EPOCHS = "max_epochs"

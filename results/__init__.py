@@ -1,5 +1,5 @@
 """Reading experiment directories: trial dataframes, plots and best-config export."""
 
-from results.experiment import Experiment, load_experiment
+from genretune.results.experiment import Experiment, load_experiment
 
 __all__ = ["Experiment", "load_experiment"]

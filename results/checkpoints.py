@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from data import InputError
+from genretune.data import InputError
 
 STATE_FILE = "state.pt"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from data import InputError
-from results.experiment import Experiment, load_experiment
+from genretune.data import InputError
+from genretune.results.experiment import Experiment, load_experiment
 
 FORMATS = ("table", "csv", "json", "parquet")
 CURVE_COLUMNS = [
@@ -126,7 +126,7 @@ def _write(df: pd.DataFrame, fmt: str, output: Path | None) -> None:
 
 
 def run_results(args: argparse.Namespace) -> int:
-    from results.export import refuse_existing
+    from genretune.results.export import refuse_existing
 
     if args.output:
         refuse_existing(args.output, args.force, "--output")
@@ -142,7 +142,7 @@ def run_results(args: argparse.Namespace) -> int:
         print(f"{exp.path}: {len(exp.trials)} trials, objective {exp.metric} ({exp.mode})")
     _write(df, args.format, args.output)
     if args.plots:
-        from results.plots import write_plots
+        from genretune.results.plots import write_plots
 
         for path in write_plots(exp, args.plots):
             print(f"wrote {path}")
@@ -152,7 +152,12 @@ def run_results(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     import json
 
-    from results.export import chosen_trial, export_payload, refuse_existing, write_model_dir
+    from genretune.results.export import (
+        chosen_trial,
+        export_payload,
+        refuse_existing,
+        write_model_dir,
+    )
 
     refuse_existing(args.output, args.force, "-o")
     if args.with_checkpoint:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from data import InputError
+from genretune.data import InputError
 
 SETTINGS_FILE = "genretune_search.json"
 END_REASONS_FILE = "trial_end_reasons.json"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from data import InputError
-from results.experiment import Experiment
+from genretune.data import InputError
+from genretune.results.experiment import Experiment
 
 MODEL_KEYS = ("model.pt", "config.json")
 
@@ -32,7 +32,7 @@ def chosen_trial(
 
 
 def trial_config(exp: Experiment, trial_id: str) -> dict[str, Any]:
-    from model.config import FLAT_KEYS
+    from genretune.model.config import FLAT_KEYS
 
     params = json.loads((exp.path / f"trial_{trial_id}" / "params.json").read_text())
     return {k: params[k] for k in FLAT_KEYS if k in params}
@@ -76,7 +76,7 @@ def write_model_dir(exp: Experiment, payload: dict[str, Any], out_dir: Path) -> 
     """model.pt (the trial's best-epoch weights) and config.json, as `genretune train` writes."""
     import torch
 
-    from results.checkpoints import latest_state  # torch: only when weights are read
+    from genretune.results.checkpoints import latest_state  # torch: only when weights are read
 
     state = latest_state(exp.path / f"trial_{payload['provenance']['trial_id']}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -87,14 +87,14 @@ def write_model_dir(exp: Experiment, payload: dict[str, Any], out_dir: Path) -> 
 
 def best_trial_decision_plot(exp: Experiment, path: Path) -> Path:
     """Threshold / top-K curves of the best trial's best weights on validation."""
-    from model.config import config_from_flat
-    from model.decision import plot_tuning_results, sweep_decision_rules
-    from model.device import resolve_runtime
-    from model.threshold_tuning import allowed_genres, predictions_from_weights
+    from genretune.model.config import config_from_flat
+    from genretune.model.decision import plot_tuning_results, sweep_decision_rules
+    from genretune.model.device import resolve_runtime
+    from genretune.model.threshold_tuning import allowed_genres, predictions_from_weights
 
     row = exp.best()
     cfg = config_from_flat(trial_config(exp, row["trial_id"]))
-    from results.checkpoints import latest_state
+    from genretune.results.checkpoints import latest_state
 
     state = latest_state(exp.path / f"trial_{row['trial_id']}")
     preds = predictions_from_weights(cfg, state["best_model"], resolve_runtime("cpu"), str(path))

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from results.experiment import Experiment
+from genretune.results.experiment import Experiment
 
 TOP_N = 5
 
@@ -162,7 +162,7 @@ def write_plots(exp: Experiment, out_dir: Path, decision_plot: bool = True) -> l
     if importance:
         written.append(importance)
     if decision_plot:
-        from results.export import best_trial_decision_plot
+        from genretune.results.export import best_trial_decision_plot
 
         written.append(best_trial_decision_plot(exp, out_dir / "best_trial_decision_rules.png"))
     return written

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from data import InputError
+from genretune.data import InputError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -180,11 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     search = sub.add_parser("search", help="Ray Tune + Optuna + ASHA search (the main job)")
     add_data_flags(search)
     add_train_flags(search)
-    from search.command import add_search_flags
+    from genretune.search.command import add_search_flags
 
     add_search_flags(search)
 
-    from results.command import add_export_parser, add_results_parser
+    from genretune.results.command import add_export_parser, add_results_parser
 
     add_results_parser(sub)
     add_export_parser(sub)
@@ -208,8 +208,8 @@ def _cmd_prepare_fma(args: argparse.Namespace) -> int:
     try:
         import soundfile  # noqa: F401
 
-        from data.audio import MelSpec
-        from data.fma import PrepareSettings, prepare_fma
+        from genretune.data.audio import MelSpec
+        from genretune.data.fma import PrepareSettings, prepare_fma
     except ImportError:
         raise InputError("prepare-fma needs soundfile: pip install 'genretune[audio]'") from None
     spec = MelSpec(
@@ -237,9 +237,9 @@ def _cmd_prepare_fma(args: argparse.Namespace) -> int:
 
 
 def _cmd_data_stats(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from data import filter_genres, load_dataset
-    from data.report import dataset_report
-    from model.config import config_from_flat
+    from genretune.data import filter_genres, load_dataset
+    from genretune.data.report import dataset_report
+    from genretune.model.config import config_from_flat
 
     cfg = config_from_flat(explicit_flags(args, _given_none(argv)), as_flags=True)
     dataset = load_dataset(cfg.data)
@@ -253,7 +253,7 @@ def _cmd_data_stats(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def load_config_file(path: Path) -> dict[str, Any]:
     """The flat config of a config file: a JSON object of config keys, or `genretune export`'s
     {"config": {...}, "provenance": {...}}."""
-    from model.artifacts import read_json_object
+    from genretune.model.artifacts import read_json_object
 
     payload = read_json_object(path, "config file")
     if "provenance" in payload and "config" not in payload:
@@ -269,10 +269,10 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 
 def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from model.config import config_from_flat
-    from model.decision import load_tuning_results
-    from model.device import resolve_runtime
-    from model.standalone import summary_lines, train_and_report
+    from genretune.model.config import config_from_flat
+    from genretune.model.decision import load_tuning_results
+    from genretune.model.device import resolve_runtime
+    from genretune.model.standalone import summary_lines, train_and_report
 
     base = None
     if args.config is not None:
@@ -299,9 +299,9 @@ def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _cmd_tune_threshold(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from model.artifacts import load_predictions
-    from model.device import resolve_runtime
-    from model.threshold_tuning import model_dir_predictions, tune, tuning_summary
+    from genretune.model.artifacts import load_predictions
+    from genretune.model.device import resolve_runtime
+    from genretune.model.threshold_tuning import model_dir_predictions, tune, tuning_summary
 
     if args.model_dir is not None:
         predictions = model_dir_predictions(args.model_dir, resolve_runtime(args.device))
@@ -318,19 +318,19 @@ def _cmd_tune_threshold(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _cmd_search(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from search.command import run
+    from genretune.search.command import run
 
     return run(args, explicit_flags(args, _given_none(argv)))
 
 
 def _cmd_results(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from results.command import run_results
+    from genretune.results.command import run_results
 
     return run_results(args)
 
 
 def _cmd_export(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from results.command import run_export
+    from genretune.results.command import run_export
 
     return run_export(args)
 

@@ -8,10 +8,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from data import InputError
-from model.config import config_from_flat
-from search import experiment
-from search.launch import (
+from genretune.data import InputError
+from genretune.model.config import config_from_flat
+from genretune.search import experiment
+from genretune.search.launch import (
     DECISION_TUNED,
     TPE_STARTUP_TRIALS,
     Resources,
@@ -19,8 +19,8 @@ from search.launch import (
     run_search,
     settings_from_json,
 )
-from search.profiles import get_profile
-from search.space import DECISION_KEYS, apply_space_file, default_space, seed_point
+from genretune.search.profiles import get_profile
+from genretune.search.space import DECISION_KEYS, apply_space_file, default_space, seed_point
 
 
 def add_search_flags(p: argparse.ArgumentParser) -> None:

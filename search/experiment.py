@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from data import InputError
+from genretune.data import InputError
 
 SETTINGS_FILE = "genretune_search.json"
 OPTUNA_DB = "optuna.db"

@@ -12,18 +12,17 @@ from typing import Any
 import optuna
 import optuna.distributions as od
 
-from data import InputError
-from model.config import TrainConfig, config_from_flat
-from search import experiment
-from search.space import DECISION_KEYS, Space
+from genretune.data import InputError
+from genretune.model.config import TrainConfig, config_from_flat
+from genretune.search import experiment
+from genretune.search.space import DECISION_KEYS, Space
 
 DECISION_SPACE, DECISION_TUNED = "space", "tuned"
 SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo")
 
 
-# Optuna's default. At the efficiency benchmark's budget (~10 trials) 4 did no better than 10
-# (benchmarks/results/search_efficiency_tpe4.md).
+# Optuna's default.
 TPE_STARTUP_TRIALS = 10
 
 
@@ -195,8 +194,8 @@ def fit_space_to_data(s: SearchSettings, dataset) -> SearchSettings:
     sized for FMA-scale data and top-K choices go up to 20; on fewer or smaller genres these
     would keep no genre or exceed the genre count. A space the user gave is left as it is (and
     checked by `check_against_data`)."""
-    from search.profiles import get_profile
-    from search.space import default_space, nearest
+    from genretune.search.profiles import get_profile
+    from genretune.search.space import default_space, nearest
 
     defaults = default_space(get_profile(s.profile))
     if not s.base.data.is_synthetic:
@@ -230,7 +229,7 @@ def check_against_data(s: SearchSettings, dataset) -> None:
     """What only the data can tell, before Ray starts: every corner of the genre filter keeps a
     genre and a training track, and top-K is not above the genre count (a trial whose filter
     keeps fewer genres than K simply predicts them all)."""
-    from model.prepare import prepare_data
+    from genretune.model.prepare import prepare_data
 
     values: dict[str, list] = {}
     for key in ("min_samples_per_genre", "max_genres"):
@@ -274,9 +273,10 @@ def _ray_init(address: str | None, verbose: bool) -> None:
         return
     if address:
         # Code travels with the job unless the nodes have genretune installed themselves.
-        root = Path(__file__).resolve().parents[1]
-        modules = [str(root / p) for p in ("data", "model", "search", "results")]
-        ray.init(address=address, runtime_env={"py_modules": modules}, log_to_driver=verbose)
+        from genretune.data.shipping import staged_code
+
+        code = staged_code()
+        ray.init(address=address, runtime_env={"py_modules": [code]}, log_to_driver=verbose)
     else:
         ray.init(include_dashboard=False, log_to_driver=verbose, configure_logging=verbose)
 
@@ -284,7 +284,7 @@ def _ray_init(address: str | None, verbose: bool) -> None:
 def _trainable(s: SearchSettings):
     from ray import tune
 
-    from search.trainable import dataset_for_trials, train_trial
+    from genretune.search.trainable import dataset_for_trials, train_trial
 
     dataset = dataset_for_trials(s.base.data, s.data_on_workers)
     resources = {"cpu": s.resources.cpus_per_trial, "gpu": s.resources.gpus_per_trial}
@@ -292,7 +292,7 @@ def _trainable(s: SearchSettings):
 
 
 def _monitor(s: SearchSettings):
-    from search.monitoring import TrialMonitor
+    from genretune.search.monitoring import TrialMonitor
 
     return TrialMonitor(
         s.metric,
@@ -319,46 +319,20 @@ def _callbacks(s: SearchSettings) -> list:
 
 def build_tuner(s: SearchSettings):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
     from ray.tune.stopper import CombinedStopper
 
-    from search.monitoring import BudgetStopper, PatienceStopper
+    from genretune.search.algorithms import build_algorithms, fixed_config
 
-    storage = optuna.storages.RDBStorage(s.optuna_url())
-    if s.sampler == "random":
-        sampler = optuna.samplers.RandomSampler(seed=s.seed)
-    else:
-        sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials)
-    searcher = OptunaSearch(
-        space=s.space,
-        metric=s.metric,
-        mode=s.mode,
-        points_to_evaluate=[s.seed_point] if s.seed_point else None,
-        sampler=sampler,
-        study_name=s.name,
-        storage=storage,
-    )
-    scheduler = None  # first in, first out: every trial runs until its stopper says so
-    if s.scheduler == "asha":
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=s.base.optim.epochs,
-            grace_period=s.grace_period,
-            reduction_factor=s.reduction_factor,
-        )
-    stoppers = [PatienceStopper(s.base.optim.patience)]
-    if s.budget_epochs:
-        stoppers.append(BudgetStopper(s.budget_epochs))
-    fixed = {k: v for k, v in s.base.to_flat().items() if k not in s.space}
+    algorithms = build_algorithms(s, optuna.storages.RDBStorage(s.optuna_url()))
+    stoppers = algorithms.stoppers
     return tune.Tuner(
         _trainable(s),
-        param_space=fixed,
+        param_space=fixed_config(s),
         tune_config=tune.TuneConfig(
             metric=s.metric,
             mode=s.mode,
-            search_alg=searcher,
-            scheduler=scheduler,
+            search_alg=algorithms.searcher,
+            scheduler=algorithms.scheduler,
             num_samples=s.num_samples,
             max_concurrent_trials=s.resources.max_concurrent,
             reuse_actors=True,
@@ -403,7 +377,7 @@ def run_search(
     if not resume:
         config_from_flat(s.base.to_flat())  # the fixed part must be valid on its own
     # Load (or generate) the data before Ray starts, so data errors come first and fast.
-    from data import load_dataset
+    from genretune.data import load_dataset
 
     if not s.data_on_workers:
         dataset = load_dataset(s.base.data)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data import InputError
+from genretune.data import InputError
 
 # The seed filtered at 300 tracks per genre on its 38,801-label dataset.
 SEED_MIN_SAMPLES = 300

@@ -20,9 +20,9 @@ from typing import Any
 import optuna.distributions as od
 import yaml
 
-from data import InputError
-from model.config import FLAT_KEYS
-from search.profiles import Profile
+from genretune.data import InputError
+from genretune.model.config import FLAT_KEYS
+from genretune.search.profiles import Profile
 
 TOP_K_CHOICES = (None, 3, 5, 7, 10, 15, 20)
 DECISION_KEYS = ("threshold", "top_k")

@@ -17,11 +17,11 @@ import ray
 import torch
 from ray import tune
 
-from data import DataConfig, Dataset, load_dataset
-from model.config import config_from_flat
-from model.device import resolve_runtime
-from model.prepare import prepare_data
-from model.training import EpochReport, fit
+from genretune.data import DataConfig, Dataset, load_dataset
+from genretune.model.config import config_from_flat
+from genretune.model.device import resolve_runtime
+from genretune.model.prepare import prepare_data
+from genretune.model.training import EpochReport, fit
 
 STATE_FILE = "state.pt"
 logger = logging.getLogger(__name__)

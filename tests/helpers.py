@@ -39,8 +39,8 @@ TINY_SEARCH = ["--synthetic-scale", "0.02", "--base-channels", "4", "--progress-
 
 def search_settings(storage: Path, *extra: str):
     """SearchSettings parsed from `genretune search` flags, with tiny defaults."""
-    from search.cli import build_parser, explicit_flags
-    from search.command import settings_from_args
+    from genretune.search.cli import build_parser, explicit_flags
+    from genretune.search.command import settings_from_args
 
     argv = ["search", *TINY_SEARCH, "--storage-path", str(storage), *extra]
     args = build_parser().parse_args(argv)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from model.network import GenreCNN
-from search.cli import main
+from genretune.model.network import GenreCNN
+from genretune.search.cli import main
 
 GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 TINY = [

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from helpers import make_feature_dir
 
-from data import DataConfig, InputError, filter_genres, load_dataset
-from data.feature_dir import load_feature_dir
-from data.splits import stratified_split
-from data.synthetic import SyntheticSpec, generate, scaled_counts, seed_genre_table
+from genretune.data import DataConfig, InputError, filter_genres, load_dataset
+from genretune.data.feature_dir import load_feature_dir
+from genretune.data.splits import stratified_split
+from genretune.data.synthetic import SyntheticSpec, generate, scaled_counts, seed_genre_table
 
 
 def test_synthetic_counts_at_full_scale_equal_the_seed_table():

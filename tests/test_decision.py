@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from model.decision import (
+from genretune.model.decision import (
     THRESHOLDS,
     TOP_KS,
     DecisionRule,
@@ -18,7 +18,7 @@ from model.decision import (
     sweep_decision_rules,
     write_tuning_results,
 )
-from model.metrics import multilabel_metrics
+from genretune.model.metrics import multilabel_metrics
 
 
 def test_threshold_is_inclusive():

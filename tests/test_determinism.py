@@ -13,7 +13,7 @@ import optuna
 import pytest
 from helpers import search_settings
 
-from search.launch import run_search
+from genretune.search.launch import run_search
 
 METRICS = ["training_iteration", "train_loss", "val_f1", "val_precision", "tuned_val_f1"]
 

@@ -17,9 +17,9 @@ from helpers import TINY_SEARCH as TINY
 from helpers import search_settings as settings
 from ray import tune
 
-from search.cli import main
-from search.launch import run_search
-from search.trainable import STATE_FILE, load_checkpoint_state
+from genretune.search.cli import main
+from genretune.search.launch import run_search
+from genretune.search.trainable import STATE_FILE, load_checkpoint_state
 
 
 def _rows(progress: Path) -> pd.DataFrame:
@@ -67,11 +67,11 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
     assert history["pid"].iloc[-1] != killed_pid, "the trial ran on a new worker"
 
     # The interrupted trial's metrics equal an uninterrupted run of the same config on CPU.
-    from data import load_dataset
-    from model.config import config_from_flat
-    from model.device import Runtime
-    from model.prepare import prepare_data
-    from model.training import fit
+    from genretune.data import load_dataset
+    from genretune.model.config import config_from_flat
+    from genretune.model.device import Runtime
+    from genretune.model.prepare import prepare_data
+    from genretune.model.training import fit
 
     cfg = config_from_flat({k: v for k, v in result.config.items()})
     prepared = prepare_data(load_dataset(cfg.data), cfg.filter, cfg.loss)

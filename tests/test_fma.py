@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 from fma_fixture import BROKEN, GENRES, UNLABELED, make_fma
 
-from data.audio import MelSpec, log_mel, mel_filterbank
-from data.feature_dir import load_feature_dir
-from data.fma import WORK_DIR, build_labels, read_genre_table, read_tracks
+from genretune.data.audio import MelSpec, log_mel, mel_filterbank
+from genretune.data.feature_dir import load_feature_dir
+from genretune.data.fma import WORK_DIR, build_labels, read_genre_table, read_tracks
 
 GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 SMALL_MELS = [
@@ -125,7 +125,7 @@ def test_rerun_is_a_no_op_and_stats_train_search_run_on_it(prepared, archive, lo
 
     from helpers import search_settings
 
-    from search.launch import run_search
+    from genretune.search.launch import run_search
 
     s = search_settings(
         tmp_path / "runs",
@@ -214,7 +214,7 @@ def test_log_mel_of_a_tone_peaks_at_its_frequency():
 
 def test_ray_tasks_decode_the_same_features(archive, prepared, local_ray, tmp_path):
     """With --address, clips are decoded as Ray tasks (here on the session's local Ray)."""
-    from data.fma import PrepareSettings, prepare_fma
+    from genretune.data.fma import PrepareSettings, prepare_fma
 
     spec = MelSpec(
         sample_rate=8000, n_fft=256, hop_length=128, n_mels=32, frames=48, min_seconds=1.0

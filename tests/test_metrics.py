@@ -11,7 +11,12 @@ from sklearn.metrics import (
     recall_score,
 )
 
-from model.metrics import METRIC_NAMES, macro_pr_auc, multilabel_metrics, to_original_space
+from genretune.model.metrics import (
+    METRIC_NAMES,
+    macro_pr_auc,
+    multilabel_metrics,
+    to_original_space,
+)
 
 
 def _sklearn(y_true, y_pred):

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from data import InputError
-from model.config import FLAT_KEYS, TrainConfig, config_from_flat
-from model.network import GenreCNN, count_parameters
-from model.pos_weight import calculate_pos_weight, describe_pos_weight
+from genretune.data import InputError
+from genretune.model.config import FLAT_KEYS, TrainConfig, config_from_flat
+from genretune.model.network import GenreCNN, count_parameters
+from genretune.model.pos_weight import calculate_pos_weight, describe_pos_weight
 
 
 @pytest.mark.parametrize("shape", [(16, 16), (32, 64), (128, 40), (17, 23)])

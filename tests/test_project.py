@@ -19,10 +19,11 @@ def test_ruff(args):
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+G = "genretune."
 FORBIDDEN = {
-    "data": {"model", "search", "results", "ray", "optuna", "torch"},
-    "model": {"search", "results", "ray", "optuna"},
-    "results": {"search", "ray.tune.execution"},
+    "data": {G + "model", G + "search", G + "results", "ray", "optuna", "torch"},
+    "model": {G + "search", G + "results", "ray", "optuna"},
+    "results": {G + "search", "ray.tune.execution"},
 }
 
 
@@ -30,13 +31,14 @@ FORBIDDEN = {
 def test_import_direction(package):
     """Import every module of a package in a fresh interpreter and look at sys.modules."""
     modules = [
-        ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+        "genretune." + ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
         for p in (REPO / package).rglob("*.py")
     ]
     code = (
         "import importlib, json, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"
-        "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules} | set(sys.modules))))"
+        "top = {'.'.join(n.split('.')[:2]) for n in sys.modules}\n"
+        "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules} | top)))"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
@@ -45,6 +47,36 @@ def test_import_direction(package):
 
 
 def test_genretune_train_does_not_import_ray():
-    code = "import sys; import search.cli, model.standalone; print('ray' in sys.modules)"
+    code = (
+        "import sys; import genretune.search.cli, genretune.model.standalone; "
+        "print('ray' in sys.modules)"
+    )
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.stdout.strip() == "False", res.stderr
+
+
+def test_api_and_cli_work_from_a_project_folder_with_data_dir_and_model_py(tmp_path):
+    """The packages install as genretune.*: a user's data/ directory or model.py in the
+    working directory must not shadow them."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "__init__.py").write_text("raise ImportError('the user data/ dir')\n")
+    (tmp_path / "model.py").write_text("raise ImportError('the user model.py')\n")
+    (tmp_path / "results").mkdir()
+    code = (
+        "from genretune.results.experiment import load_experiment\n"
+        "from genretune.model.training import fit\n"
+        "from genretune.data import load_dataset\n"
+        "print('ok')\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr
+    exe = Path(sys.executable).parent / "genretune"
+    res = subprocess.run(
+        [str(exe), "data", "stats", "--synthetic-scale", "0.01"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "genres" in res.stdout.lower()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "model.py", "results"]

@@ -10,9 +10,9 @@ import sys
 import pandas as pd
 import pytest
 
-from search.cli import build_parser, explicit_flags, main
-from search.command import settings_from_args
-from search.launch import run_search
+from genretune.search.cli import build_parser, explicit_flags, main
+from genretune.search.command import settings_from_args
+from genretune.search.launch import run_search
 
 EPOCHS = 4
 
@@ -49,7 +49,7 @@ def experiment(local_ray, tmp_path_factory):
 
 
 def test_load_experiment_trials_and_history(experiment):
-    from results import load_experiment
+    from genretune.results import load_experiment
 
     exp = load_experiment(experiment)
     t = exp.trials
@@ -82,7 +82,7 @@ def test_a_copied_experiment_reads_in_another_process_without_ray(experiment, tm
     shutil.copytree(experiment, copy)
     code = (
         "import sys, ray\n"
-        "from results.experiment import load_experiment\n"
+        "from genretune.results.experiment import load_experiment\n"
         f"e = load_experiment({str(copy)!r})\n"
         "assert not ray.is_initialized()\n"
         "print(len(e.trials), len(e.history))\n"
@@ -134,8 +134,8 @@ def test_results_command_table_curve_and_exports(experiment, tmp_path, capsys):
 
 
 def test_plots_are_written(experiment, tmp_path):
-    from results import load_experiment
-    from results.plots import write_plots
+    from genretune.results import load_experiment
+    from genretune.results.plots import write_plots
 
     paths = write_plots(load_experiment(experiment), tmp_path / "plots")
     names = {p.name for p in paths}
@@ -151,7 +151,7 @@ def test_plots_are_written(experiment, tmp_path):
 
 
 def test_export_then_retrain_reproduces_the_trial(experiment, tmp_path, capsys):
-    from results import load_experiment
+    from genretune.results import load_experiment
 
     exp = load_experiment(experiment)
     full = exp.trials[exp.trials["epochs"] == EPOCHS].iloc[0]

@@ -11,10 +11,10 @@ import pytest
 from helpers import search_settings
 from ray import tune
 
-from results.experiment import load_experiment
-from search.launch import TPE_STARTUP_TRIALS, run_search
-from search.monitoring import END_ASHA, END_MAX_EPOCHS, END_PATIENCE, END_REASONS_FILE
-from search.trainable import dataset_for_trials, train_trial
+from genretune.results.experiment import load_experiment
+from genretune.search.launch import TPE_STARTUP_TRIALS, run_search
+from genretune.search.monitoring import END_ASHA, END_MAX_EPOCHS, END_PATIENCE, END_REASONS_FILE
+from genretune.search.trainable import dataset_for_trials, train_trial
 
 
 def settings(tmp_path: Path, *extra: str):
@@ -164,7 +164,7 @@ def test_decision_tuned_searches_no_rule_and_optimises_tuned_f1(local_ray, tmp_p
     ],
 )
 def test_bad_space_files_are_rejected_before_ray_starts(tmp_path, space, fragment, capsys):
-    from search.cli import main
+    from genretune.search.cli import main
 
     path = tmp_path / "space.yaml"
     path.write_text(space)
@@ -254,9 +254,9 @@ def test_budget_random_sampler_and_fifo_scheduler(local_ray, tmp_path):
 def test_no_seed_point_leaves_every_trial_to_the_sampler(local_ray, tmp_path):
     """--no-seed-point: no trial is the seed's hand-tuned configuration (a plain random
     search baseline), and the choice is saved for --resume."""
-    from data import load_dataset
-    from search.command import summary
-    from search.launch import fit_space_to_data
+    from genretune.data import load_dataset
+    from genretune.search.command import summary
+    from genretune.search.launch import fit_space_to_data
 
     default = settings(tmp_path)
     hand_tuned = fit_space_to_data(default, load_dataset(default.base.data)).seed_point
@@ -328,7 +328,7 @@ def test_trials_share_one_zero_copy_feature_array(local_ray):
     memory-mapped array would be pickled in-band and copied into every worker."""
     import ray
 
-    from data import DataConfig
+    from genretune.data import DataConfig
 
     dataset = dataset_for_trials(DataConfig(synthetic_scale=0.02), on_workers=False)
 

@@ -14,8 +14,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from results import load_experiment
-from search.cli import main
+from genretune.results import load_experiment
+from genretune.search.cli import main
 
 GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 ARGS = [

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from data import DataConfig, load_dataset
-from model.config import config_from_flat
-from model.device import (
+from genretune.data import DataConfig, load_dataset
+from genretune.model.config import config_from_flat
+from genretune.model.device import (
     HEAP_RELEASE_EVERY,
     FeatureFeeder,
     Runtime,
@@ -18,8 +18,8 @@ from model.device import (
     release_freed_heap,
     resolve_runtime,
 )
-from model.prepare import prepare_data
-from model.training import STOP_MAX_EPOCHS, STOP_PATIENCE, fit
+from genretune.model.prepare import prepare_data
+from genretune.model.training import STOP_MAX_EPOCHS, STOP_PATIENCE, fit
 
 DESIGN_KEYS = {
     "val_f1",
@@ -148,7 +148,7 @@ def test_resolve_runtime():
     rt = resolve_runtime("cpu", 2)
     assert rt.device == "cpu" and not rt.amp and rt.num_threads == 2
     if not torch.cuda.is_available():
-        from data import InputError
+        from genretune.data import InputError
 
         with pytest.raises(InputError, match="--device cuda"):
             resolve_runtime("cuda")

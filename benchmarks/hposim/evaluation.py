@@ -1,0 +1,214 @@
+"""What the simulator reports: the bank's oracle, baseline and noise, the surrogate's accuracy,
+and per strategy and budget the paired statistics over seeds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from hposim.bank import RULES, CurveBank, rule_index
+from hposim.curves import CurveSource, _curve
+from hposim.stats import band, median_ci
+from hposim.surrogate import BASELINE_RULE, check, noise_floor_mae
+
+DEMO_PATIENCE = 5  # `genretune train`'s patience in the demo's exported configs
+
+
+def _describe_rule(index: int | str) -> str:
+    if index == "tuned":
+        return "the rule tuned on validation"
+    threshold, top_k = RULES[index]
+    parts = [f"threshold {threshold:.2f}"] if threshold is not None else []
+    parts += [f"top-{top_k}"] if top_k is not None else []
+    return " + ".join(parts)
+
+
+def _run_curve(bank: CurveBank, runs, rule: int):
+    val, test = bank.val_f1[runs].mean(axis=0), bank.test_f1[runs].mean(axis=0)
+    tuned = bank.tuned_rule[runs[0]]
+    return _curve(
+        val, test, tuned, bank.val_pr_auc[runs[0]], bank.epoch_seconds[runs[0]], rule, None
+    )
+
+
+def oracle(bank: CurveBank, source: CurveSource) -> dict:
+    """The best test F1 `genretune train` reaches with any bank configuration and rule
+    (repeated configurations: their mean curve), with the patience of the demo."""
+    best = {"test_f1": -1.0}
+    for c, runs in enumerate(source.configs.runs):
+        for rule in range(len(RULES)):
+            curve = _run_curve(bank, runs, rule)
+            epoch, val, test = curve.trained_to_end("val_f1", DEMO_PATIENCE)
+            if test > best["test_f1"]:
+                best = {
+                    "test_f1": test,
+                    "rule": _describe_rule(rule),
+                    "best_epoch": epoch,
+                    "config": source.configs.knobs[c],
+                    "val_f1": val,
+                    "runs": len(runs),
+                }
+        if len(runs) == 1:  # the tuned rule from the recorded run
+            curve = _run_curve(bank, runs, BASELINE_RULE)
+            epoch, val, test = curve.trained_to_end("tuned_val_f1", DEMO_PATIENCE)
+            if test > best["test_f1"]:
+                best = {
+                    "test_f1": test,
+                    "rule": _describe_rule("tuned"),
+                    "best_epoch": epoch,
+                    "config": source.configs.knobs[c],
+                    "val_f1": val,
+                    "runs": 1,
+                }
+    return best
+
+
+def _per_run(bank: CurveBank, run: int, rule: int, objective: str = "val_f1"):
+    return _curve(
+        bank.val_f1[run],
+        bank.test_f1[run],
+        bank.tuned_rule[run],
+        bank.val_pr_auc[run],
+        bank.epoch_seconds[run],
+        rule,
+        run,
+    ).trained_to_end(objective, DEMO_PATIENCE)
+
+
+def noise(bank: CurveBank, source: CurveSource) -> dict:
+    """Spread between training seeds of one configuration (pooled over the repeated ones):
+    best-epoch validation F1 and `genretune train`'s test F1, at threshold 0.5."""
+    val_var, test_var, n = [], [], 0
+    for runs in source.configs.runs:
+        if len(runs) < 2:
+            continue
+        outcomes = [_per_run(bank, int(r), BASELINE_RULE) for r in runs]
+        val_var.append(np.var([bank.val_f1[r][:, BASELINE_RULE].max() for r in runs], ddof=1))
+        test_var.append(np.var([o[2] for o in outcomes], ddof=1))
+        n += 1
+    return {
+        "noise_sd": float(np.sqrt(np.mean(val_var))) if val_var else None,
+        "noise_sd_test": float(np.sqrt(np.mean(test_var))) if test_var else None,
+        "repeated_configs": n,
+    }
+
+
+def bank_summary(bank: CurveBank, source: CurveSource) -> dict:
+    base_runs = bank.baseline_runs()
+    base = [_per_run(bank, int(r), rule_index(0.5, None)) for r in base_runs]
+    model = source.surrogate
+    accuracy = check(source.configs, model, noise_floor_mae(bank, source.configs))
+    best = oracle(bank, source)
+    return {
+        "oracle_test_f1": best["test_f1"],
+        "oracle": best,
+        "baseline_test_f1": float(np.mean([b[2] for b in base])),
+        "baseline": {
+            "config": bank.knob_dict(int(base_runs[0])),
+            "test_f1_per_seed": [b[2] for b in base],
+            "best_epoch_per_seed": [b[0] for b in base],
+        },
+        **noise(bank, source),
+        "surrogate": {
+            "model": f"{model.k}-nearest neighbours, inverse distance^{model.power:g}",
+            "weights": dict(zip(source.features.names, model.weights.tolist(), strict=True)),
+            "spearman": accuracy.spearman,
+            "mae": accuracy.mae,
+            "mae_all_rules": accuracy.mae_all_rules,
+            "noise_floor_mae": accuracy.noise_floor_mae,
+            "folds": accuracy.folds,
+        },
+        "bank": {
+            "runs": bank.n_runs,
+            "configs": len(source.configs.runs),
+            "epochs": bank.epochs,
+            "rules": len(RULES),
+            "provenance": bank.provenance,
+        },
+    }
+
+
+def first_reach(best: np.ndarray, target: float, budget: int) -> float:
+    hit = np.flatnonzero(best >= target - 1e-12)
+    return float((hit[0] + 1) / budget) if len(hit) else float("inf")
+
+
+def summarise(results: dict, budgets: list[int], oracle_test_f1: float) -> dict:
+    """strategy -> budget -> statistics, paired by seed."""
+    out: dict = {}
+    for name, by_seed in results.items():
+        out[name] = {}
+        seeds = sorted(by_seed)
+        for b in budgets:
+            rows = [by_seed[s][b] for s in seeds]
+            fifo = [results["random-fifo"][s][b] for s in seeds]
+            asha = [results["random-asha"][s][b] for s in seeds]
+            test = np.array([r["chosen_test"][-1] for r in rows])
+            fraction = [
+                first_reach(r["best"], f["best"][-1], b) for r, f in zip(rows, fifo, strict=True)
+            ]
+            out[name][str(b)] = {
+                "fraction_to_random_final": median_ci(fraction),
+                "test_f1": median_ci(test),
+                "regret": median_ci(oracle_test_f1 - test),
+                "best_val": median_ci([r["best"][-1] for r in rows]),
+                "trials": median_ci([r["trials"] for r in rows]),
+                "paired_test_f1_diff_vs_random_asha": median_ci(
+                    test - np.array([a["chosen_test"][-1] for a in asha])
+                ),
+                "reached_random_final": float(np.mean(np.isfinite(fraction))),
+                "seeds": len(seeds),
+            }
+    return out
+
+
+REAL_METHODS = {
+    "b_random_no_stop": "random-fifo",
+    "c_random_asha": "random-asha",
+    "d_tpe_asha": "default",
+}
+
+
+def validation_against_real(results: dict, files: list[Path], level: float = 0.9) -> list:
+    """Each real search's best-so-far validation curve against the simulated `level` band of
+    the same strategy and budget: the share of its trial-epochs inside the band."""
+    rows = []
+    for path in files:
+        payload = json.loads(Path(path).read_text())
+        budget = int(payload["summary"]["budget_epochs"])
+        for run in payload["runs"]:
+            for method, strategy in REAL_METHODS.items():
+                real = run["methods"].get(method)
+                if real is None or strategy not in results:
+                    continue
+                # One simulated curve per seed: from the smallest simulated budget that covers
+                # the real one (a shorter budget's search is a prefix of a longer one's).
+                sims = []
+                for by_budget in results[strategy].values():
+                    covering = [b for b in by_budget if b >= budget]
+                    if covering:
+                        sims.append(by_budget[min(covering)]["best"][:budget])
+                if not sims:
+                    continue
+                low, high = band(np.stack(sims), level)
+                # The real search may overshoot its budget by an epoch per running trial.
+                best = np.maximum.accumulate([v for _, v in real["curve"]])[:budget]
+                inside = (best >= low - 1e-9) & (best <= high + 1e-9)
+                below = np.flatnonzero(best < low - 1e-9)
+                above = np.flatnonzero(best > high + 1e-9)
+                rows.append(
+                    {
+                        "file": Path(path).name,
+                        "seed": run["seed"],
+                        "strategy": strategy,
+                        "budget": budget,
+                        "inside": float(inside.mean()),
+                        "below_at": (below + 1).tolist(),
+                        "above_at": (above + 1).tolist(),
+                        "real_final": float(best[-1]),
+                        "band_final": [float(low[-1]), float(high[-1])],
+                    }
+                )
+    return rows

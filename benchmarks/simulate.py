@@ -1,0 +1,241 @@
+"""Replay searches against the learning-curve bank: search strategies compared on many paired
+seeds in minutes, with the searcher, scheduler and stoppers `genretune search` builds.
+
+A strategy is a set of `genretune search` flags (on the demo profile). Built in:
+
+  random-fifo   --sampler random --no-seed-point --scheduler fifo --patience <epochs>
+                (random search, every trial runs every epoch)
+  random-asha   --sampler random --no-seed-point   (random search, ASHA + patience)
+  default       genretune search as it ships
+
+and any other as NAME="FLAGS" with --strategy, e.g.
+  --strategy "tpe4=--tpe-startup 4" --strategy "tuned=--decision tuned"
+
+For every strategy, seed and budget (trial-epochs) it reports the median and 95% bootstrap CI
+over seeds of (i) the budget fraction at which the search first reaches random-fifo's final best
+validation objective (same seed; not reached = infinite), (ii) the test F1 of the configuration
+it would pick (its best trial, trained to its end as `genretune train` does), (iii) that
+configuration's regret against the bank's oracle, and the paired test-F1 difference against
+random-asha. Seeds are paired: seed s is `--seed s` in every strategy.
+
+    python benchmarks/simulate.py                    # 200 seeds, budgets 90,150,300, 2 workers
+    python benchmarks/simulate.py --quick            # a smoke run (seconds)
+    python benchmarks/simulate.py --strategies default,tpe4 --strategy "tpe4=--tpe-startup 4"
+    python benchmarks/simulate.py --validate benchmarks/results/search_efficiency.json
+
+Writes --json (default benchmarks/results/simulate.json) and a .md and .png beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hposim.bank import DEFAULT_PATH, load_bank
+from hposim.evaluation import bank_summary, summarise, validation_against_real
+from hposim.report import markdown, plot_regret, print_tables
+from hposim.settings import bank_flags, demo_settings, fit_to_bank
+
+RESULTS = Path(__file__).resolve().parent / "results"
+BUILTIN = {
+    "random-fifo": "--sampler random --no-seed-point --scheduler fifo --patience {epochs}",
+    "random-asha": "--sampler random --no-seed-point",
+    "default": "",
+}
+REFERENCES = ("random-fifo", "random-asha")  # always simulated: the statistics compare to them
+
+
+def parse_strategies(names: str, custom: list[str], epochs: int) -> dict[str, list[str]]:
+    defined = dict(BUILTIN)
+    for spec in custom:
+        name, sep, flags = spec.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f'--strategy {spec!r}: expected NAME="FLAGS"')
+        defined[name.strip()] = flags
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    chosen += [
+        n.strip().partition("=")[0] for n in custom if n.strip().partition("=")[0] not in chosen
+    ]
+    unknown = [n for n in chosen if n not in defined]
+    if unknown:
+        raise SystemExit(
+            f"--strategies: unknown {', '.join(unknown)} (built in: {', '.join(BUILTIN)}; "
+            'define others with --strategy NAME="FLAGS")'
+        )
+    ordered = [*REFERENCES, *[n for n in chosen if n not in REFERENCES]]
+    return {n: shlex.split(defined[n].replace("{epochs}", str(epochs))) for n in ordered}
+
+
+def settings_for(flags: list[str], seed: int, budget: int, workers: int, bank):
+    argv = [
+        *bank_flags(bank.provenance),
+        *flags,
+        "--seed", str(seed),
+        "--budget-epochs", str(budget),
+        "--max-concurrent", str(workers),
+        "--num-samples", "100000",  # the budget ends a search
+    ]  # fmt: skip
+    return fit_to_bank(demo_settings(argv), bank.genre_counts)
+
+
+# --- work done in the pool ---------------------------------------------------------------------
+
+_STATE: dict = {}
+
+
+def _init(bank_path: str, surrogate_file: str | None, noise: bool) -> None:
+    import optuna
+
+    from hposim.curves import CurveSource
+    from hposim.fitting import load_or_fit_surrogate
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    bank = load_bank(Path(bank_path))
+    space = fit_to_bank(demo_settings(bank_flags(bank.provenance)), bank.genre_counts).space
+    source = CurveSource(bank, space, noise=noise)
+    source.surrogate = load_or_fit_surrogate(source, bank_path, surrogate_file)
+    _STATE.update(bank=bank, source=source)
+
+
+def simulate_task(task: tuple) -> dict:
+    """One strategy and seed over every budget: one replay per group of budgets whose
+    settings differ only in the budget (a shorter budget is then a prefix of the longer)."""
+    from hposim.replay import replay
+
+    name, flags, seed, budgets, workers = task
+    bank = _STATE["bank"]
+    by_settings: dict[str, list[int]] = {}
+    built = {}
+    for budget in budgets:
+        s = settings_for(flags, seed, budget, workers, bank)
+        key = json.dumps({**s.to_json(), "budget_epochs": None}, sort_keys=True, default=str)
+        by_settings.setdefault(key, []).append(budget)
+        built[budget] = s
+    out = {"name": name, "seed": seed, "budgets": {}}
+    for group in by_settings.values():
+        s = built[max(group)]
+        log = replay(s, _STATE["source"], workers, np.random.default_rng(seed))
+        objective, patience = s.base.objective, s.base.optim.patience
+        final_test = np.array([t.curve.trained_to_end(objective, patience)[2] for t in log.trials])
+        values = np.array(log.objective)
+        trial_of = np.array(log.trial_of)
+        best = np.maximum.accumulate(values)
+        # The first result that reached each best-so-far value names the chosen trial.
+        leader = np.zeros(len(values), dtype=int)
+        for i in range(1, len(values)):
+            leader[i] = i if values[i] > best[i - 1] else leader[i - 1]
+        chosen_test = final_test[trial_of[leader]]
+        for budget in group:
+            n = min(budget, len(values))
+            out["budgets"][budget] = {
+                "best": best[:n],
+                "chosen_test": chosen_test[:n],
+                "trials": int(len(set(trial_of[:n].tolist()))),
+                "sim_seconds": float(log.times[n - 1]),
+            }
+    return out
+
+
+def run_all(args, strategies: dict[str, list[str]], budgets: list[int]) -> dict:
+    tasks = [
+        (name, flags, seed, budgets, args.workers)
+        for seed in range(args.first_seed, args.first_seed + args.seeds)
+        for name, flags in strategies.items()
+    ]
+    initargs = (str(args.bank), args.surrogate, not args.no_noise)
+    results: dict = {name: {} for name in strategies}
+    began = time.monotonic()
+    processes = max(1, min(args.processes, len(tasks)))
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(processes, initializer=_init, initargs=initargs) as pool:
+        for n, out in enumerate(pool.imap_unordered(simulate_task, tasks, chunksize=4), 1):
+            results[out["name"]][out["seed"]] = out["budgets"]
+            if n % max(1, len(tasks) // 10) == 0 or n == len(tasks):
+                print(
+                    f"  {n}/{len(tasks)} searches replayed ({time.monotonic() - began:.0f}s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bank", type=Path, default=DEFAULT_PATH, help="the curve bank (.npz)")
+    p.add_argument("--strategies", default="random-fifo,random-asha,default")
+    p.add_argument(
+        "--strategy", action="append", default=[], metavar='NAME="FLAGS"',
+        help="define a strategy from genretune search flags (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--budget-epochs", default="90,150,300", help="budgets in trial-epochs")
+    p.add_argument("--workers", type=int, default=2, help="concurrent trials (simulated)")
+    p.add_argument("--seeds", type=int, default=200)
+    p.add_argument("--first-seed", type=int, default=0)
+    p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--json", type=Path, default=RESULTS / "simulate.json")
+    p.add_argument("--surrogate", help="surrogate parameters file (default: beside the bank)")
+    p.add_argument("--no-noise", action="store_true", help="surrogate curves without noise")
+    p.add_argument(
+        "--validate", default="", help="search_efficiency.py JSON files: real curves to check"
+    )
+    p.add_argument("--quick", action="store_true", help="8 seeds, budgets 30,60: a smoke run")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.seeds, args.budget_epochs = min(args.seeds, 8), "30,60"
+    try:
+        budgets = sorted({int(b) for b in args.budget_epochs.split(",")})
+    except ValueError:
+        p.error(f"--budget-epochs {args.budget_epochs}: expected integers like 90,150,300")
+    if min(budgets) < 1 or args.workers < 1 or args.seeds < 1 or args.processes < 1:
+        p.error("--budget-epochs, --workers, --seeds and --processes must be >= 1")
+    if not args.bank.is_file():
+        p.error(f"--bank {args.bank}: not found (record it with benchmarks/curve_bank.py)")
+    began = time.monotonic()
+    bank = load_bank(args.bank)
+    strategies = parse_strategies(args.strategies, args.strategy, bank.epochs)
+    print(
+        f"simulating {len(strategies)} strategies x {args.seeds} seeds, budgets "
+        f"{budgets} trial-epochs, {args.workers} workers, on {args.bank.name} "
+        f"({bank.n_runs} runs)",
+        file=sys.stderr,
+    )
+    _init(str(args.bank), args.surrogate, not args.no_noise)
+    summary = bank_summary(_STATE["bank"], _STATE["source"])
+    results = run_all(args, strategies, budgets)
+    payload = {
+        **summary,
+        "settings": {
+            "bank": args.bank.name,
+            "bank_provenance": bank.provenance.get("code_commit"),
+            "seeds": args.seeds,
+            "first_seed": args.first_seed,
+            "workers": args.workers,
+            "budgets": budgets,
+            "strategy_flags": {n: " ".join(f) for n, f in strategies.items()},
+            "noise": not args.no_noise,
+        },
+        "strategies": summarise(results, budgets, summary["oracle_test_f1"]),
+    }
+    if args.validate:
+        real = [Path(f) for f in args.validate.split(",") if f]
+        payload["validation"] = validation_against_real(results, real)
+    payload["wall_seconds"] = round(time.monotonic() - began, 1)
+    print_tables(payload)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=1) + "\n")
+    args.json.with_suffix(".md").write_text(markdown(payload))
+    plot_regret(results, budgets, summary["oracle_test_f1"], args.json.with_suffix(".png"))
+    print(f"wrote {args.json} (.md, .png) in {payload['wall_seconds']:.0f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The searcher, scheduler and stoppers a search runs with, built in one place.
+
+`genretune search` hands these objects to Ray Tune's Tuner; the search simulator
+(benchmarks/simulate.py) drives the very same objects against recorded learning curves, so a
+default chosen on the simulator is the default the real search runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+if TYPE_CHECKING:
+    from genretune.search.launch import SearchSettings
+
+
+@dataclass
+class SearchAlgorithms:
+    searcher: Any  # a ray.tune.search.Searcher (OptunaSearch)
+    scheduler: Any | None  # a ray.tune.schedulers.TrialScheduler, None = first in, first out
+    stoppers: list  # ray.tune.Stopper objects, combined by the caller
+
+
+def fixed_config(s: SearchSettings) -> dict[str, Any]:
+    """Every config value that is not searched (Ray merges each suggestion into these)."""
+    return {k: v for k, v in s.base.to_flat().items() if k not in s.space}
+
+
+def build_sampler(s: SearchSettings) -> optuna.samplers.BaseSampler:
+    if s.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=s.seed)
+    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials)
+
+
+def build_searcher(s: SearchSettings, storage: optuna.storages.BaseStorage | None):
+    """Ray Tune's OptunaSearch over the settings' space; `storage` None = in memory."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(
+        space=s.space,
+        metric=s.metric,
+        mode=s.mode,
+        points_to_evaluate=[s.seed_point] if s.seed_point else None,
+        sampler=build_sampler(s),
+        study_name=s.name,
+        storage=storage,
+    )
+
+
+def build_scheduler(s: SearchSettings):
+    """ASHA on epochs, or None (first in, first out: trials run until a stopper says so)."""
+    if s.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=s.base.optim.epochs,
+        grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+    )
+
+
+def build_stoppers(s: SearchSettings) -> list:
+    from genretune.search.monitoring import BudgetStopper, PatienceStopper
+
+    stoppers = [PatienceStopper(s.base.optim.patience)]
+    if s.budget_epochs:
+        stoppers.append(BudgetStopper(s.budget_epochs))
+    return stoppers
+
+
+def build_algorithms(
+    s: SearchSettings, storage: optuna.storages.BaseStorage | None
+) -> SearchAlgorithms:
+    return SearchAlgorithms(build_searcher(s, storage), build_scheduler(s), build_stoppers(s))

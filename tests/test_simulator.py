@@ -1,0 +1,188 @@
+"""The search simulator (benchmarks/hposim): hand-made curve banks whose events can be worked
+out by hand, replayed with the searcher, ASHA and stoppers `genretune search` builds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from hposim.bank import RULES, CurveBank, load_bank, rule_index
+from hposim.curves import CurveSource
+from hposim.replay import replay
+from hposim.settings import bank_flags, demo_settings, fit_to_bank
+
+REPO = Path(__file__).resolve().parents[1]
+N_GENRES = 70
+
+
+def hand_bank(curves: dict[float, list[float]], seconds: dict[float, list[float]] | None = None):
+    """A bank of configurations that differ only in lr; each lr's validation F1 per epoch is
+    the same under every rule, its test F1 0.01 lower, its epochs 1 s unless given."""
+    settings = demo_settings()
+    base = {**settings.seed_point}
+    names = ("min_samples_per_genre", "pos_weight_power", "pos_weight_cap", "base_channels", "lr")
+    epochs = len(next(iter(curves.values())))
+    val = np.array([[[v] * len(RULES) for v in curve] for curve in curves.values()])
+    secs = np.array([(seconds or {}).get(lr, [1.0] * epochs) for lr in curves])
+    counts = np.arange(N_GENRES) * 10 + 10
+    return CurveBank(
+        knob_names=names,
+        knobs=np.array([[*(base[n] for n in names[:-1]), lr] for lr in curves], dtype=float),
+        train_seed=np.zeros(len(curves), dtype=int),
+        design=np.array(["sobol"] * len(curves)),
+        val_f1=val,
+        test_f1=val - 0.01,
+        tuned_rule=np.zeros((len(curves), epochs), dtype=np.int16),
+        val_pr_auc=val[:, :, 0],
+        epoch_seconds=secs,
+        train_loss=np.zeros((len(curves), epochs)),
+        n_genres=np.full(len(curves), N_GENRES),
+        genre_counts=counts,
+        provenance={"base_config": {"epochs": epochs}},
+    )
+
+
+def fixed_order_algorithms(settings, points: list[dict]):
+    """The algorithms `genretune search` builds, with Ray's OptunaSearch asked to evaluate
+    `points` first, in order."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from genretune.search.algorithms import build_algorithms, build_sampler
+
+    algorithms = build_algorithms(settings, storage=None)
+    algorithms.searcher = OptunaSearch(
+        space=settings.space,
+        metric=settings.metric,
+        mode=settings.mode,
+        points_to_evaluate=points,
+        sampler=build_sampler(settings),
+    )
+    return algorithms
+
+
+def _replay(bank: CurveBank, flags: list[str], lrs: list[float], workers: int = 2):
+    settings = fit_to_bank(demo_settings([*bank_flags(bank.provenance), *flags]), bank.genre_counts)
+    source = CurveSource(bank, settings.space, noise=False)
+    points = [{**settings.seed_point, "lr": lr} for lr in lrs]
+    algorithms = fixed_order_algorithms(settings, points)
+    log = replay(settings, source, workers, np.random.default_rng(0), algorithms=algorithms)
+    return settings, log, algorithms
+
+
+def test_asha_cuts_the_right_trial_at_its_rung_with_two_workers():
+    # 4 epochs: ASHA's grace period is 2 (demo rule: min(patience, epochs // 2)), reduction
+    # factor 3, so one rung at epoch 2; a trial continues when its best_val_f1 there is at
+    # least the 66.7th percentile of the values recorded at the rung before it.
+    bank = hand_bank(
+        {
+            1e-3: [0.1, 0.5, 0.6, 0.7],  # a: first at the rung: continues
+            5e-4: [0.1, 0.3, 0.9, 0.9],  # b: 0.3 < a's 0.5 at the rung: cut there
+            2e-4: [0.2, 0.6, 0.6, 0.6],  # c: starts when b is cut, 0.6 >= cut-off: continues
+        },
+        seconds={2e-4: [1.5, 1.5, 1.5, 1.5]},
+    )
+    settings, log, _ = _replay(bank, ["--num-samples", "3"], [1e-3, 5e-4, 2e-4])
+    assert settings.grace_period == 2 and settings.reduction_factor == 3
+    assert [t.config["lr"] for t in log.trials] == [1e-3, 5e-4, 2e-4]
+    # Events by simulated time: a and b report at t=1 and t=2; b is cut at t=2, c starts then
+    # and reports at t=3.5, 5, 6.5, 8; a ends at its 4th epoch (t=4).
+    order = list(zip(log.times, log.trial_of, log.epoch_of, strict=True))
+    assert order == [
+        (1.0, 0, 1), (1.0, 1, 1), (2.0, 0, 2), (2.0, 1, 2),
+        (3.0, 0, 3), (3.5, 2, 1), (4.0, 0, 4), (5.0, 2, 2), (6.5, 2, 3), (8.0, 2, 4),
+    ]  # fmt: skip
+    assert log.decisions == [("00001", 2, "asha"), ("00000", 4, "max_epochs"),
+                             ("00002", 4, "max_epochs")]  # fmt: skip
+    assert [t.end_reason for t in log.trials] == ["max_epochs", "asha", "max_epochs"]
+
+
+def test_asha_cut_trial_reaches_optuna_with_its_last_value():
+    bank = hand_bank({1e-3: [0.1, 0.5, 0.6, 0.7], 5e-4: [0.1, 0.3, 0.9, 0.9]})
+    _, log, algorithms = _replay(bank, ["--num-samples", "2"], [1e-3, 5e-4])
+    assert [t.end_reason for t in log.trials] == ["max_epochs", "asha"]
+    # Ray's OptunaSearch tells Optuna a stopped trial's last reported value, as COMPLETE; the
+    # result it was stopped on is not reported as an intermediate value.
+    study = algorithms.searcher._ot_study
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    assert [t.value for t in study.trials] == [0.7, 0.3]
+    assert study.trials[1].intermediate_values == {1: 0.1}
+
+
+def test_patience_stops_where_train_would():
+    # Patience 2: `genretune train` stops after two epochs without a strict improvement.
+    curve = [0.5, 0.6, 0.6, 0.55, 0.7, 0.7]
+    bank = hand_bank({1e-3: curve})
+    flags = ["--num-samples", "1", "--patience", "2", "--scheduler", "fifo"]
+    settings, log, _ = _replay(bank, flags, [1e-3], workers=1)
+    trial = log.trials[0]
+    assert trial.end_reason == "patience"
+    assert trial.last_result["epoch"] == 4 and log.epoch_of == [1, 2, 3, 4]
+    assert [r for r in log.objective] == [0.5, 0.6, 0.6, 0.6]
+    # The test F1 a retrain reports: the best epoch (2) under patience.
+    assert trial.curve.trained_to_end("val_f1", 2) == (2, 0.6, pytest.approx(0.59))
+
+
+def test_replaying_bank_configurations_returns_their_recorded_curves():
+    rng = np.random.default_rng(3)
+    curves = {lr: list(np.round(rng.uniform(0, 1, 5), 4)) for lr in (1e-3, 5e-4, 2e-4, 1e-4)}
+    bank = hand_bank(curves)
+    # Every rule scores differently: the trial's own rule must be the one replayed.
+    bank.val_f1[:] += np.linspace(0, 0.01, len(RULES))[None, None, :]
+    order = [2e-4, 1e-3, 1e-4, 5e-4]
+    flags = ["--num-samples", "4", "--scheduler", "fifo", "--patience", "5"]
+    settings, log, _ = _replay(bank, flags, order)
+    own = rule_index(settings.seed_point["threshold"], settings.seed_point["top_k"])
+    for trial in log.trials:
+        run = int(bank.runs_of({**trial.config})[0])
+        mine = np.flatnonzero(np.array(log.trial_of) == int(trial.trial_id))
+        reported = [log.objective[i] for i in mine]
+        assert trial.curve.run == run
+        np.testing.assert_array_equal(trial.curve.own_val, bank.val_f1[run][:, own])
+        assert reported == list(np.maximum.accumulate(bank.val_f1[run][:, own]))
+    assert [t.config["lr"] for t in log.trials] == order
+
+
+def test_budget_ends_the_search_after_that_many_trial_epochs():
+    bank = hand_bank({1e-3: [0.1, 0.2, 0.3, 0.4], 5e-4: [0.2, 0.3, 0.4, 0.5]})
+    flags = ["--num-samples", "10", "--budget-epochs", "5", "--scheduler", "fifo"]
+    _, log, _ = _replay(bank, flags, [1e-3, 5e-4])
+    assert log.n_results == 5
+    assert all(t.status == "TERMINATED" for t in log.trials)
+
+
+@pytest.mark.slow
+def test_simulate_quick_runs_on_the_committed_bank(tmp_path):
+    out = tmp_path / "sim.json"
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "simulate.py"), "--quick", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    payload = json.loads(out.read_text())
+    for key in ("oracle_test_f1", "baseline_test_f1", "noise_sd", "surrogate", "strategies"):
+        assert key in payload
+    assert set(payload["surrogate"]) >= {"spearman", "mae"}
+    assert payload["baseline_test_f1"] < payload["oracle_test_f1"] <= 1
+    for name in ("random-fifo", "random-asha", "default"):
+        for budget in ("30", "60"):
+            stats = payload["strategies"][name][budget]
+            for key in ("fraction_to_random_final", "test_f1", "regret"):
+                assert set(stats[key]) == {"median", "ci_low", "ci_high"}
+            assert 0 < stats["test_f1"]["median"] <= 1
+    # random-fifo reaches its own final best within its budget, in every seed.
+    assert payload["strategies"]["random-fifo"]["60"]["reached_random_final"] == 1.0
+    assert (
+        payload["strategies"]["random-asha"]["60"]["paired_test_f1_diff_vs_random_asha"]["median"]
+        == 0
+    )
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "| default |" in out.with_suffix(".md").read_text()
+    bank = load_bank()
+    assert bank.n_runs >= 200 + 1 + 20 + 60
