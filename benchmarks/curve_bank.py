@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from genretune.search.unit_space import from_unit, to_unit
 from hposim.bank import (
     DEFAULT_PATH,
     RULES,
@@ -49,7 +50,6 @@ from hposim.bank import (
     tuned_rule_index,
 )
 from hposim.settings import demo_settings
-from hposim.unit_space import from_unit, to_unit
 
 ROOT = Path(__file__).resolve().parents[1]
 DESIGN_SEED = 0
@@ -269,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_dataset(s.base.data)  # generated once here, read by every worker
     s = fit_space_to_data(s, dataset)
     knobs = training_knobs(s.space)
-    runs = design_runs(s.space, s.seed_point, args.sobol, args.near, args.repeat)
+    runs = design_runs(s.space, s.baseline, args.sobol, args.near, args.repeat)
     base_flat = s.base.to_flat()
     parts = args.out.with_name(args.out.name + ".parts")
     parts.mkdir(parents=True, exist_ok=True)
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         "profile": s.profile,
         "base_config": base_flat,
         "space": {k: str(s.space[k]) for k in knobs},
-        "baseline": {k: s.seed_point[k] for k in knobs},
+        "baseline": {k: s.baseline[k] for k in knobs},
         "design": {
             "sobol": args.sobol,
             "near": args.near,

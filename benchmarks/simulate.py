@@ -3,9 +3,9 @@ seeds in minutes, with the searcher, scheduler and stoppers `genretune search` b
 
 A strategy is a set of `genretune search` flags (on the demo profile). Built in:
 
-  random-fifo   --sampler random --no-seed-point --scheduler fifo --patience <epochs>
+  random-fifo   --sampler random --no-baseline --scheduler fifo --patience <epochs>
                 (random search, every trial runs every epoch)
-  random-asha   --sampler random --no-seed-point   (random search, ASHA + patience)
+  random-asha   --sampler random --no-baseline   (random search, ASHA + patience)
   default       genretune search as it ships
 
 and any other as NAME="FLAGS" with --strategy, e.g.
@@ -46,8 +46,8 @@ from hposim.settings import bank_flags, demo_settings, fit_to_bank
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUILTIN = {
-    "random-fifo": "--sampler random --no-seed-point --scheduler fifo --patience {epochs}",
-    "random-asha": "--sampler random --no-seed-point",
+    "random-fifo": "--sampler random --no-baseline --scheduler fifo --patience {epochs}",
+    "random-asha": "--sampler random --no-baseline",
     "default": "",
 }
 REFERENCES = ("random-fifo", "random-asha")  # always simulated: the statistics compare to them

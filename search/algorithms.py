@@ -34,18 +34,29 @@ def build_sampler(s: SearchSettings) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials)
 
 
+def trial_was_cut(result: dict[str, Any], epochs: int, patience: int) -> bool:
+    """Whether a trial's last result ended it before its own end (patience or the last
+    epoch): ASHA or the search budget stopped it."""
+    if not result or "training_iteration" not in result:
+        return False
+    return result["training_iteration"] < epochs and result.get("epochs_since_best", 0) < patience
+
+
 def build_searcher(s: SearchSettings, storage: optuna.storages.BaseStorage | None):
     """Ray Tune's OptunaSearch over the settings' space; `storage` None = in memory."""
-    from ray.tune.search.optuna import OptunaSearch
+    from genretune.search.optuna_search import PruningOptunaSearch
 
-    return OptunaSearch(
+    return PruningOptunaSearch(
         space=s.space,
         metric=s.metric,
         mode=s.mode,
-        points_to_evaluate=[s.seed_point] if s.seed_point else None,
+        points_to_evaluate=s.initial_points or None,
         sampler=build_sampler(s),
         study_name=s.name,
         storage=storage,
+        cut_as_pruned=s.cut_trials_as == "pruned",
+        epochs=s.base.optim.epochs,
+        patience=s.base.optim.patience,
     )
 
 

@@ -12,6 +12,9 @@ from genretune.data import InputError
 from genretune.model.config import config_from_flat
 from genretune.search import experiment
 from genretune.search.launch import (
+    BASELINE_SPREAD,
+    CUT_AS_COMPLETE,
+    CUT_TRIALS_AS,
     DECISION_TUNED,
     TPE_STARTUP_TRIALS,
     Resources,
@@ -20,7 +23,15 @@ from genretune.search.launch import (
     settings_from_json,
 )
 from genretune.search.profiles import get_profile
-from genretune.search.space import DECISION_KEYS, apply_space_file, default_space, seed_point
+from genretune.search.space import (
+    DECISION_KEYS,
+    apply_space_file,
+    baseline_config,
+    baseline_point,
+    default_space,
+    draws_around,
+    read_baseline_file,
+)
 
 
 def add_search_flags(p: argparse.ArgumentParser) -> None:
@@ -47,8 +58,8 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
         "--tpe-startup",
         type=int,
         default=TPE_STARTUP_TRIALS,
-        help="TPE: trials sampled at random before TPE proposes; the seed point counts "
-        f"(default {TPE_STARTUP_TRIALS}, Optuna's)",
+        help="TPE: trials sampled at random before TPE proposes; the baseline and the draws "
+        f"around it count (default {TPE_STARTUP_TRIALS}, Optuna's)",
     )
     g.add_argument(
         "--scheduler",
@@ -57,10 +68,39 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
         help="asha (default) stops weak trials early; fifo runs every trial until patience",
     )
     g.add_argument(
+        "--no-baseline",
         "--no-seed-point",
+        dest="no_baseline",
         action="store_true",
-        help="do not evaluate the seed's hand-tuned configuration as the first trial "
+        help="do not evaluate the hand-tuned baseline configuration as the first trial "
         "(every trial comes from the sampler, as in a plain random search)",
+    )
+    g.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="FILE",
+        help="your own baseline configuration (YAML/JSON of parameters, or a `genretune "
+        "export` file) instead of the built-in hand-tuned one",
+    )
+    g.add_argument(
+        "--baseline-draws",
+        type=int,
+        default=0,
+        help="trials drawn around the baseline, evaluated right after it (default 0)",
+    )
+    g.add_argument(
+        "--baseline-spread",
+        type=float,
+        default=BASELINE_SPREAD,
+        help="spread of those draws: standard deviation as a share of each parameter's "
+        f"range on its own scale (default {BASELINE_SPREAD})",
+    )
+    g.add_argument(
+        "--cut-trials-as",
+        choices=CUT_TRIALS_AS,
+        default=CUT_AS_COMPLETE,
+        help="how Optuna hears of a trial ASHA or the budget cut: complete (Ray's way: its last "
+        "value) or pruned (its per-epoch values; TPE ranks it below finished trials)",
     )
     g.add_argument(
         "--budget-epochs",
@@ -112,11 +152,24 @@ def _profile_defaults(profile_name: str) -> dict[str, Any]:
         "epochs": p.epochs,
         "patience": p.patience,
         "batch_size": p.batch_size,
-        "base_channels": max(p.base_channels),
-        "min_samples_per_genre": p.scaled_min_samples(300),
-        "pos_weight_power": 0.5,
-        "pos_weight_cap": 50.0,
+        # Parameters a space file or a flag takes out of the space keep the baseline's value.
+        **{k: v for k, v in baseline_config(p).items() if k not in DECISION_KEYS},
     }
+
+
+def _baseline_and_draws(args: argparse.Namespace, profile, space, base) -> tuple[dict, tuple]:
+    if args.no_baseline:
+        if args.baseline is not None or args.baseline_draws:
+            raise InputError("--no-baseline cannot be combined with --baseline/--baseline-draws")
+        return {}, ()
+    if args.baseline_draws < 0:
+        raise InputError("--baseline-draws must be >= 0")
+    if not 0 < args.baseline_spread <= 1:
+        raise InputError("--baseline-spread must be in (0, 1]")
+    given = read_baseline_file(args.baseline) if args.baseline is not None else None
+    baseline = baseline_point(profile, space, base.to_flat(), given)
+    draws = draws_around(space, baseline, args.baseline_draws, base.seed, args.baseline_spread)
+    return baseline, tuple(draws)
 
 
 def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> SearchSettings:
@@ -144,6 +197,7 @@ def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> Searc
         metric = args.metric or "best_tuned_val_f1"
         base = config_from_flat({"objective": "tuned_val_f1"}, base=base)
     epochs, patience = base.optim.epochs, base.optim.patience
+    baseline, draws = _baseline_and_draws(args, profile, space, base)
     default_name = datetime.now().strftime("search_%Y%m%d_%H%M%S")
     name = experiment.check_name(default_name if args.name is None else args.name)
     return SearchSettings(
@@ -152,7 +206,9 @@ def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> Searc
         profile=profile.name,
         base=base,
         space=space,
-        seed_point={} if args.no_seed_point else seed_point(profile, space, base.to_flat()),
+        baseline=baseline,
+        baseline_draws=draws,
+        cut_trials_as=args.cut_trials_as,
         metric=metric,
         mode=args.mode,
         num_samples=args.num_samples if args.num_samples is not None else profile.num_samples,
@@ -202,16 +258,18 @@ def summary(s: SearchSettings, results) -> list[str]:
         f"{_fmt(best.metrics.get(s.metric))}"
     )
     lines += [f"  {k} = {_fmt(best.config[k])}" for k in s.space if k in best.config]
-    if s.seed_point:
-        seeded = [r for r in results if all(r.config.get(k) == v for k, v in s.seed_point.items())]
-        if seeded:
+    if s.baseline:
+        as_baseline = [
+            r for r in results if all(r.config.get(k) == v for k, v in s.baseline.items())
+        ]
+        if as_baseline:
             value = max(
                 r.metrics_dataframe[s.metric].max()
                 if s.mode == "max"
                 else r.metrics_dataframe[s.metric].min()
-                for r in seeded
+                for r in as_baseline
             )
-            lines.append(f"seed's hand-tuned point: {s.metric} = {_fmt(value)}")
+            lines.append(f"baseline configuration: {s.metric} = {_fmt(value)}")
     storage = f" --storage-path {s.storage_path}"
     lines += [
         "next:",

@@ -20,10 +20,15 @@ from genretune.search.space import DECISION_KEYS, Space
 DECISION_SPACE, DECISION_TUNED = "space", "tuned"
 SAMPLERS = ("tpe", "random")
 SCHEDULERS = ("asha", "fifo")
+# How Optuna hears of a trial cut before its end (by ASHA or the budget).
+CUT_AS_COMPLETE, CUT_AS_PRUNED = "complete", "pruned"
+CUT_TRIALS_AS = (CUT_AS_COMPLETE, CUT_AS_PRUNED)
 
 
 # Optuna's default.
 TPE_STARTUP_TRIALS = 10
+# Draws around the baseline: standard deviation as a share of each parameter's range.
+BASELINE_SPREAD = 0.15
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,7 @@ class SearchSettings:
     profile: str
     base: TrainConfig  # every non-searched value, including the data source
     space: Space
-    seed_point: dict[str, Any]
+    baseline: dict[str, Any]  # the first trial ({} = none)
     metric: str
     mode: str
     num_samples: int
@@ -59,6 +64,13 @@ class SearchSettings:
     scheduler: str = "asha"
     budget_epochs: int | None = None
     tpe_startup_trials: int = TPE_STARTUP_TRIALS
+    baseline_draws: tuple[dict[str, Any], ...] = ()  # trials drawn around the baseline, next
+    cut_trials_as: str = CUT_AS_COMPLETE
+
+    @property
+    def initial_points(self) -> list[dict[str, Any]]:
+        """What the searcher evaluates first, in order: the baseline and the draws around it."""
+        return [self.baseline, *self.baseline_draws] if self.baseline else []
 
     @property
     def experiment_path(self) -> str:
@@ -76,7 +88,9 @@ class SearchSettings:
             "profile": self.profile,
             "base_config": self.base.to_flat(),
             "space": {k: od.distribution_to_json(v) for k, v in self.space.items()},
-            "seed_point": self.seed_point,
+            "baseline": self.baseline,
+            "baseline_draws": list(self.baseline_draws),
+            "cut_trials_as": self.cut_trials_as,
             "metric": self.metric,
             "mode": self.mode,
             "num_samples": self.num_samples,
@@ -103,7 +117,10 @@ def settings_from_json(payload: dict[str, Any], **overrides: Any) -> SearchSetti
         profile=payload["profile"],
         base=config_from_flat(payload["base_config"]),
         space={k: od.json_to_distribution(v) for k, v in payload["space"].items()},
-        seed_point=payload["seed_point"],
+        # Experiments written before the baseline was named so call it the seed point.
+        baseline=payload.get("baseline", payload.get("seed_point", {})),
+        baseline_draws=tuple(payload.get("baseline_draws", ())),
+        cut_trials_as=payload.get("cut_trials_as", CUT_AS_COMPLETE),
         metric=payload["metric"],
         mode=payload["mode"],
         num_samples=payload["num_samples"],
@@ -167,6 +184,8 @@ def check_settings(s: SearchSettings) -> None:
         raise InputError(f"--sampler must be one of {', '.join(SAMPLERS)}")
     if s.tpe_startup_trials < 1:
         raise InputError("--tpe-startup must be >= 1")
+    if s.cut_trials_as not in CUT_TRIALS_AS:
+        raise InputError(f"--cut-trials-as must be one of {', '.join(CUT_TRIALS_AS)}")
     if s.scheduler not in SCHEDULERS:
         raise InputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}")
     if s.budget_epochs is not None and s.budget_epochs < 1:
@@ -221,8 +240,13 @@ def fit_space_to_data(s: SearchSettings, dataset) -> SearchSettings:
         f"{top} tracks): {'; '.join(notes)}",
         file=sys.stderr,
     )
-    seed = {k: nearest(dist, s.seed_point.get(k)) for k, dist in space.items()}
-    return replace(s, space=space, seed_point=seed if s.seed_point else {})
+    moved = lambda point: {k: nearest(dist, point.get(k)) for k, dist in space.items()}  # noqa: E731
+    return replace(
+        s,
+        space=space,
+        baseline=moved(s.baseline) if s.baseline else {},
+        baseline_draws=tuple(moved(p) for p in s.baseline_draws),
+    )
 
 
 def check_against_data(s: SearchSettings, dataset) -> None:

@@ -73,6 +73,21 @@ def _params(config: dict[str, Any], keys: tuple[str, ...]) -> str:
     return " ".join(parts)
 
 
+def _read_reasons(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def _write_reasons(path: Path, reasons: dict[str, dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(reasons, indent=1, default=str))
+    os.replace(tmp, path)
+
+
 class TrialMonitor(tune.Callback):
     """Records why each trial ended (`trial_end_reasons.json` in the experiment dir) and prints
     a line per finished trial plus a short status every `interval` seconds."""
@@ -116,19 +131,19 @@ class TrialMonitor(tune.Callback):
             "epochs": last.get("training_iteration", 0),
             self.metric: last.get(self.metric),
         }
-        directory = Path(self.reasons_dir or trial.local_experiment_path)
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / END_REASONS_FILE
-        existing = {}
-        if path.is_file():
-            try:
-                existing = json.loads(path.read_text())
-            except json.JSONDecodeError:
-                existing = {}
-        existing.update(self.reasons)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(existing, indent=1, default=str))
-        os.replace(tmp, path)
+        # The experiment dir, and Ray's driver staging dir: Ray copies the staging dir over
+        # the experiment dir when a search ends, and a resumed search starts with the file as it
+        # was, so a copy written only to the experiment dir would be overwritten by a stale one.
+        paths = {
+            Path(self.reasons_dir or trial.local_experiment_path) / END_REASONS_FILE,
+            Path(trial.local_experiment_path) / END_REASONS_FILE,
+        }
+        merged: dict[str, dict[str, Any]] = {}
+        for path in sorted(paths):
+            merged.update(_read_reasons(path))
+        merged.update(self.reasons)
+        for path in paths:
+            _write_reasons(path, merged)
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._say(f"trial {trial.trial_id} start  {_params(trial.config, self.searched)}")

@@ -1,4 +1,5 @@
-"""Search profiles: `demo` (minutes on a laptop CPU) and `full` (the seed's scale, GPU clusters)."""
+"""Search profiles: `demo` (minutes on a laptop CPU) and `full` (the FMA dataset's scale, GPU
+clusters)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ from dataclasses import dataclass
 
 from genretune.data import InputError
 
-# The seed filtered at 300 tracks per genre on its 38,801-label dataset.
-SEED_MIN_SAMPLES = 300
+# The hand-tuned baseline filtered at 300 tracks per genre on its 38,801-label dataset.
+BASELINE_MIN_SAMPLES = 300
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,7 @@ class Profile:
     reduction_factor: int
 
     def scaled_min_samples(self, value: int) -> int:
-        """A per-genre count at the seed's dataset size, scaled to this profile's data."""
+        """A per-genre count at the FMA dataset's size, scaled to this profile's data."""
         return max(1, round(value * self.synthetic_scale))
 
     def default_grace_period(self, epochs: int, patience: int) -> int:

@@ -1,7 +1,7 @@
 """The search space: Optuna distributions over flat training-config keys.
 
-Defaults cover the seed's values. A space file (YAML or JSON) overrides or removes any
-parameter:
+Defaults cover the hand-tuned baseline's values. A space file (YAML or JSON) overrides or
+removes any parameter:
 
     lr: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
     base_channels: {type: categorical, choices: [8, 16, 32]}
@@ -17,12 +17,14 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna.distributions as od
 import yaml
 
 from genretune.data import InputError
 from genretune.model.config import FLAT_KEYS
-from genretune.search.profiles import Profile
+from genretune.search.profiles import BASELINE_MIN_SAMPLES, Profile
+from genretune.search.unit_space import from_unit, to_unit
 
 TOP_K_CHOICES = (None, 3, 5, 7, 10, 15, 20)
 DECISION_KEYS = ("threshold", "top_k")
@@ -56,14 +58,12 @@ def default_space(profile: Profile) -> Space:
     }
 
 
-def seed_point(profile: Profile, space: Space, base: dict[str, Any]) -> dict[str, Any]:
-    """The seed's hand-tuned configuration as a point of `space` (the first trial evaluated).
-
-    Every searched key gets a value: the seed's where the space contains it, else the nearest
-    value the space allows; keys the seed never tuned take the fixed config's value (`base`).
-    """
-    point = {
-        "min_samples_per_genre": profile.scaled_min_samples(300),
+def baseline_config(profile: Profile) -> dict[str, Any]:
+    """The hand-tuned baseline configuration (the predecessor log's final settings: genres
+    with >= 300 tracks at the FMA dataset's size, square-root class weights capped at 50, the
+    widest model, lr 5e-4, threshold 0.5, no top-K), scaled to the profile's data."""
+    return {
+        "min_samples_per_genre": profile.scaled_min_samples(BASELINE_MIN_SAMPLES),
         "pos_weight_power": 0.5,
         "pos_weight_cap": 50.0,
         "base_channels": max(profile.base_channels),
@@ -71,7 +71,42 @@ def seed_point(profile: Profile, space: Space, base: dict[str, Any]) -> dict[str
         "threshold": 0.5,
         "top_k": None,
     }
+
+
+def baseline_point(
+    profile: Profile,
+    space: Space,
+    base: dict[str, Any],
+    given: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The baseline as a point of `space` (the first trial evaluated).
+
+    Every searched key gets a value: `given`'s (a user's --baseline file), else the hand-tuned
+    baseline's, else the fixed config's (`base`), moved to the nearest value the space allows.
+    """
+    point = {**baseline_config(profile), **(given or {})}
     return {k: nearest(dist, point.get(k, base.get(k))) for k, dist in space.items()}
+
+
+def draws_around(space: Space, centre: dict[str, Any], n: int, seed: int, spread: float):
+    """`n` points drawn around `centre`: each numeric parameter normally around the centre's
+    position on its own scale (log where the space is log; `spread` is the standard deviation
+    as a share of the range, reflected at the bounds), each categorical one kept with
+    probability 1/2, else drawn uniformly. Deterministic per seed."""
+    rng = np.random.default_rng([seed, 2_462_109])  # a stream of its own, apart from the sampler's
+    points = []
+    for _ in range(n):
+        point = {}
+        for key, dist in space.items():
+            if isinstance(dist, od.CategoricalDistribution):
+                keep = rng.random() < 0.5
+                point[key] = centre[key] if keep else dist.choices[rng.integers(len(dist.choices))]
+            else:
+                u = to_unit(dist, centre[key]) + rng.normal(0.0, spread)
+                u = abs(u) if u < 0 else (2 - u if u > 1 else u)  # reflect into [0, 1]
+                point[key] = nearest(dist, from_unit(dist, min(max(u, 0.0), 1 - 1e-12)))
+        points.append(point)
+    return points
 
 
 def contains(dist: od.BaseDistribution, value: Any) -> bool:
@@ -156,6 +191,29 @@ def read_space_file(path: Path) -> dict[str, Any]:
         raise InputError(f"--space {path}: not valid {kind} ({str(exc).splitlines()[0]})") from None
     if not isinstance(payload, dict):
         raise InputError(f"--space {path}: must be a mapping of parameter names")
+    return payload
+
+
+def read_baseline_file(path: Path) -> dict[str, Any]:
+    """A baseline configuration: a mapping of config keys, or a `genretune export` file (its
+    `config`). Keys the search does not search are ignored; unknown ones are refused."""
+    if not path.is_file():
+        raise InputError(f"--baseline {path}: file not found")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        payload = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise InputError(
+            f"--baseline {path}: not valid {kind} ({str(exc).splitlines()[0]})"
+        ) from None
+    if isinstance(payload, dict) and isinstance(payload.get("config"), dict):
+        payload = payload["config"]
+    if not isinstance(payload, dict) or not payload:
+        raise InputError(f"--baseline {path}: must be a mapping of parameter names to values")
+    unknown = sorted(set(payload) - set(FLAT_KEYS))
+    if unknown:
+        raise InputError(f"--baseline {path}: unknown parameter(s) {', '.join(map(str, unknown))}")
     return payload
 
 

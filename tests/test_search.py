@@ -54,7 +54,7 @@ def test_search_runs_asha_optuna_and_the_dir_reads_back(local_ray, tmp_path):
     study = optuna.load_study(study_name="basic", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert len(study.trials) == 6
     first = min(study.trials, key=lambda t: t.number)
-    assert first.params == s.seed_point
+    assert first.params == s.baseline
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     # Optuna is told the best-so-far objective, never a stopped trial's worst moment.
     df = results.get_dataframe()
@@ -191,8 +191,8 @@ def test_space_file_overrides_removes_and_fixes(tmp_path):
     assert s.base.optim.weight_decay == 0.001
     # The seed point is the first trial, so it covers every searched key: 5e-4 lies outside the
     # user's lr range (its nearest value is used) and dropout takes the choice nearest the default.
-    assert set(s.seed_point) == set(s.space)
-    assert s.seed_point["lr"] == 1e-3 and s.seed_point["dropout"] in (0.2, 0.4)
+    assert set(s.baseline) == set(s.space)
+    assert s.baseline["lr"] == 1e-3 and s.baseline["dropout"] in (0.2, 0.4)
 
 
 def test_a_space_that_excludes_the_seed_values_runs(local_ray, tmp_path):
@@ -206,7 +206,7 @@ def test_a_space_that_excludes_the_seed_values_runs(local_ray, tmp_path):
     )
     results = run_search(s)
     assert len(results) == 2 and not results.errors
-    assert any(all(r.config[k] == v for k, v in s.seed_point.items()) for r in results)
+    assert any(all(r.config[k] == v for k, v in s.baseline.items()) for r in results)
 
 
 def test_budget_random_sampler_and_fifo_scheduler(local_ray, tmp_path):
@@ -247,11 +247,11 @@ def test_budget_random_sampler_and_fifo_scheduler(local_ray, tmp_path):
     saved = json.loads((tmp_path / "budget" / "genretune_search.json").read_text())
     assert (saved["sampler"], saved["scheduler"], saved["budget_epochs"]) == ("random", "fifo", 7)
     study = optuna.load_study(study_name="budget", storage=s.optuna_url())
-    assert study.trials[0].params == s.seed_point
+    assert study.trials[0].params == s.baseline
     assert len({t.params["lr"] for t in study.trials}) == len(study.trials)
 
 
-def test_no_seed_point_leaves_every_trial_to_the_sampler(local_ray, tmp_path):
+def test_no_baseline_leaves_every_trial_to_the_sampler(local_ray, tmp_path):
     """--no-seed-point: no trial is the seed's hand-tuned configuration (a plain random
     search baseline), and the choice is saved for --resume."""
     from genretune.data import load_dataset
@@ -259,7 +259,7 @@ def test_no_seed_point_leaves_every_trial_to_the_sampler(local_ray, tmp_path):
     from genretune.search.launch import fit_space_to_data
 
     default = settings(tmp_path)
-    hand_tuned = fit_space_to_data(default, load_dataset(default.base.data)).seed_point
+    hand_tuned = fit_space_to_data(default, load_dataset(default.base.data)).baseline
     s = settings(
         tmp_path,
         "--name",
@@ -274,11 +274,11 @@ def test_no_seed_point_leaves_every_trial_to_the_sampler(local_ray, tmp_path):
         "--max-concurrent",
         "2",
     )
-    assert s.seed_point == {} and hand_tuned
+    assert s.baseline == {} and hand_tuned
     results = run_search(s)
     assert len(results) == 3 and not results.errors
     saved = json.loads((tmp_path / "noseed" / "genretune_search.json").read_text())
-    assert saved["seed_point"] == {}
+    assert saved["baseline"] == {}
     study = optuna.load_study(study_name="noseed", storage=s.optuna_url())
     assert len(study.trials) == 3
     assert all(set(t.params) == set(s.space) for t in study.trials)

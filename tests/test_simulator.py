@@ -4,6 +4,7 @@ out by hand, replayed with the searcher, ASHA and stoppers `genretune search` bu
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +25,7 @@ def hand_bank(curves: dict[float, list[float]], seconds: dict[float, list[float]
     """A bank of configurations that differ only in lr; each lr's validation F1 per epoch is
     the same under every rule, its test F1 0.01 lower, its epochs 1 s unless given."""
     settings = demo_settings()
-    base = {**settings.seed_point}
+    base = {**settings.baseline}
     names = ("min_samples_per_genre", "pos_weight_power", "pos_weight_cap", "base_channels", "lr")
     epochs = len(next(iter(curves.values())))
     val = np.array([[[v] * len(RULES) for v in curve] for curve in curves.values()])
@@ -68,7 +69,7 @@ def fixed_order_algorithms(settings, points: list[dict]):
 def _replay(bank: CurveBank, flags: list[str], lrs: list[float], workers: int = 2):
     settings = fit_to_bank(demo_settings([*bank_flags(bank.provenance), *flags]), bank.genre_counts)
     source = CurveSource(bank, settings.space, noise=False)
-    points = [{**settings.seed_point, "lr": lr} for lr in lrs]
+    points = [{**settings.baseline, "lr": lr} for lr in lrs]
     algorithms = fixed_order_algorithms(settings, points)
     log = replay(settings, source, workers, np.random.default_rng(0), algorithms=algorithms)
     return settings, log, algorithms
@@ -136,7 +137,7 @@ def test_replaying_bank_configurations_returns_their_recorded_curves():
     order = [2e-4, 1e-3, 1e-4, 5e-4]
     flags = ["--num-samples", "4", "--scheduler", "fifo", "--patience", "5"]
     settings, log, _ = _replay(bank, flags, order)
-    own = rule_index(settings.seed_point["threshold"], settings.seed_point["top_k"])
+    own = rule_index(settings.baseline["threshold"], settings.baseline["top_k"])
     for trial in log.trials:
         run = int(bank.runs_of({**trial.config})[0])
         mine = np.flatnonzero(np.array(log.trial_of) == int(trial.trial_id))
@@ -186,3 +187,49 @@ def test_simulate_quick_runs_on_the_committed_bank(tmp_path):
     assert "| default |" in out.with_suffix(".md").read_text()
     bank = load_bank()
     assert bank.n_runs >= 200 + 1 + 20 + 60
+
+
+@pytest.mark.slow
+def test_curve_bank_recording_resumes_after_a_kill(tmp_path, isolated_cache):
+    """A tiny bank: the recording is killed once a run is written, then continues without
+    training that run again; every epoch the recorder checks its F1 against the trial's."""
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "bank.npz"
+    argv = [sys.executable, str(REPO / "benchmarks" / "curve_bank.py"), "--out", str(out)]
+    argv += ["--sobol", "2", "--near", "1", "--repeat", "1", "--epochs", "2", "--workers", "1"]
+    argv += ["--synthetic-scale", "0.03"]
+    env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
+    parts = tmp_path / "bank.npz.parts"
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not list(parts.glob("run_*.npz")):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert not out.exists()
+    res = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    # The run written before the kill is kept, not trained again.
+    recorded = re.search(r"6 runs \((\d+) recorded already\)", res.stdout)
+    assert recorded and int(recorded.group(1)) >= 1, res.stdout
+    assert not parts.exists(), "parts are removed once the bank is assembled"
+    bank = load_bank(out)
+    # The baseline, 2 Sobol points, 1 near the baseline, the baseline repeated with seeds 1, 2.
+    assert bank.n_runs == 6 and bank.epochs == 2
+    assert list(bank.design) == ["baseline", "sobol", "sobol", "near", "baseline", "baseline"]
+    assert list(bank.train_seed) == [0, 0, 0, 0, 1, 2]
+    assert bank.val_f1.shape == (6, 2, len(RULES)) and np.isfinite(bank.val_f1).all()
+    assert (bank.epoch_seconds > 0).all()
+    assert bank.provenance["code_commit"] and bank.provenance["wall_seconds"] > 0

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import optuna.distributions as od
 
+from genretune.search.unit_space import to_unit
 from hposim.bank import RULES, CurveBank, rule_index
-from hposim.unit_space import to_unit
 
 # The validation sweep's order of preference among equal F1s: threshold-only rules, then
 # top-K-only, then combined, each in its grid order (model.decision.sweep_decision_rules).

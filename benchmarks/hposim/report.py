@@ -23,6 +23,10 @@ def _signed(stat: dict) -> str:
     return f"{f(stat['median'])} [{f(stat['ci_low'])}, {f(stat['ci_high'])}]"
 
 
+def _num(value, digits: int = 3) -> str:
+    return "n/a" if value is None or value != value else f"{value:.{digits}f}"
+
+
 def header_lines(p: dict) -> list[str]:
     o, s = p["oracle"], p["surrogate"]
     config = ", ".join(f"{k} {v:.3g}" for k, v in o["config"].items())
@@ -33,10 +37,10 @@ def header_lines(p: dict) -> list[str]:
         f"{p['baseline_test_f1']:.3f} (per training seed: "
         f"{', '.join(f'{v:.3f}' for v in p['baseline']['test_f1_per_seed'])})",
         f"noise between training seeds ({p['repeated_configs']} configurations x 3 seeds): sd "
-        f"{p['noise_sd']:.3f} best-epoch val F1, {p['noise_sd_test']:.3f} test F1",
+        f"{_num(p['noise_sd'])} best-epoch val F1, {_num(p['noise_sd_test'])} test F1",
         f"surrogate ({s['model']}), {s['folds']}-fold: Spearman {s['spearman']:.3f}, MAE "
         f"{s['mae']:.4f} best-epoch val F1 at threshold 0.5 ({s['mae_all_rules']:.4f} over the "
-        f"space's rules; noise floor {s['noise_floor_mae']:.4f})",
+        f"space's rules; noise floor {_num(s['noise_floor_mae'], 4)})",
     ]
 
 

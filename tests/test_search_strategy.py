@@ -1,0 +1,134 @@
+"""The search's strategy options on a real local Ray: trials cut by ASHA told to Optuna as
+PRUNED, draws around the baseline evaluated first (deterministic per seed), and both kept by
+a resumed search."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from helpers import TINY_SEARCH, search_settings
+
+from genretune.search.cli import main
+from genretune.search.launch import run_search
+from genretune.search.monitoring import END_ASHA, END_REASONS_FILE
+
+GENRETUNE = str(Path(sys.executable).with_name("genretune"))
+PRUNED, COMPLETE = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE
+
+
+def _study(exp: Path) -> optuna.Study:
+    return optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'optuna.db'}")
+
+
+def _ray_trial_of(exp: Path, params: dict) -> str:
+    """The Ray trial whose config holds these sampled parameters."""
+    for path in exp.glob("trial_*/params.json"):
+        config = json.loads(path.read_text())
+        if all(config.get(k) == v for k, v in params.items()):
+            return path.parent.name.removeprefix("trial_")
+    raise AssertionError(f"no trial ran {params}")
+
+
+def test_cut_trials_reach_optuna_as_pruned_with_every_epoch(local_ray, tmp_path):
+    s = search_settings(
+        tmp_path,
+        *("--name", "pruned", "--num-samples", "6", "--epochs", "6", "--patience", "6"),
+        *("--grace-period", "1", "--reduction-factor", "2", "--cut-trials-as", "pruned"),
+    )
+    results = run_search(s)
+    assert len(results) == 6 and not results.errors
+    exp = tmp_path / "pruned"
+    reasons = json.loads((exp / END_REASONS_FILE).read_text())
+    assert END_ASHA in {r["end_reason"] for r in reasons.values()}, "ASHA cut no trial"
+    study = _study(exp)
+    assert len(study.trials) == 6
+    for t in study.trials:
+        trial_id = _ray_trial_of(exp, t.params)
+        curve = pd.read_csv(exp / f"trial_{trial_id}" / "progress.csv")
+        best = dict(zip(curve["training_iteration"], curve["best_val_f1"], strict=True))
+        if reasons[trial_id]["end_reason"] == END_ASHA:
+            assert t.state == PRUNED, (trial_id, t.state)
+            # Every epoch's value, the one it was cut on included; the last is its value.
+            assert t.intermediate_values == best
+            assert t.value == best[max(best)]
+        else:
+            assert t.state == COMPLETE, (trial_id, t.state)
+            assert t.value == best[max(best)]
+    # Ray's own behaviour stays available: a cut trial told as COMPLETE with its last value.
+    assert s.cut_trials_as == "pruned"
+
+
+def test_baseline_draws_are_deterministic_per_seed(tmp_path):
+    one = search_settings(tmp_path, "--baseline-draws", "4", "--seed", "5")
+    again = search_settings(tmp_path, "--baseline-draws", "4", "--seed", "5")
+    other = search_settings(tmp_path, "--baseline-draws", "4", "--seed", "6")
+    assert one.baseline_draws == again.baseline_draws
+    assert one.baseline_draws != other.baseline_draws
+    assert len(one.baseline_draws) == 4 and one.initial_points[0] == one.baseline
+    for point in one.baseline_draws:
+        assert set(point) == set(one.space)
+        for key, dist in one.space.items():
+            assert dist._contains(dist.to_internal_repr(point[key])), (key, point[key])
+    assert search_settings(tmp_path).baseline_draws == ()
+
+
+def _finished(exp: Path) -> int:
+    return sum(
+        len(p.read_text().strip().splitlines()) > 1 for p in exp.glob("trial_*/progress.csv")
+    )
+
+
+def test_resume_keeps_the_draws_and_the_pruned_states(local_ray, tmp_path, isolated_cache):
+    args = [
+        *TINY_SEARCH,
+        *("--epochs", "4", "--patience", "4", "--grace-period", "1", "--reduction-factor", "2"),
+        *("--num-samples", "6", "--max-concurrent", "1", "--baseline-draws", "2"),
+        *("--cut-trials-as", "pruned", "--name", "again", "--storage-path", str(tmp_path)),
+    ]
+    env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
+    proc = subprocess.Popen(
+        [GENRETUNE, "search", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    exp = tmp_path / "again"
+    try:
+        deadline = time.monotonic() + 300
+        while _finished(exp) < 2:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the search did not get going"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    saved = json.loads((exp / "genretune_search.json").read_text())
+    assert saved["cut_trials_as"] == "pruned" and len(saved["baseline_draws"]) == 2
+    assert len(_study(exp).trials) < 6
+
+    code = main(["search", "--resume", "again", "--storage-path", str(tmp_path)])
+    assert code == 0
+    study = _study(exp)
+    finished = [t for t in study.trials if t.state in (PRUNED, COMPLETE)]
+    assert len(finished) == 6
+    first = sorted(study.trials, key=lambda t: t.number)[:3]
+    assert [t.params for t in first] == [saved["baseline"], *saved["baseline_draws"]]
+    reasons = json.loads((exp / END_REASONS_FILE).read_text())
+    for t in finished:
+        cut = reasons[_ray_trial_of(exp, t.params)]["end_reason"] == END_ASHA
+        assert t.state == (PRUNED if cut else COMPLETE), t.number
+    assert any(t.state == PRUNED for t in finished), "ASHA cut no trial"
