@@ -7,6 +7,7 @@ Ray cluster is started.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,10 +115,43 @@ def _numeric_metrics(history: pd.DataFrame) -> list[str]:
     ]
 
 
+def read_result_rows(result_file: Path) -> tuple[pd.DataFrame, int]:
+    """A trial's result.json (one JSON object per line) as Ray's reader makes it, keeping every
+    complete row: (rows, lines skipped). A search that is still writing, or was killed, can
+    leave the last line cut; Ray's reader then drops the whole trial."""
+    rows, skipped = [], 0
+    try:
+        text = result_file.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return pd.DataFrame(), 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            skipped += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            skipped += 1
+    return (pd.json_normalize(rows, sep="/") if rows else pd.DataFrame()), skipped
+
+
+def _quiet_ray_reader() -> None:
+    # Ray logs a multi-line warning for a trial whose result file it cannot parse; genretune
+    # reads such a file itself and says so in one line.
+    import logging
+
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
+
+
 def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs") -> Experiment:
     """The trials and per-epoch history of an experiment directory."""
     from ray.tune import ExperimentAnalysis
 
+    _quiet_ray_reader()
     path = resolve_experiment_path(name_or_path, storage_path)
     settings = json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8"))
     reasons_file = path / END_REASONS_FILE
@@ -132,6 +166,15 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
     searched = list(settings["space"])
     for trial in analysis.trials:
         df = analysis.trial_dataframes.get(trial.trial_id)
+        result_file = path / f"trial_{trial.trial_id}" / "result.json"
+        if (df is None or df.empty) and result_file.is_file() and result_file.stat().st_size:
+            df, skipped = read_result_rows(result_file)
+            if skipped:
+                print(
+                    f"warning: {result_file.relative_to(path)}: ignored {skipped} incomplete "
+                    f"line(s) (kept {len(df)} complete rows)",
+                    file=sys.stderr,
+                )
         row: dict[str, Any] = {"trial_id": trial.trial_id, "status": trial.status}
         reason = reasons.get(trial.trial_id, {}).get("end_reason")
         row["end_reason"] = (

@@ -23,6 +23,42 @@ class SearchAlgorithms:
     stoppers: list  # ray.tune.Stopper objects, combined by the caller
 
 
+AUTO = "auto"
+# `--tpe-startup auto`: this share of the trials a search expects to run are random start-up
+# trials, within [TPE_AUTO_MIN, TPE_AUTO_MAX].
+TPE_AUTO_SHARE, TPE_AUTO_MIN, TPE_AUTO_MAX = 0.25, 3, 10
+
+
+def expected_epochs_per_trial(s: SearchSettings) -> float:
+    """Epochs a trial runs on average: all of them without ASHA; with ASHA, the grace period
+    plus, rung by rung, the share (1/reduction factor per rung) that goes on to the next."""
+    epochs = s.base.optim.epochs
+    if s.scheduler != "asha":
+        return float(epochs)
+    total, rung, survivors = 0.0, 0, 1.0
+    milestone = s.grace_period
+    while rung < epochs:
+        nxt = min(milestone, epochs)
+        total += survivors * (nxt - rung)
+        rung, survivors, milestone = (
+            nxt,
+            survivors / s.reduction_factor,
+            milestone * s.reduction_factor,
+        )
+    return total
+
+
+def expected_trials(s: SearchSettings) -> float:
+    if not s.budget_epochs:
+        return float(s.num_samples)
+    return min(float(s.num_samples), s.budget_epochs / expected_epochs_per_trial(s))
+
+
+def auto_tpe_startup(s: SearchSettings) -> int:
+    share = round(TPE_AUTO_SHARE * expected_trials(s))
+    return int(min(max(share, TPE_AUTO_MIN), TPE_AUTO_MAX))
+
+
 def fixed_config(s: SearchSettings) -> dict[str, Any]:
     """Every config value that is not searched (Ray merges each suggestion into these)."""
     return {k: v for k, v in s.base.to_flat().items() if k not in s.space}

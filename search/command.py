@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 from genretune.data import InputError
 from genretune.model.config import config_from_flat
 from genretune.search import experiment
+from genretune.search.algorithms import AUTO, auto_tpe_startup
 from genretune.search.launch import (
     BASELINE_SPREAD,
     CUT_AS_COMPLETE,
@@ -56,10 +58,12 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--tpe-startup",
-        type=int,
+        type=_startup,
         default=TPE_STARTUP_TRIALS,
+        metavar="N|auto",
         help="TPE: trials sampled at random before TPE proposes; the baseline and the draws "
-        f"around it count (default {TPE_STARTUP_TRIALS}, Optuna's)",
+        f"around it count (default {TPE_STARTUP_TRIALS}, Optuna's); auto: a share of the "
+        "trials the search expects to run",
     )
     g.add_argument(
         "--scheduler",
@@ -143,6 +147,15 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--mlflow-uri", help="also log trials to this MLflow tracking URI (extra)")
 
 
+def _startup(text: str) -> int | str:
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}") from None
+
+
 def _profile_defaults(profile_name: str) -> dict[str, Any]:
     p = get_profile(profile_name)
     return {
@@ -200,7 +213,7 @@ def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> Searc
     baseline, draws = _baseline_and_draws(args, profile, space, base)
     default_name = datetime.now().strftime("search_%Y%m%d_%H%M%S")
     name = experiment.check_name(default_name if args.name is None else args.name)
-    return SearchSettings(
+    settings = SearchSettings(
         name=name,
         storage_path=experiment.resolve_storage_path(args.storage_path),
         profile=profile.name,
@@ -224,10 +237,13 @@ def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> Searc
         progress_interval=args.progress_interval,
         mlflow_uri=args.mlflow_uri,
         sampler=args.sampler,
-        tpe_startup_trials=args.tpe_startup,
+        tpe_startup_trials=TPE_STARTUP_TRIALS if args.tpe_startup == AUTO else args.tpe_startup,
         scheduler=args.scheduler,
         budget_epochs=args.budget_epochs,
     )
+    if args.tpe_startup == AUTO:
+        settings = replace(settings, tpe_startup_trials=auto_tpe_startup(settings))
+    return settings
 
 
 def resume_settings(args: argparse.Namespace) -> SearchSettings:

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -237,3 +238,43 @@ def test_export_refuses_to_overwrite(experiment, tmp_path, capsys):
     assert target.read_text() == "{}"
     assert main(["export", str(experiment), "-o", str(target), "--force"]) == 0
     assert "config" in json.loads(target.read_text())
+
+
+def test_a_cut_last_line_keeps_the_complete_rows_and_the_best_trial(experiment, tmp_path):
+    """A result.json whose last line is cut (a search still writing, or killed): the trial keeps
+    its complete rows, one warning names the file, and export picks the same best trial."""
+    from genretune.results.experiment import load_experiment
+
+    copy = tmp_path / "cut"
+    shutil.copytree(experiment, copy)
+    before = load_experiment(copy)
+    best = before.best()
+    result = copy / f"trial_{best['trial_id']}" / "result.json"
+    lines = result.read_text().splitlines(keepends=True)
+    assert len(lines) >= 2
+    # The best trial's best epoch stays complete; cut a later line, or add a cut one.
+    best_epoch = int(
+        before.history[before.history["trial_id"] == best["trial_id"]]
+        .sort_values("best_val_f1")
+        .iloc[-1]["training_iteration"]
+    )
+    if best_epoch < len(lines):
+        kept, cut = lines[: len(lines) - 1], lines[-1][: len(lines[-1]) // 2]
+    else:
+        kept, cut = lines, lines[-1][:40]
+    result.write_text("".join(kept) + cut)
+    genretune = str(Path(sys.executable).with_name("genretune"))
+    res = subprocess.run(
+        [genretune, "export", str(copy), "-o", str(tmp_path / "best.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    warnings = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(warnings) == 1 and "result.json" in warnings[0] and "ignored 1" in warnings[0]
+    exported = json.loads((tmp_path / "best.json").read_text())
+    assert exported["provenance"]["trial_id"] == best["trial_id"]
+    after = load_experiment(copy)
+    row = after.trials[after.trials["trial_id"] == best["trial_id"]].iloc[0]
+    assert row["epochs"] == len(kept)
+    assert row["best_val_f1"] == best["best_val_f1"]
