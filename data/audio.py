@@ -8,6 +8,7 @@ made with librosa up to float rounding.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from math import gcd
@@ -19,6 +20,12 @@ import numpy as np
 class ClipError(Exception):
     """A clip that cannot become a feature row (empty, too short, corrupt); the message is the
     reason written to skipped.csv."""
+
+
+# Bounds far beyond any music-tagging setting; past them a value is a typo, and would ask for
+# absurd amounts of memory or disk.
+MAX_SAMPLE_RATE, MAX_N_FFT, MAX_N_MELS = 384_000, 65_536, 1024
+MAX_FRAMES, MAX_SECONDS = 65_536, 3600
 
 
 @dataclass(frozen=True)
@@ -40,16 +47,20 @@ class MelSpec:
     def check(self) -> None:
         from genretune.data.errors import InputError
 
-        if self.sample_rate < 1000:
-            raise InputError("--sample-rate must be >= 1000")
-        if self.n_fft < 16 or self.hop_length < 1 or self.hop_length > self.n_fft:
-            raise InputError("--n-fft must be >= 16 and --hop-length in [1, n_fft]")
-        if self.n_mels < 16 or self.frames < 16:
-            raise InputError("--n-mels and --frames must be at least 16")
+        if not 1000 <= self.sample_rate <= MAX_SAMPLE_RATE:
+            raise InputError(f"--sample-rate must be in [1000, {MAX_SAMPLE_RATE}]")
+        if not 16 <= self.n_fft <= MAX_N_FFT:
+            raise InputError(f"--n-fft must be in [16, {MAX_N_FFT}]")
+        if not 1 <= self.hop_length <= self.n_fft:
+            raise InputError(f"--hop-length must be in [1, --n-fft {self.n_fft}]")
+        if not 16 <= self.n_mels <= MAX_N_MELS:
+            raise InputError(f"--n-mels must be in [16, {MAX_N_MELS}]")
+        if not 16 <= self.frames <= MAX_FRAMES:
+            raise InputError(f"--frames must be in [16, {MAX_FRAMES}]")
         if self.n_mels > self.n_fft // 2 + 1:
             raise InputError(f"--n-mels {self.n_mels} is above n_fft/2+1 = {self.n_fft // 2 + 1}")
-        if self.min_seconds < 0:
-            raise InputError("--min-seconds must be >= 0")
+        if not math.isfinite(self.min_seconds) or not 0 <= self.min_seconds <= MAX_SECONDS:
+            raise InputError(f"--min-seconds must be a number in [0, {MAX_SECONDS}]")
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:

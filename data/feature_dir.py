@@ -23,6 +23,9 @@ SPLIT_FILE = "split.npy"
 MIN_INPUT_SIZE = 16
 # Rows per chunk when scanning a memory-mapped feature array for NaN/Inf: bounded memory.
 _SCAN_ROWS = 512
+# Log-mel spectrograms in dB lie within about +-150, standardised features within tens; a value
+# beyond this is not a spectrogram, and squares in the first layers overflow float32.
+MAX_FEATURE_MAGNITUDE = 1e6
 
 
 def _load_npy(path: Path, mmap: bool) -> np.ndarray:
@@ -73,6 +76,16 @@ def _check_features(path: Path, features: np.ndarray) -> None:
         if not np.isfinite(chunk).all():
             row = start + int(np.flatnonzero(~np.isfinite(chunk).reshape(len(chunk), -1).all(1))[0])
             raise InputError(f"{path}: features contain NaN or Inf (first at track {row})")
+        if chunk.dtype == np.float16:  # finite float16 values cannot reach the bound
+            continue
+        big = np.abs(chunk.reshape(len(chunk), -1)).max(axis=1) > MAX_FEATURE_MAGNITUDE
+        if big.any():
+            row = start + int(np.flatnonzero(big)[0])
+            raise InputError(
+                f"{path}: features reach {float(np.abs(chunk[row - start]).max()):.3g} (track "
+                f"{row}); values beyond {MAX_FEATURE_MAGNITUDE:.0e} overflow training: rescale "
+                "them (log-mels in dB, or standardised)"
+            )
 
 
 def _check_labels(path: Path, labels: np.ndarray, n_tracks: int) -> np.ndarray:

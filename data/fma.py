@@ -83,6 +83,10 @@ def read_genre_table(metadata_dir: Path) -> pd.DataFrame:
     missing = {"parent", "title"} - set(genres.columns)
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    duplicated = genres.index[genres.index.duplicated()].unique()
+    if len(duplicated):
+        shown = ", ".join(map(str, duplicated[:5]))
+        raise InputError(f"{path}: genre_id {shown} appears more than once")
     return genres
 
 
@@ -235,8 +239,12 @@ def check_settings(s: PrepareSettings) -> None:
         raise InputError(f"--labels must be one of {', '.join(LABEL_COLUMNS)}")
     if s.min_tracks < 1:
         raise InputError("--min-tracks must be >= 1")
-    if s.workers < 1:
-        raise InputError("--workers must be >= 1")
+    cpus = os.cpu_count() or 1
+    if s.workers < 1 or (s.address is None and s.workers > cpus):
+        raise InputError(
+            f"--workers {s.workers}: must be in [1, {cpus}] (the CPUs of this machine; "
+            "use --address to decode on a Ray cluster)"
+        )
     s.spec.check()
     if not s.metadata.is_dir():
         raise InputError(f"--metadata {s.metadata}: directory not found")
@@ -244,6 +252,18 @@ def check_settings(s: PrepareSettings) -> None:
         raise InputError(f"--audio {s.audio}: directory not found")
     if s.out.exists() and not s.out.is_dir():
         raise InputError(f"--out {s.out}: exists and is not a directory")
+
+
+def _check_disk_space(out: Path, needed: int) -> None:
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise InputError(
+            f"--out {out}: the features need {needed / 2**30:,.1f} GiB and {existing} has "
+            f"{free / 2**30:,.1f} GiB free (check --n-mels/--frames)"
+        )
 
 
 def _existing_identity(out: Path) -> dict | None:
@@ -276,8 +296,6 @@ def prepare_fma(s: PrepareSettings, log: Callable[[str], None] = print) -> dict:
         return json.loads((s.out / PREPARE_FILE).read_text())
 
     work = s.out / WORK_DIR
-    work.mkdir(parents=True, exist_ok=True)
-    (work / PREPARE_FILE).write_text(json.dumps({"identity": identity}, indent=1))
     n, spec = len(fma.track_ids), s.spec
     shape = (n, spec.n_mels, spec.frames)
     features_path, status_path = work / "features_all.npy", work / "status.npy"
@@ -285,8 +303,17 @@ def prepare_fma(s: PrepareSettings, log: Callable[[str], None] = print) -> dict:
         features = np.load(features_path, mmap_mode="r+")
         status = np.load(status_path, mmap_mode="r+")
     else:
-        features = np.lib.format.open_memmap(features_path, "w+", np.float16, shape)
-        status = np.lib.format.open_memmap(status_path, "w+", np.int8, (n,))
+        _check_disk_space(s.out, 2 * n * spec.n_mels * spec.frames)
+        created = not s.out.exists()
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+            features = np.lib.format.open_memmap(features_path, "w+", np.float16, shape)
+            status = np.lib.format.open_memmap(status_path, "w+", np.int8, (n,))
+        except (OSError, ValueError, MemoryError) as exc:
+            # Nothing is left behind that would make a later, valid run refuse this --out.
+            shutil.rmtree(s.out if created else work, ignore_errors=True)
+            raise InputError(f"--out {s.out}: cannot create the feature array ({exc})") from None
+    (work / PREPARE_FILE).write_text(json.dumps({"identity": identity}, indent=1))
     reasons_path = work / "reasons.jsonl"
     todo = [(int(i), int(fma.track_ids[i])) for i in np.flatnonzero(status == PENDING)]
     if len(todo) < n:

@@ -39,15 +39,17 @@ def package_versions() -> dict[str, str]:
 
 
 def new_run_dir(output_dir: Path, experiment_name: str) -> Path:
-    """`<output_dir>/<name>_<YYYYMMDD_HHMMSS>`, never reusing an existing dir."""
+    """`<output_dir>/<name>_<YYYYMMDD_HHMMSS>`, created now, never reusing an existing dir."""
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    candidate = output_dir / f"{experiment_name}_{stamp}"
+    output_dir.mkdir(parents=True, exist_ok=True)
     n = 1
-    while candidate.exists():
-        n += 1
-        candidate = output_dir / f"{experiment_name}_{stamp}_{n}"
-    candidate.mkdir(parents=True)
-    return candidate
+    while True:
+        candidate = output_dir / (f"{experiment_name}_{stamp}" + (f"_{n}" if n > 1 else ""))
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
 
 
 def write_json(path: Path, payload: Any) -> None:

@@ -85,7 +85,7 @@ for _section, _cls in _SECTION_TYPES.items():
             _FLAT_TO_FIELD[_f.name] = (_section, _f.name)
 FLAT_KEYS = (*_FLAT_TO_FIELD, "seed", "objective")
 
-_INT_KEYS = {
+INT_KEYS = {
     "data_seed",
     "n_mels",
     "frames",
@@ -99,7 +99,24 @@ _INT_KEYS = {
     "top_k",
     "seed",
 }
-_FLOAT_KEYS = {
+# Seeds feed NumPy's and torch's generators (32-bit); other counts get bounds far beyond any
+# real setting, so a typo is refused instead of allocating without end.
+_INT_MAX = 2**31 - 1
+# (The lower bounds of the others are checked, with their reasons, in _check_ranges.)
+_INT_RANGES = {
+    "seed": (0, 2**32 - 1),
+    "data_seed": (0, 2**32 - 1),
+    "epochs": (None, 100_000),
+    "patience": (None, 100_000),
+    "batch_size": (None, 65_536),
+    "base_channels": (None, 4096),
+    "n_mels": (None, 4096),
+    "frames": (None, 65_536),
+    "num_genres": (None, 100_000),
+    "max_genres": (None, 100_000),
+    "top_k": (None, 100_000),
+}
+FLOAT_KEYS = {
     "synthetic_scale",
     "pos_weight_power",
     "pos_weight_cap",
@@ -109,7 +126,7 @@ _FLOAT_KEYS = {
     "threshold",
 }
 _STR_KEYS = {"data", "labels_file", "objective"}
-_OPTIONAL_KEYS = {"num_genres", "max_genres", "pos_weight_cap", "threshold", "top_k"}
+OPTIONAL_KEYS = {"num_genres", "max_genres", "pos_weight_cap", "threshold", "top_k"}
 
 
 # How a key is named in errors when the values came from command-line flags.
@@ -123,14 +140,23 @@ def _name(key: str, as_flags: bool) -> str:
 def _coerce(key: str, value: Any, origin: str, as_flags: bool) -> Any:
     where = f"{origin}: {_name(key, as_flags)}" if origin else _name(key, as_flags)
     if value is None:
-        if key in _OPTIONAL_KEYS:
+        if key in OPTIONAL_KEYS:
             return None
         raise InputError(f"{where} must not be null")
-    if key in _INT_KEYS:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != int(value):
+    if key in INT_KEYS:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or (isinstance(value, float) and not math.isfinite(value))
+            or value != int(value)
+        ):
             raise InputError(f"{where} must be an integer, got {value!r}")
+        low, high = _INT_RANGES.get(key, (None, _INT_MAX))
+        if value > high or (low is not None and value < low):
+            rule = f"in [{low}, {high}]" if low is not None else f"<= {high}"
+            raise InputError(f"{where} must be {rule}, got {value!r}")
         return int(value)
-    if key in _FLOAT_KEYS:
+    if key in FLOAT_KEYS:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InputError(f"{where} must be a number, got {value!r}")
         if not math.isfinite(value):

@@ -6,6 +6,7 @@ configured rule, and the sweep's best rule fitted on validation).
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,10 +95,9 @@ def train_and_report(
     if debug:
         _log(describe_pos_weight(prepared.pos_weight, prepared.genre_filter.kept_genres))
     rule = decision_rule(cfg)
-    run_dir = artifacts.new_run_dir(output_dir, experiment_name)
     _log(
         f"\nTraining on {len(prepared.train_idx):,} tracks, {prepared.genre_filter.n_kept} "
-        f"genres, device {runtime.device}; writing {run_dir}"
+        f"genres, device {runtime.device}; the model dir goes to {output_dir} when done"
     )
 
     bar = tqdm(total=cfg.optim.epochs, unit="epoch", disable=not progress, file=sys.stderr)
@@ -118,7 +118,20 @@ def train_and_report(
         bar.close()
     report, sweep, scores = evaluation_report(prepared, fitted, rule, runtime)
     report["n_parameters"] = count_parameters(fitted.model)
+    # Created only now: an interrupted or failed run leaves no empty model dir behind.
+    run_dir = artifacts.new_run_dir(output_dir, experiment_name)
+    try:
+        _write_model_dir(run_dir, cfg, dataset, prepared, runtime, fitted, report, sweep, scores,
+                         experiment_name)  # fmt: skip
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+    return TrainOutcome(run_dir=run_dir, metrics=report)
 
+
+def _write_model_dir(
+    run_dir, cfg, dataset, prepared, runtime, fitted, report, sweep, scores, experiment_name
+) -> None:
     for split, score in scores.items():
         idx = prepared.val_idx if split == "val" else prepared.test_idx
         artifacts.save_predictions(run_dir, split, dataset.labels[idx], score)
@@ -140,7 +153,6 @@ def train_and_report(
     artifacts.write_history(run_dir / artifacts.HISTORY_FILE, fitted.history)
     artifacts.write_json(run_dir / artifacts.METRICS_FILE, report)
     artifacts.save_weights(run_dir / artifacts.WEIGHTS_FILE, fitted.model)
-    return TrainOutcome(run_dir=run_dir, metrics=report)
 
 
 def summary_lines(outcome: TrainOutcome) -> list[str]:

@@ -18,12 +18,45 @@ import numpy as np
 import torch
 from torch import nn
 
+from genretune.data import InputError
 from genretune.model.config import TrainConfig
 from genretune.model.decision import DecisionRule
 from genretune.model.device import FeatureFeeder, Runtime, release_freed_heap
 from genretune.model.evaluation import predict_proba, split_metrics, tuned_rule_metrics
+from genretune.model.metrics import METRIC_NAMES
 from genretune.model.network import GenreCNN
 from genretune.model.prepare import PreparedData
+
+
+class TrainingDiverged(InputError):
+    """The loss stopped being a number: a learning rate too high for the data, or features of
+    an extreme scale."""
+
+
+def _reported_metrics() -> tuple[str, ...]:
+    split = [f"val_{name}" for name in METRIC_NAMES]
+    kept = [f"val_{name}_kept" for name in METRIC_NAMES if name != "hamming_loss"]
+    return (
+        *split,
+        *kept,
+        "val_pr_auc_macro",
+        "tuned_threshold",
+        "tuned_top_k",
+        "tuned_val_f1",
+        "epoch",
+        "train_loss",
+        "n_genres",
+        "n_train",
+        "best_val_f1",
+        "best_tuned_val_f1",
+        "epochs_since_best",
+        "epoch_seconds",
+    )
+
+
+# Every metric key an epoch of `fit` reports (to `genretune train`'s history, and through the
+# trainable to Ray Tune); names are an interface: results, export and --metric read them.
+REPORTED_METRICS = _reported_metrics()
 
 STOP_PATIENCE = "patience"
 STOP_MAX_EPOCHS = "max_epochs"
@@ -165,6 +198,11 @@ def fit(
         train_loss = _train_one_epoch(
             model, optimizer, loss_fn, prepared, feeder, train_labels, cfg, runtime, epoch
         )
+        if not np.isfinite(train_loss):
+            raise TrainingDiverged(
+                f"training diverged in epoch {epoch} (loss {train_loss}): lower --lr "
+                f"{cfg.optim.lr:g} or check the features' scale"
+            )
         prob = predict_proba(model, feeder, prepared.val_idx, runtime)
         metrics = split_metrics(prepared, prepared.val_idx, prob, rule, "val")
         metrics.update(tuned_rule_metrics(prepared, prob))

@@ -126,10 +126,12 @@ def _write(df: pd.DataFrame, fmt: str, output: Path | None) -> None:
 
 
 def run_results(args: argparse.Namespace) -> int:
-    from genretune.results.export import refuse_existing
+    from genretune.data.outputs import check_output_dir, check_output_file
 
     if args.output:
-        refuse_existing(args.output, args.force, "--output")
+        check_output_file(args.output, "--output", args.force)
+    if args.plots:
+        check_output_dir(args.plots, "--plots")
     exp = load_experiment(args.experiment, args.storage_path)
     if args.trial:
         exp.trial(args.trial)
@@ -152,16 +154,17 @@ def run_results(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     import json
 
-    from genretune.results.export import (
-        chosen_trial,
-        export_payload,
-        refuse_existing,
-        write_model_dir,
-    )
+    from genretune.data.outputs import check_output_dir, check_output_file
+    from genretune.results.export import chosen_trial, export_payload, write_model_dir
 
-    refuse_existing(args.output, args.force, "-o")
+    check_output_file(args.output, "-o", args.force)
     if args.with_checkpoint:
-        refuse_existing(args.with_checkpoint, args.force, "--with-checkpoint")
+        if args.with_checkpoint.exists() and not args.force:
+            raise InputError(
+                f"--with-checkpoint {args.with_checkpoint}: already exists (use --force to "
+                "replace it)"
+            )
+        check_output_dir(args.with_checkpoint, "--with-checkpoint")
     exp = load_experiment(args.experiment, args.storage_path)
     metric = args.metric or exp.metric
     row = chosen_trial(exp, args.trial, metric, args.mode)
@@ -169,7 +172,6 @@ def run_export(args: argparse.Namespace) -> int:
     model_dir = (
         write_model_dir(exp, payload, args.with_checkpoint) if args.with_checkpoint else None
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"trial {row['trial_id']} ({metric} = {row.get(metric, row.get('best_' + metric))})")
     print(f"wrote {args.output}: genretune train --config {args.output}")

@@ -115,6 +115,19 @@ def _numeric_metrics(history: pd.DataFrame) -> list[str]:
     ]
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file holding an object, or an InputError naming the file."""
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read it ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON, cut or damaged ({exc})") from None
+    if not isinstance(payload, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
 def read_result_rows(result_file: Path) -> tuple[pd.DataFrame, int]:
     """A trial's result.json (one JSON object per line) as Ray's reader makes it, keeping every
     complete row: (rows, lines skipped). A search that is still writing, or was killed, can
@@ -153,9 +166,17 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
 
     _quiet_ray_reader()
     path = resolve_experiment_path(name_or_path, storage_path)
-    settings = json.loads((path / SETTINGS_FILE).read_text(encoding="utf-8"))
+    settings = read_json_object(path / SETTINGS_FILE)
+    missing = [k for k in ("metric", "mode", "space") if k not in settings]
+    if missing or not isinstance(settings.get("space"), dict):
+        raise InputError(
+            f"{path / SETTINGS_FILE}: not a genretune search settings file (missing "
+            f"{', '.join(missing) or 'space'})"
+        )
     reasons_file = path / END_REASONS_FILE
-    reasons = json.loads(reasons_file.read_text()) if reasons_file.is_file() else {}
+    reasons = read_json_object(reasons_file) if reasons_file.is_file() else {}
+    if not all(isinstance(v, dict) for v in reasons.values()):
+        raise InputError(f"{reasons_file}: not a map of trial ids to end reasons")
     try:
         analysis = ExperimentAnalysis(str(path))
     except Exception as exc:  # Ray raises several types for unreadable state

@@ -11,8 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from genretune.data import InputError
-from genretune.results.experiment import Experiment
+from genretune.results.experiment import Experiment, read_json_object
 
 MODEL_KEYS = ("model.pt", "config.json")
 
@@ -34,8 +33,16 @@ def chosen_trial(
 def trial_config(exp: Experiment, trial_id: str) -> dict[str, Any]:
     from genretune.model.config import FLAT_KEYS
 
-    params = json.loads((exp.path / f"trial_{trial_id}" / "params.json").read_text())
+    params = read_json_object(exp.path / f"trial_{trial_id}" / "params.json")
     return {k: params[k] for k in FLAT_KEYS if k in params}
+
+
+def trial_runtime(exp: Experiment, trial_id: str) -> dict[str, Any]:
+    """The device a trial trained on and its torch threads (one per CPU it was given)."""
+    cpus = exp.settings.get("resources", {}).get("cpus_per_trial", 1)
+    rows = exp.history[exp.history["trial_id"] == trial_id]
+    device = rows["device"].iloc[-1] if "device" in rows and len(rows) else "cpu"
+    return {"device": str(device), "threads": max(1, int(cpus))}
 
 
 def export_payload(exp: Experiment, row: pd.Series, metric: str) -> dict[str, Any]:
@@ -48,6 +55,8 @@ def export_payload(exp: Experiment, row: pd.Series, metric: str) -> dict[str, An
     metrics = {k: _plain(v) for k, v in row.items() if k.startswith(("best_", "last_"))}
     return {
         "config": config,
+        # What `genretune train --config` needs to repeat the trial epoch for epoch.
+        "runtime": trial_runtime(exp, row["trial_id"]),
         "provenance": {
             "experiment": str(exp.path),
             "trial_id": row["trial_id"],
@@ -65,11 +74,6 @@ def export_payload(exp: Experiment, row: pd.Series, metric: str) -> dict[str, An
             },
         },
     }
-
-
-def refuse_existing(path: Path, force: bool, flag: str) -> None:
-    if path.exists() and not force:
-        raise InputError(f"{flag} {path}: already exists (use --force to replace it)")
 
 
 def write_model_dir(exp: Experiment, payload: dict[str, Any], out_dir: Path) -> Path:

@@ -250,33 +250,66 @@ def _cmd_data_stats(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return 0
 
 
-def load_config_file(path: Path) -> dict[str, Any]:
-    """The flat config of a config file: a JSON object of config keys, or `genretune export`'s
-    {"config": {...}, "provenance": {...}}."""
+def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(flat config, runtime) of a config file: a JSON object of config keys, or `genretune
+    export`'s {"config": {...}, "runtime": {...}, "provenance": {...}} (runtime: the device and
+    torch threads the trial ran with; {} when the file does not say)."""
     from genretune.model.artifacts import read_json_object
 
     payload = read_json_object(path, "config file")
     if "provenance" in payload and "config" not in payload:
         raise InputError(f"{path}: missing required key 'config' (an export has config+provenance)")
+    runtime: dict[str, Any] = {}
     if "config" in payload:
-        extra = sorted(set(payload) - {"config", "provenance"})
+        extra = sorted(set(payload) - {"config", "provenance", "runtime"})
         if extra:
             raise InputError(f"{path}: unknown top-level key(s): {', '.join(extra)}")
+        runtime = payload.get("runtime") or {}
+        threads = runtime.get("threads", 1)
+        if not isinstance(runtime, dict) or not isinstance(threads, int) or threads < 1:
+            raise InputError(f"{path}: 'runtime' must hold a device and threads >= 1")
         payload = payload["config"]
         if not isinstance(payload, dict):
             raise InputError(f"{path}: 'config' must be a JSON object")
-    return payload
+    return payload, runtime
+
+
+def _reproducing_runtime(args: argparse.Namespace, trial: dict[str, Any]):
+    """The runtime of `genretune train`: flags first, else the exported trial's device and
+    threads, so that a plain `--config best.json` repeats the trial; a run that cannot repeat
+    it says so in one line."""
+    from genretune.model.device import resolve_runtime
+
+    if args.threads is not None and args.threads < 1:
+        raise InputError("--threads must be >= 1")
+    device = args.device
+    if device == "auto" and trial.get("device"):
+        device = trial["device"] if trial["device"] == "cpu" else "auto"
+    threads = args.threads if args.threads is not None else trial.get("threads")
+    runtime = resolve_runtime(device, threads)
+    if trial:
+        notes = []
+        if runtime.device != trial.get("device", runtime.device):
+            notes.append(f"it ran on {trial['device']}, this run on {runtime.device}")
+        if threads != trial.get("threads", threads):
+            notes.append(f"it ran with {trial['threads']} torch thread(s), this run with {threads}")
+        if notes:
+            why = "; ".join(notes)
+            print(
+                f"note: this run will not repeat the trial epoch for epoch ({why})", file=sys.stderr
+            )
+    return runtime
 
 
 def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from genretune.model.config import config_from_flat
     from genretune.model.decision import load_tuning_results
-    from genretune.model.device import resolve_runtime
     from genretune.model.standalone import summary_lines, train_and_report
 
-    base = None
+    base, trial_runtime = None, {}
     if args.config is not None:
-        base = config_from_flat(load_config_file(args.config), origin=str(args.config))
+        flat, trial_runtime = load_config_file(args.config)
+        base = config_from_flat(flat, origin=str(args.config))
     flags = explicit_flags(args, _given_none(argv))
     if args.load_tuning_results is not None:
         try:
@@ -286,11 +319,13 @@ def _cmd_train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         tuned = {"threshold": best.get("threshold"), "top_k": best.get("top_k")}
         flags = {**tuned, **flags}
     cfg = config_from_flat(flags, base=base, as_flags=True)
-    if args.threads is not None and args.threads < 1:
-        raise InputError("--threads must be >= 1")
-    runtime = resolve_runtime(args.device, args.threads)
-    if args.output_dir.exists() and not args.output_dir.is_dir():
-        raise InputError(f"--output-dir {args.output_dir}: exists and is not a directory")
+    from genretune.search.experiment import check_name
+
+    check_name(args.experiment_name, "--experiment-name")
+    runtime = _reproducing_runtime(args, trial_runtime)
+    from genretune.data.outputs import check_output_dir
+
+    check_output_dir(args.output_dir, "--output-dir")
     outcome = train_and_report(
         cfg, runtime, args.output_dir, args.experiment_name, args.debug, not args.no_progress
     )
@@ -309,8 +344,9 @@ def _cmd_tune_threshold(args: argparse.Namespace, argv: Sequence[str]) -> int:
     else:
         predictions = {"val": load_predictions(args.predictions)}
         out = args.output_dir or args.predictions.parent
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--output-dir {out}: exists and is not a directory")
+    from genretune.data.outputs import check_output_dir
+
+    check_output_dir(out, "--output-dir")
     sweep, test_report = tune(predictions, out)
     print("\n".join(tuning_summary(sweep, test_report)))
     print(f"wrote {out / 'threshold_tuning_results.json'} and threshold_tuning_plots.png")
@@ -349,13 +385,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        return _COMMANDS[args.command](args, argv)
+        code = _COMMANDS[args.command](args, argv)
+        sys.stdout.flush()
+        return code
     except InputError as exc:
         print(f"genretune: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("genretune: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`genretune results x | head -1`): stop quietly, as Unix tools
+        # do; stdout is pointed at /dev/null so the interpreter's final flush cannot fail too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

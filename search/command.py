@@ -247,12 +247,16 @@ def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> Searc
 
 
 def resume_settings(args: argparse.Namespace) -> SearchSettings:
-    name = experiment.check_name(args.resume)
+    name = experiment.check_name(args.resume, "--resume")
     storage = experiment.resolve_storage_path(args.storage_path)
     payload = experiment.read_settings(Path(storage) / name, "--resume")
-    return settings_from_json(
-        payload, address=args.address, progress_interval=args.progress_interval
-    )
+    try:
+        return settings_from_json(
+            payload, address=args.address, progress_interval=args.progress_interval
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        file = Path(storage) / name / experiment.SETTINGS_FILE
+        raise InputError(f"{file}: damaged settings ({type(exc).__name__}: {exc})") from None
 
 
 def _fmt(value: Any) -> str:
@@ -297,6 +301,10 @@ def summary(s: SearchSettings, results) -> list[str]:
 
 
 def run(args: argparse.Namespace, flags: dict[str, Any]) -> int:
+    if not args.address:
+        # Read by Ray when it is imported: a local Ray binds the loopback interface only
+        # (search.launch._ray_init sets the same when Ray was imported already).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if args.resume:
         if args.overwrite:
             raise InputError("--resume and --overwrite cannot be combined")

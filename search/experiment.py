@@ -15,14 +15,19 @@ from genretune.data import InputError
 
 SETTINGS_FILE = "genretune_search.json"
 OPTUNA_DB = "optuna.db"
+# What a resume needs of the settings file (the rest has defaults).
+SETTINGS_KEYS = ("name", "storage_path", "profile", "base_config", "space", "metric", "mode")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
 
-def check_name(name: str) -> str:
-    """Experiment names are one path component: no separators, no '..', nothing hidden."""
+def check_name(name: str, flag: str = "--name") -> str:
+    """Experiment names are one path component of at most 100 characters: no separators, no
+    '..', nothing hidden."""
     if not _NAME.match(name) or ".." in name:
+        shown = name if len(name) <= 60 else name[:57] + "..."
         raise InputError(
-            f"--name {name!r}: use letters, digits, '.', '_' or '-' (no path separators or '..')"
+            f"{flag} {shown!r}: use 1-100 letters, digits, '.', '_' or '-' starting with a "
+            "letter or digit (no path separators or '..')"
         )
     return name
 
@@ -109,6 +114,9 @@ def read_settings(path: Path, flag: str = "") -> dict[str, Any]:
     if not file.is_file():
         raise InputError(f"{where}{path} is not a genretune experiment (no {SETTINGS_FILE})")
     try:
-        return json.loads(file.read_text(encoding="utf-8"))
+        payload = json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise InputError(f"{file}: not valid JSON ({exc})") from None
+        raise InputError(f"{file}: not valid JSON, cut or damaged ({exc})") from None
+    if not isinstance(payload, dict) or not all(k in payload for k in SETTINGS_KEYS):
+        raise InputError(f"{file}: not a complete genretune search settings file")
+    return payload

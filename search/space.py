@@ -22,7 +22,7 @@ import optuna.distributions as od
 import yaml
 
 from genretune.data import InputError
-from genretune.model.config import FLAT_KEYS
+from genretune.model.config import FLAT_KEYS, INT_KEYS, OPTIONAL_KEYS
 from genretune.search.profiles import BASELINE_MIN_SAMPLES, Profile
 from genretune.search.unit_space import from_unit, to_unit
 
@@ -158,6 +158,12 @@ def parse_distribution(name: str, spec: dict[str, Any], where: str) -> od.BaseDi
             raise InputError(f"{where}: choices must be a non-empty list")
         if not all(c is None or isinstance(c, (bool, int, float, str)) for c in choices):
             raise InputError(f"{where}: choices must be numbers, strings or null")
+        if name in INT_KEYS:
+            bad = [
+                c for c in choices if not _is_int(c) and not (c is None and name in OPTIONAL_KEYS)
+            ]
+            if bad:
+                raise InputError(f"{where}: {name} takes integers, got choice {bad[0]!r}")
         return od.CategoricalDistribution(choices)
     if "low" not in spec or "high" not in spec:
         raise InputError(f"{where}: needs low and high")
@@ -173,11 +179,22 @@ def parse_distribution(name: str, spec: dict[str, Any], where: str) -> od.BaseDi
         step = _number(f"{where}.step", step)
         if step <= 0 or log:
             raise InputError(f"{where}: step must be > 0 and cannot be combined with log")
+    if kind == "float" and name in INT_KEYS:
+        raise InputError(f"{where}: {name} takes integers: use type int (or categorical)")
+    if step is not None:
+        # Optuna would silently move `high` down to the last step; the user meant the range.
+        steps = (high - low) / step
+        if abs(steps - round(steps)) > 1e-9 * max(1.0, abs(steps)):
+            raise InputError(f"{where}: step {step:g} does not divide the range {low:g}..{high:g}")
     if kind == "int":
         if any(float(v) != int(v) for v in (low, high) + ((step,) if step else ())):
             raise InputError(f"{where}: int bounds and step must be integers")
         return od.IntDistribution(int(low), int(high), log=log, step=int(step or 1))
     return od.FloatDistribution(float(low), float(high), log=log, step=step)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def read_space_file(path: Path) -> dict[str, Any]:

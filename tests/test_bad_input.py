@@ -7,6 +7,7 @@ nothing modified, nothing deleted (an existing experiment survives a bad `--over
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -48,6 +49,12 @@ def _with_nan(d: Path) -> np.ndarray:
 def _with_inf(d: Path) -> np.ndarray:
     f = _features(d)
     f[-1, 0, 0] = np.inf
+    return f
+
+
+def _with_huge(d: Path) -> np.ndarray:
+    f = _features(d).astype(np.float32)
+    f[5, 1, 1] = 3e38
     return f
 
 
@@ -96,6 +103,13 @@ def _break_genre_list(metadata: Path) -> None:
     path.write_text(text.replace("[12]", "[12 __import__]", 1))
 
 
+def _duplicate_genre(metadata: Path) -> None:
+    path = metadata / "genres.csv"
+    lines = path.read_text().splitlines()
+    row = next(line for line in lines if line.startswith("12,"))
+    path.write_text("\n".join([*lines, row]) + "\n")
+
+
 def _write(tmp: Path, name: str, text: str) -> str:
     path = tmp / name
     path.write_text(text)
@@ -122,6 +136,41 @@ def _with_fake_experiment(tmp: Path, argv: list[str]) -> list[str]:
     (exp / "genretune_search.json").write_text('{"name": "exp"}\n')
     (exp / "result.json").write_text("{}\n")
     return argv
+
+
+GOOD_SETTINGS = '{"name": "exp", "metric": "best_val_f1", "mode": "max", "space": {}}'
+
+
+def _damaged_experiment(tmp: Path, settings: str = GOOD_SETTINGS, reasons: str = "{}") -> str:
+    """An experiment dir whose genretune files are as given (Ray's state is never reached)."""
+    d = tmp / "runs" / "damaged"
+    d.mkdir(parents=True)
+    (d / "genretune_search.json").write_text(settings)
+    (d / "trial_end_reasons.json").write_text(reasons)
+    (d / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    return str(d)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    return path
+
+
+def _read_only(path: Path) -> Path:
+    """A directory nothing can be written in: permissions for a normal user; for root, whom
+    permissions do not stop, a read-only filesystem mounted there (unmounted by the test)."""
+    path.mkdir(parents=True)
+    if os.geteuid() != 0:
+        path.chmod(0o555)
+        return path
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)],
+                         capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, f"cannot mount a read-only filesystem as root: {res.stderr}"
+    MOUNTED.append(path)
+    return path
+
+
+MOUNTED: list[Path] = []
 
 
 def _not_an_experiment(tmp: Path) -> str:
@@ -495,6 +544,201 @@ CASES: list[Case] = [
         lambda t: ["tune-threshold", "--predictions", str(t / "p.npz")],
         "p.npz",
     ),
+    # -- names that would place files outside where they belong -------------------------------
+    (
+        "train name escaping the output dir",
+        lambda t: _train(t, "--experiment-name", "../../escape"),
+        "--experiment-name '../../escape'",
+    ),
+    (
+        "train name with a separator",
+        lambda t: _train(t, "--experiment-name", "a/b"),
+        "--experiment-name 'a/b'",
+    ),
+    ("search name of 300 characters", lambda t: _search(t, "--name", "x" * 300), "--name 'xxx"),
+    ("resume name escaping", lambda t: ["search", "--resume", "../x"], "--resume '../x'"),
+    # -- the search's baseline and strategy options ----------------------------------------------
+    (
+        "baseline file missing",
+        lambda t: _search(t, "--baseline", str(t / "nope.yaml")),
+        "--baseline",
+    ),
+    (
+        "baseline file with an unknown key",
+        lambda t: _search(t, "--baseline", _write(t, "b.yaml", "learning_rate: 0.1\n")),
+        "unknown parameter(s) learning_rate",
+    ),
+    (
+        "baseline draws without a baseline",
+        lambda t: _search(t, "--no-baseline", "--baseline-draws", "3"),
+        "--no-baseline cannot be combined",
+    ),
+    ("negative baseline draws", lambda t: _search(t, "--baseline-draws", "-1"), "--baseline-draws"),
+    ("baseline spread of 0", lambda t: _search(t, "--baseline-spread", "0"), "--baseline-spread"),
+    ("tpe start-up not a number", lambda t: _search(t, "--tpe-startup", "many"), "--tpe-startup"),
+    ("cut trials as what", lambda t: _search(t, "--cut-trials-as", "failed"), "--cut-trials-as"),
+    # -- prepare-fma values out of their domain ------------------------------------------------
+    ("a million workers", lambda t: _fma(t, None, "--workers", "1000000"), "--workers 1000000"),
+    ("zero workers", lambda t: _fma(t, None, "--workers", "0"), "--workers 0"),
+    ("frames of 10^12", lambda t: _fma(t, None, "--frames", "1000000000000"), "--frames"),
+    ("n-fft of 10^12", lambda t: _fma(t, None, "--n-fft", "1000000000000"), "--n-fft"),
+    (
+        "sample rate of 10^12",
+        lambda t: _fma(t, None, "--sample-rate", "10" + "0" * 12),
+        "--sample-rate",
+    ),
+    ("min seconds nan", lambda t: _fma(t, None, "--min-seconds", "nan"), "--min-seconds"),
+    ("min seconds inf", lambda t: _fma(t, None, "--min-seconds", "inf"), "--min-seconds"),
+    (
+        "a million mels and frames",
+        lambda t: _fma(t, None, "--n-fft", "65536", "--n-mels", "1000000", "--frames", "1000000"),
+        "--n-mels",
+    ),
+    (
+        "duplicated genre_id",
+        lambda t: _fma(t, _duplicate_genre),
+        "genre_id 12 appears more than once",
+    ),
+    # -- the cluster cannot run a trial: refused within seconds, before anything is written ------
+    (
+        "GPUs on a machine without one",
+        lambda t: _search(t, "--gpus-per-trial", "0.5"),
+        "--gpus-per-trial 0.5: this machine has no GPU",
+    ),
+    (
+        "more CPUs per trial than any node has",
+        lambda t: _search(t, "--cpus-per-trial", "10000"),
+        "--cpus-per-trial 10000: the nodes have at most",
+    ),
+    (
+        "a cluster address nobody answers",
+        lambda t: _search(t, "--address", "127.0.0.1:1"),
+        "--address 127.0.0.1:1: no Ray cluster answers there",
+    ),
+    ("a cluster address without a port", lambda t: _search(t, "--address", "nohost"), "HOST:PORT"),
+    (
+        "an Optuna storage whose driver is missing",
+        lambda t: _search(t, "--optuna-storage", "postgresql+nosuchdriver://u@localhost/db"),
+        "--optuna-storage postgresql+nosuchdriver://u@localhost/db: cannot open it",
+    ),
+    # -- output targets -------------------------------------------------------------------------
+    (
+        "export -o naming a directory",
+        lambda t: ["export", _damaged_experiment(t), "-o", str(_mkdir(t / "outdir"))],
+        "-o ",
+    ),
+    (
+        "export -o in a missing directory",
+        lambda t: ["export", _damaged_experiment(t), "-o", str(t / "no" / "such" / "b.json")],
+        "does not exist",
+    ),
+    (
+        "export -o in a read-only directory",
+        lambda t: ["export", _damaged_experiment(t), "-o", str(_read_only(t / "ro") / "b.json")],
+        "permission denied",
+    ),
+    (
+        "results --plots naming a file",
+        lambda t: ["results", _damaged_experiment(t), "--plots", _write(t, "plots", "x")],
+        "--plots",
+    ),
+    (
+        "results --output naming a directory",
+        lambda t: ["results", _damaged_experiment(t), "--output", str(_mkdir(t / "o"))],
+        "is a directory",
+    ),
+    (
+        "export --with-checkpoint naming a file",
+        lambda t: [
+            "export",
+            _damaged_experiment(t),
+            "-o",
+            str(t / "b.json"),
+            "--with-checkpoint",
+            _write(t, "ckpt", "x"),
+            "--force",
+        ],
+        "--with-checkpoint",
+    ),
+    (
+        "train --output-dir naming a file",
+        lambda t: ["train", "--output-dir", _write(t, "models", "x"), *TINY_SEARCH],
+        "--output-dir",
+    ),
+    (
+        "train --output-dir under a read-only directory",
+        lambda t: ["train", "--output-dir", str(_read_only(t / "ro") / "m"), *TINY_SEARCH],
+        "permission denied",
+    ),
+    # -- damaged experiment directories ----------------------------------------------------------
+    (
+        "results of a truncated settings file",
+        lambda t: ["results", _damaged_experiment(t, settings='{"name": "exp", "metr')],
+        "genretune_search.json: not valid JSON",
+    ),
+    (
+        "export of a garbage end-reasons file",
+        lambda t: [
+            "export",
+            _damaged_experiment(t, reasons="\x00garbage"),
+            "-o",
+            str(t / "b.json"),
+        ],
+        "trial_end_reasons.json: not valid JSON",
+    ),
+    (
+        "resume of a truncated settings file",
+        lambda t: [
+            "search",
+            "--resume",
+            Path(_damaged_experiment(t, settings='{"na')).name,
+            "--storage-path",
+            str(t / "runs"),
+        ],
+        "genretune_search.json: not valid JSON",
+    ),
+    (
+        "a feature of 3e38 (finite)",
+        lambda t: _train(t, "--data", _feature_dir(t, _save("features.npy", _with_huge))),
+        "features.npy: features reach 3e+38 (track 5)",
+    ),
+    # -- values out of their domain --------------------------------------------------------------
+    ("seed -1", lambda t: _train(t, "--seed", "-1"), "--seed must be in [0, 4294967295]"),
+    ("seed 10^21", lambda t: _search(t, "--seed", "1" + "0" * 21), "--seed must be in"),
+    ("data seed -1", lambda t: _train(t, "--data-seed", "-1"), "--data-seed must be in"),
+    (
+        "epochs 1e400 in a config file",
+        lambda t: ["train", "--config", _write(t, "c.json", '{"epochs": 1e400}')],
+        "epochs must be an integer, got inf",
+    ),
+    (
+        "a batch of 10^9",
+        lambda t: _train(t, "--batch-size", "1000000000"),
+        "--batch-size must be in",
+    ),
+    # -- search settings that could only fail inside Ray -----------------------------------------
+    (
+        "a metric no trial reports",
+        lambda t: _search(t, "--metric", "val_f2"),
+        "--metric val_f2: trials do not report it",
+    ),
+    (
+        "base channels as a float distribution",
+        lambda t: _search(t, *_space(t, "base_channels: {type: float, low: 4, high: 8}\n")),
+        "base_channels takes integers",
+    ),
+    (
+        "base channels choices that are not integers",
+        lambda t: _search(t, *_space(t, "base_channels: {type: categorical, choices: [4, 6.5]}\n")),
+        "base_channels takes integers, got choice 6.5",
+    ),
+    (
+        "a step that does not divide its range",
+        lambda t: _search(
+            t, *_space(t, "threshold: {type: float, low: 0.3, high: 0.8, step: 0.15}\n")
+        ),
+        "step 0.15 does not divide the range 0.3..0.8",
+    ),
 ]
 
 
@@ -509,6 +753,14 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
 def test_bad_input(tmp_path, build, fragment):
     work = tmp_path / "work"
     work.mkdir()
+    try:
+        _check_bad_input(work, build, fragment)
+    finally:
+        while MOUNTED:
+            subprocess.run(["umount", str(MOUNTED.pop())], check=False)
+
+
+def _check_bad_input(work: Path, build, fragment: str) -> None:
     argv = build(work)
     before = _snapshot(work)
     res = subprocess.run([GENRETUNE, *argv], capture_output=True, text=True, timeout=300, cwd=work)

@@ -232,3 +232,17 @@ def test_ray_tasks_decode_the_same_features(archive, prepared, local_ray, tmp_pa
     assert summary["tracks"] == len(np.load(prepared / "track_ids.npy"))
     for name in ("features.npy", "labels_multilabel.npy", "split.npy", "track_ids.npy"):
         assert np.array_equal(np.load(out / name), np.load(prepared / name)), name
+
+
+def test_features_that_cannot_fit_on_the_disk_are_refused_before_anything_is_written(tmp_path):
+    import shutil
+
+    from genretune.data import InputError
+    from genretune.data.fma import _check_disk_space
+
+    out = tmp_path / "not" / "yet" / "there"
+    free = shutil.disk_usage(tmp_path).free
+    _check_disk_space(out, free // 2)
+    with pytest.raises(InputError, match="GiB free"):
+        _check_disk_space(out, free * 2)
+    assert not (tmp_path / "not").exists()

@@ -178,30 +178,29 @@ def test_export_then_retrain_reproduces_the_trial(experiment, tmp_path, capsys):
     assert payload["config"]["lr"] == full["lr"]
     assert {"torch", "ray", "optuna"} <= set(payload["provenance"]["versions"])
 
+    # The export carries the trial's device and threads: the plain command repeats the trial.
+    assert payload["runtime"] == {"device": "cpu", "threads": 1}
+    capsys.readouterr()
     out = tmp_path / "retrained"
-    assert (
-        main(
-            [
-                "train",
-                "--config",
-                str(best_json),
-                "--output-dir",
-                str(out),
-                "--threads",
-                "1",
-                "--device",
-                "cpu",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    argv = ["train", "--config", str(best_json), "--output-dir", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert "note:" not in capsys.readouterr().err
     (run_dir,) = list(out.iterdir())
     retrained = pd.read_csv(run_dir / "history.csv")
     trial = exp.history[exp.history["trial_id"] == full["trial_id"]]
     # Same seed, same data, CPU: the retrained run repeats the trial epoch for epoch.
     assert list(retrained["val_f1"]) == pytest.approx(list(trial["val_f1"]), abs=1e-9)
     assert retrained["val_f1"].max() == pytest.approx(full["best_val_f1"], abs=1e-9)
+
+    # Another thread count cannot repeat it, and says so in one line.
+    other = tmp_path / "other"
+    argv = ["train", "--config", str(best_json), "--output-dir", str(other), "--no-progress"]
+    assert main([*argv, "--threads", "2", "--epochs", "1"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note:")]
+    assert notes == [
+        "note: this run will not repeat the trial epoch for epoch (it ran with 1 torch "
+        "thread(s), this run with 2)"
+    ]
 
     # The exported model dir is accepted by tune-threshold.
     assert main(["tune-threshold", "--model-dir", str(model_dir)]) == 0
@@ -278,3 +277,15 @@ def test_a_cut_last_line_keeps_the_complete_rows_and_the_best_trial(experiment, 
     row = after.trials[after.trials["trial_id"] == best["trial_id"]].iloc[0]
     assert row["epochs"] == len(kept)
     assert row["best_val_f1"] == best["best_val_f1"]
+
+
+def test_results_into_a_closed_pipe_stops_quietly(experiment):
+    """`genretune results NAME | head -1`: the reader is gone before the table is written."""
+    genretune = str(Path(sys.executable).with_name("genretune"))
+    res = subprocess.run(
+        ["bash", "-c", f"'{genretune}' results '{experiment}' | true; echo ${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        text=True,
+    )
+    assert res.stderr == "", res.stderr
+    assert res.stdout.strip() == "141"

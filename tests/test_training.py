@@ -19,7 +19,7 @@ from genretune.model.device import (
     resolve_runtime,
 )
 from genretune.model.prepare import prepare_data
-from genretune.model.training import STOP_MAX_EPOCHS, STOP_PATIENCE, fit
+from genretune.model.training import REPORTED_METRICS, STOP_MAX_EPOCHS, STOP_PATIENCE, fit
 
 DESIGN_KEYS = {
     "val_f1",
@@ -75,6 +75,8 @@ def test_every_epoch_reports_the_design_keys_and_is_deterministic(tiny_cfg):
     first = fit(prepared, tiny_cfg, CPU, on_epoch=lambda r: seen.append(r))
     assert [r.epoch for r in seen] == [1, 2, 3]
     assert DESIGN_KEYS <= set(seen[0].metrics)
+    # The one list of reported keys (what --metric, results and export rely on) is exact.
+    assert set(seen[0].metrics) == set(REPORTED_METRICS)
     assert seen[-1].metrics["best_val_f1"] == max(r.metrics["val_f1"] for r in seen)
     assert seen[0].metrics["n_genres"] == prepared.genre_filter.n_kept < 70
     second = fit(prepared, tiny_cfg, CPU)
@@ -196,3 +198,18 @@ def test_seed_phenomena_raw_weights_over_predict_and_filtering_helps():
     assert raw_best["val_precision"] < 0.5 * raw_best["val_recall"]
     assert fixed_best["val_avg_predictions"] < raw_best["val_avg_predictions"]
     assert fixed_best["val_f1"] > 1.2 * raw_best["val_f1"]
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tiny_cfg):
+    """Features of an extreme scale (a feature dir would refuse them; here they are put in
+    directly) make the loss NaN: training stops at once, naming the epoch and the remedy."""
+    from genretune.model.training import TrainingDiverged
+
+    prepared = _prepared(tiny_cfg)
+    huge = np.full_like(np.asarray(prepared.dataset.features, dtype=np.float32), 3e38)
+    dataset = dataclasses.replace(prepared.dataset, features=huge)
+    prepared = dataclasses.replace(prepared, dataset=dataset)
+    seen = []
+    with pytest.raises(TrainingDiverged, match=r"diverged in epoch 1 \(loss nan\).*--lr"):
+        fit(prepared, tiny_cfg, CPU, on_epoch=seen.append)
+    assert seen == [], "no epoch of a diverged run is reported"
