@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         extra += ["--synthetic-scale", str(args.synthetic_scale)]
     s = demo_settings(extra)
     from genretune.data import load_dataset
-    from genretune.search.launch import fit_space_to_data
+    from genretune.search.checks import fit_space_to_data
 
     dataset = load_dataset(s.base.data)  # generated once here, read by every worker
     s = fit_space_to_data(s, dataset)

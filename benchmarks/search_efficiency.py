@@ -92,17 +92,23 @@ def _search_argv(storage: Path, name: str, seed: int, budget: int, epochs: int, 
     ]
 
 
+def settings_for_method(storage: Path, seed: int, budget: int, extra: list[str], name="check"):
+    from genretune.search.cli.search import settings_from_argv
+    from genretune.search.profiles import get_profile
+
+    epochs = get_profile("demo").epochs
+    return settings_from_argv(_search_argv(storage, name, seed, budget, epochs, extra)[1:])
+
+
 def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int, extra: list[str]):
     """The experiment's rows in completion order: (cumulative trial-epochs, objective, config)."""
     from genretune.results.experiment import load_experiment
-    from genretune.search.cli import build_parser, explicit_flags
-    from genretune.search.command import settings_from_args
+    from genretune.search.cli.search import settings_from_argv
     from genretune.search.launch import run_search
     from genretune.search.monitoring import END_REASONS_FILE
 
     name = f"{method}_seed{seed}"
-    args = build_parser().parse_args(_search_argv(storage, name, seed, budget, epochs, extra))
-    settings = settings_from_args(args, explicit_flags(args))
+    settings = settings_from_argv(_search_argv(storage, name, seed, budget, epochs, extra)[1:])
     began = time.monotonic()
     run_search(settings)
     wall = time.monotonic() - began
@@ -134,18 +140,14 @@ def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int, 
 
 def retrain(flat: dict, tuned_rule: bool, threads: int) -> dict:
     """Train a configuration from scratch as `genretune train` does; its held-out test F1."""
-    import contextlib
-    import io
-
     from genretune.model.config import config_from_flat
     from genretune.model.device import resolve_runtime
-    from genretune.model.standalone import train_and_report
+    from genretune.model.standalone import prepare_run, train_run
 
     cfg = config_from_flat(flat)
-    with tempfile.TemporaryDirectory() as out, contextlib.redirect_stderr(io.StringIO()):
-        outcome = train_and_report(
-            cfg, resolve_runtime("cpu", threads), Path(out), "b", False, False
-        )
+    with tempfile.TemporaryDirectory() as out:
+        runtime = resolve_runtime("cpu", threads)
+        outcome = train_run(prepare_run(cfg), cfg, runtime, Path(out), "b")
     m = outcome.metrics
     test = m["test_tuned_rule"] if tuned_rule else m["test"]
     return {
@@ -267,14 +269,15 @@ def run_seed(storage: Path, seed: int, budget: int, tpe_startup: int | None, log
             f"{run['wall_s']:.0f}s; best {points['1.0']['best']:.4f}"
         )
         if method == "d_tpe_asha":
-            base, seed_point = s.base.to_flat(), s.seed_point
-            seeded = [t for t, c in run["configs"].items() if c == {**c, **seed_point}]
+            seeded = [t for t, c in run["configs"].items() if c == {**c, **s.baseline}]
             if seeded and run["ended"][seeded[0]] in (END_PATIENCE, END_MAX_EPOCHS):
                 # The check: (d)'s seed-point trial from its checkpoint vs (a), the same
                 # config retrained from scratch.
                 check = (run["configs"][seeded[0]], False, run["path"] / f"trial_{seeded[0]}")
                 jobs["a_check"] = check
-    seed_config = {**base, **seed_point, "seed": seed}
+    # The baseline trained alone, as the default search's settings define it.
+    default = settings_for_method(storage, seed, budget, [])
+    seed_config = {**default.base.to_flat(), **default.baseline, "seed": seed}
     jobs["a"] = (seed_config, False, None)
     n_retrain = sum(1 for *_, d in jobs.values() if d is None)
     log(

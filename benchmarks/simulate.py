@@ -10,6 +10,7 @@ A strategy is a set of `genretune search` flags (on the demo profile). Built in:
 
 and any other as NAME="FLAGS" with --strategy, e.g.
   --strategy "tpe4=--tpe-startup 4" --strategy "tuned=--decision tuned"
+  --strategy "misled=--baseline {worst_baseline}"   (the bank's worst configuration as baseline)
 
 For every strategy, seed and budget (trial-epochs) it reports the median and 95% bootstrap CI
 over seeds of (i) the budget fraction at which the search first reaches random-fifo's final best
@@ -34,6 +35,7 @@ import multiprocessing
 import os
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -43,14 +45,27 @@ from hposim.bank import DEFAULT_PATH, load_bank
 from hposim.evaluation import bank_summary, summarise, validation_against_real
 from hposim.report import markdown, plot_regret, print_tables
 from hposim.settings import bank_flags, demo_settings, fit_to_bank
+from hposim.strategies import REFERENCES, STRATEGIES
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BUILTIN = {
-    "random-fifo": "--sampler random --no-baseline --scheduler fifo --patience {epochs}",
-    "random-asha": "--sampler random --no-baseline",
-    "default": "",
-}
-REFERENCES = ("random-fifo", "random-asha")  # always simulated: the statistics compare to them
+BUILTIN = STRATEGIES
+
+
+def worst_baseline_file(bank, directory: Path) -> Path:
+    """A --baseline file holding the bank's worst configuration and decision rule (lowest
+    best-epoch validation F1 of its mean curve): a deliberately misleading baseline."""
+    from hposim.bank import RULES
+    from hposim.curves import Features, distinct_configs
+
+    space = fit_to_bank(demo_settings(bank_flags(bank.provenance)), bank.genre_counts).space
+    configs = distinct_configs(bank, Features(bank, space))
+    space_rules = [i for i, (t, _) in enumerate(RULES) if t is not None]
+    best = configs.val.max(axis=1)[:, space_rules]  # (configs, rules)
+    c, r = np.unravel_index(np.argmin(best), best.shape)
+    threshold, top_k = RULES[space_rules[r]]
+    path = directory / "worst_baseline.json"
+    path.write_text(json.dumps({**configs.knobs[c], "threshold": threshold, "top_k": top_k}))
+    return path
 
 
 def parse_strategies(names: str, custom: list[str], epochs: int) -> dict[str, list[str]]:
@@ -72,6 +87,14 @@ def parse_strategies(names: str, custom: list[str], epochs: int) -> dict[str, li
         )
     ordered = [*REFERENCES, *[n for n in chosen if n not in REFERENCES]]
     return {n: shlex.split(defined[n].replace("{epochs}", str(epochs))) for n in ordered}
+
+
+def fill_placeholders(strategies: dict[str, list[str]], bank, directory: Path):
+    """`{worst_baseline}` in a strategy's flags: the path of worst_baseline_file."""
+    if not any("{worst_baseline}" in " ".join(f) for f in strategies.values()):
+        return strategies
+    path = str(worst_baseline_file(bank, directory))
+    return {n: [a.replace("{worst_baseline}", path) for a in f] for n, f in strategies.items()}
 
 
 def settings_for(flags: list[str], seed: int, budget: int, workers: int, bank):
@@ -201,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     bank = load_bank(args.bank)
     strategies = parse_strategies(args.strategies, args.strategy, bank.epochs)
+    scratch = Path(tempfile.mkdtemp(prefix="simulate-"))
+    strategies = fill_placeholders(strategies, bank, scratch)
     print(
         f"simulating {len(strategies)} strategies x {args.seeds} seeds, budgets "
         f"{budgets} trial-epochs, {args.workers} workers, on {args.bank.name} "

@@ -31,9 +31,10 @@ DEMO_SHAPE, FULL_SHAPE = (32, 64), (64, 128)
 
 
 def _demo_flat(**overrides) -> dict:
-    from genretune.search.command import _profile_defaults
+    from genretune.search.profiles import get_profile
+    from genretune.search.space import profile_defaults
 
-    return {**_profile_defaults("demo"), "base_channels": 16, "lr": 5e-4, **overrides}
+    return {**profile_defaults(get_profile("demo")), "base_channels": 16, "lr": 5e-4, **overrides}
 
 
 # -- (1) throughput inside a Ray trial vs `genretune train` -------------------------------------
@@ -94,8 +95,7 @@ def throughput(storage: Path, repeats: int, epochs: int) -> dict:
 
 def search_overhead(storage: Path, samples: int) -> dict:
     """A demo-profile search (its epochs, patience and ASHA) of `samples` trials."""
-    from genretune.search.cli import build_parser, explicit_flags
-    from genretune.search.command import settings_from_args
+    from genretune.search.cli.search import settings_from_argv
     from genretune.search.launch import run_search
 
     argv = [
@@ -111,8 +111,7 @@ def search_overhead(storage: Path, samples: int) -> dict:
         "--progress-interval",
         "100000",
     ]
-    args = build_parser().parse_args(argv)
-    settings = settings_from_args(args, explicit_flags(args))
+    settings = settings_from_argv(argv[1:])
     began = time.monotonic()
     with PeakSampler(_search_pids) as peaks:
         results = run_search(settings)
@@ -345,8 +344,7 @@ def resident_vs_streamed(device: str, threads: int, epochs: int = 3) -> dict:
 
 def gpu_packing(storage: Path, fractions: tuple[float, ...] = (1.0, 0.5, 0.25)) -> list[dict]:
     """Wall time of the same 4-trial demo search with 1, 2 or 4 trials sharing one GPU."""
-    from genretune.search.cli import build_parser, explicit_flags
-    from genretune.search.command import settings_from_args
+    from genretune.search.cli.search import settings_from_argv
     from genretune.search.launch import run_search
 
     rows = []
@@ -354,9 +352,8 @@ def gpu_packing(storage: Path, fractions: tuple[float, ...] = (1.0, 0.5, 0.25)) 
         argv = ["search", "--name", f"packing_{fraction}", "--storage-path", str(storage)]
         argv += ["--num-samples", "4", "--epochs", "5", "--grace-period", "5"]
         argv += ["--gpus-per-trial", str(fraction), "--progress-interval", "100000"]
-        args = build_parser().parse_args(argv)
         began = time.monotonic()
-        run_search(settings_from_args(args, explicit_flags(args)))
+        run_search(settings_from_argv(argv[1:]))
         rows.append({"gpus_per_trial": fraction, "wall_s": time.monotonic() - began})
     return rows
 
@@ -522,8 +519,7 @@ def trial_memory(storage: Path, scale: float, name: str) -> dict:
     """Peak USS/PSS per trial worker and of the whole search, 2 concurrent trials."""
     from genretune.data import load_dataset
     from genretune.model.config import config_from_flat
-    from genretune.search.cli import build_parser, explicit_flags
-    from genretune.search.command import settings_from_args
+    from genretune.search.cli.search import settings_from_argv
     from genretune.search.launch import run_search
 
     features = load_dataset(config_from_flat(_demo_flat(synthetic_scale=scale)).data).features
@@ -548,8 +544,7 @@ def trial_memory(storage: Path, scale: float, name: str) -> dict:
         "--progress-interval",
         "100000",
     ]
-    args = build_parser().parse_args(argv)
-    settings = settings_from_args(args, explicit_flags(args))
+    settings = settings_from_argv(argv[1:])
     earlier = set(_trial_worker_pids())  # idle workers of earlier runs are not this run's trials
     with PeakSampler(lambda: set(_trial_worker_pids()) - earlier) as peaks:
         run_search(settings)

@@ -1,4 +1,4 @@
-"""Read, validate and write the feature-dir format (design.md).
+"""Read, validate and write the feature-dir format (README, "Data").
 
 A feature dir holds `features.npy` (N, n_mels, frames) float16/float32, `labels_multilabel.npy`
 (N, G) of 0/1, `genres.json` (G names) and optionally `split.npy` (N,) of 0/1/2.

@@ -1,4 +1,4 @@
-"""The Free Music Archive (FMA) as distributed -> a design.md feature dir.
+"""The Free Music Archive (FMA) as distributed -> a feature dir.
 
 Metadata: `tracks.csv` (three header lines: group, column, then `track_id`; genre lists as Python
 list literals, parsed with `ast.literal_eval`) and `genres.csv` (`genre_id,#tracks,parent,title,

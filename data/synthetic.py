@@ -18,12 +18,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from genretune.data.errors import InputError
 from genretune.data.feature_dir import write_feature_dir
 from genretune.data.splits import stratified_split
 
@@ -179,7 +181,33 @@ def ensure_synthetic_dir(spec: SyntheticSpec, cache_root: Path) -> Path:
     """The feature dir of `spec` under `cache_root`, generated on first use."""
     directory = cache_root / spec.cache_key()
     if not (directory / "split.npy").is_file():
-        cache_root.mkdir(parents=True, exist_ok=True)
-        features, labels, genres, split = generate(spec)
-        write_feature_dir(directory, features, labels, genres, split)
+        _check_room(spec, cache_root)
+        try:
+            cache_root.mkdir(parents=True, exist_ok=True)
+            features, labels, genres, split = generate(spec)
+            write_feature_dir(directory, features, labels, genres, split)
+        except PermissionError as exc:
+            raise InputError(
+                f"{cache_root}: cannot write the generated dataset there ({exc.strerror}); "
+                "set GENRETUNE_CACHE_DIR to a writable directory"
+            ) from None
     return directory
+
+
+def _check_room(spec: SyntheticSpec, cache_root: Path) -> None:
+    """The generated features are held in memory, then written to the cache: both must fit."""
+    import shutil
+
+    tracks = int(scaled_counts(seed_genre_table().counts, spec.scale, spec.min_count).sum())
+    needed = tracks * spec.n_mels * spec.frames * 2  # float16; labels >= tracks, an upper bound
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    existing = cache_root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if needed > memory // 2 or needed > free:
+        raise InputError(
+            f"--synthetic-scale {spec.scale:g} with --n-mels {spec.n_mels} --frames "
+            f"{spec.frames}: the dataset would take {needed / 2**30:,.1f} GiB (this machine has "
+            f"{memory / 2**30:,.1f} GiB of memory, {free / 2**30:,.1f} GiB free in {existing})"
+        )

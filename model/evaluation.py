@@ -1,4 +1,4 @@
-"""Predictions and the design.md metric keys for one split."""
+"""Predictions and the reported metric keys for one split."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Multilabel metrics of design.md, vectorised; they equal scikit-learn's (zero_division=0).
+"""The multilabel metrics, vectorised; they equal scikit-learn's (zero_division=0).
 
 F1, precision and recall are micro-averaged, Jaccard is sample-averaged, Hamming loss is the
 usual one and avg_predictions is the mean number of predicted genres per track.

@@ -1,4 +1,5 @@
-"""`genretune train`: the training loop driven directly, writing a model dir with a test report.
+"""A standalone run (`genretune train`): the training loop driven directly, then a model dir
+with a test report.
 
 The test split is used only here, after training, with a decision rule chosen without it (the
 configured rule, and the sweep's best rule fitted on validation).
@@ -7,16 +8,14 @@ configured rule, and the sweep's best rule fitted on validation).
 from __future__ import annotations
 
 import shutil
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from genretune.data import InputError, load_dataset
-from genretune.data.report import dataset_report
 from genretune.model import artifacts
 from genretune.model.config import TrainConfig
 from genretune.model.decision import (
@@ -29,7 +28,6 @@ from genretune.model.decision import (
 from genretune.model.device import FeatureFeeder, Runtime
 from genretune.model.evaluation import original_space_scores, predict_proba, split_metrics
 from genretune.model.network import count_parameters
-from genretune.model.pos_weight import describe_pos_weight
 from genretune.model.prepare import PreparedData, prepare_data
 from genretune.model.training import EpochReport, FitResult, decision_rule, fit
 
@@ -38,10 +36,6 @@ from genretune.model.training import EpochReport, FitResult, decision_rule, fit
 class TrainOutcome:
     run_dir: Path
     metrics: dict[str, Any]
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def evaluation_report(
@@ -78,50 +72,32 @@ def evaluation_report(
     return report, sweep, scores
 
 
-def train_and_report(
+def prepare_run(cfg: TrainConfig) -> PreparedData:
+    """The dataset as the run sees it (filter, class weights), checked against the rule."""
+    prepared = prepare_data(load_dataset(cfg.data), cfg.filter, cfg.loss)
+    n_kept = prepared.genre_filter.n_kept
+    if cfg.decision.top_k is not None and cfg.decision.top_k > n_kept:
+        raise InputError(f"--top-k {cfg.decision.top_k} is above the {n_kept} genres kept")
+    return prepared
+
+
+def train_run(
+    prepared: PreparedData,
     cfg: TrainConfig,
     runtime: Runtime,
     output_dir: Path,
     experiment_name: str,
-    debug: bool = False,
-    progress: bool = True,
+    on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> TrainOutcome:
-    dataset = load_dataset(cfg.data)
-    prepared = prepare_data(dataset, cfg.filter, cfg.loss)
-    n_kept = prepared.genre_filter.n_kept
-    if cfg.decision.top_k is not None and cfg.decision.top_k > n_kept:
-        raise InputError(f"--top-k {cfg.decision.top_k} is above the {n_kept} genres kept")
-    _log(dataset_report(dataset, prepared.genre_filter))
-    if debug:
-        _log(describe_pos_weight(prepared.pos_weight, prepared.genre_filter.kept_genres))
+    """Train, evaluate on validation and test, and write the model dir."""
     rule = decision_rule(cfg)
-    _log(
-        f"\nTraining on {len(prepared.train_idx):,} tracks, {prepared.genre_filter.n_kept} "
-        f"genres, device {runtime.device}; the model dir goes to {output_dir} when done"
-    )
-
-    bar = tqdm(total=cfg.optim.epochs, unit="epoch", disable=not progress, file=sys.stderr)
-
-    def on_epoch(report: EpochReport) -> None:
-        m = report.metrics
-        bar.set_postfix(
-            loss=f"{m['train_loss']:.3f}",
-            val_f1=f"{m['val_f1']:.3f}",
-            best=f"{m['best_val_f1']:.3f}",
-            preds=f"{m['val_avg_predictions']:.1f}",
-        )
-        bar.update(1)
-
-    try:
-        fitted = fit(prepared, cfg, runtime, on_epoch=on_epoch)
-    finally:
-        bar.close()
+    fitted = fit(prepared, cfg, runtime, on_epoch=on_epoch)
     report, sweep, scores = evaluation_report(prepared, fitted, rule, runtime)
     report["n_parameters"] = count_parameters(fitted.model)
     # Created only now: an interrupted or failed run leaves no empty model dir behind.
     run_dir = artifacts.new_run_dir(output_dir, experiment_name)
     try:
-        _write_model_dir(run_dir, cfg, dataset, prepared, runtime, fitted, report, sweep, scores,
+        _write_model_dir(run_dir, cfg, prepared, runtime, fitted, report, sweep, scores,
                          experiment_name)  # fmt: skip
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -130,8 +106,9 @@ def train_and_report(
 
 
 def _write_model_dir(
-    run_dir, cfg, dataset, prepared, runtime, fitted, report, sweep, scores, experiment_name
+    run_dir, cfg, prepared, runtime, fitted, report, sweep, scores, experiment_name
 ) -> None:
+    dataset = prepared.dataset
     for split, score in scores.items():
         idx = prepared.val_idx if split == "val" else prepared.test_idx
         artifacts.save_predictions(run_dir, split, dataset.labels[idx], score)
@@ -153,31 +130,3 @@ def _write_model_dir(
     artifacts.write_history(run_dir / artifacts.HISTORY_FILE, fitted.history)
     artifacts.write_json(run_dir / artifacts.METRICS_FILE, report)
     artifacts.save_weights(run_dir / artifacts.WEIGHTS_FILE, fitted.model)
-
-
-def summary_lines(outcome: TrainOutcome) -> list[str]:
-    m = outcome.metrics
-    lines = [
-        f"Best epoch {m['best_epoch']} of {m['epochs_run']} ({m['stop_reason']}); "
-        f"rule {DecisionRule(**m['decision_rule']).describe()}",
-    ]
-    header = f"{'':22s}{'F1':>7s}{'Prec':>7s}{'Recall':>7s}{'Jacc':>7s}{'Hamm':>8s}{'Preds':>7s}"
-    lines.append(header)
-    for key, label in (
-        ("val", "val"),
-        ("test", "test"),
-        ("val_tuned_rule", "val (tuned rule)"),
-        ("test_tuned_rule", "test (tuned rule)"),
-    ):
-        if key not in m:
-            continue
-        s = key.split("_")[0]
-        r = m[key]
-        lines.append(
-            f"{label:22s}{r[f'{s}_f1']:7.3f}{r[f'{s}_precision']:7.3f}{r[f'{s}_recall']:7.3f}"
-            f"{r[f'{s}_jaccard']:7.3f}{r[f'{s}_hamming_loss']:8.4f}{r[f'{s}_avg_predictions']:7.2f}"
-        )
-    tuned = DecisionRule(**{k: v for k, v in m["tuned_decision_rule"].items() if k != "fitted_on"})
-    lines.append(f"tuned rule (fitted on val): {tuned.describe()}")
-    lines.append(f"model dir: {outcome.run_dir}")
-    return lines

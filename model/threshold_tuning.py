@@ -1,4 +1,4 @@
-"""`genretune tune-threshold`: the seed's tune_model_threshold.py.
+"""Threshold and top-K tuning of a trained model (the hand-run log's tune_model_threshold.py).
 
 The sweep is fitted on validation predictions; with a model dir the chosen rules are then
 reported on the test split, which never influences the choice.
@@ -103,23 +103,3 @@ def tune(
     if test_report is not None:
         artifacts.write_json(output_dir / TEST_REPORT_FILE, test_report)
     return sweep, test_report
-
-
-def tuning_summary(sweep: dict[str, Any], test_report: dict[str, Any] | None) -> list[str]:
-    lines = [
-        f"{'strategy':16s}{'rule':24s}{'val F1':>8s}{'Prec':>7s}{'Recall':>7s}{'Preds':>7s}"
-        + ("   test F1" if test_report else "")
-    ]
-    for strategy in (*STRATEGIES, "overall"):
-        best = sweep["best"][strategy]
-        if best is None:
-            continue
-        rule = rule_from_best(best)
-        line = (
-            f"{strategy:16s}{rule.describe():24s}{best['f1']:8.3f}{best['precision']:7.3f}"
-            f"{best['recall']:7.3f}{best['avg_predictions']:7.2f}"
-        )
-        if test_report and strategy in test_report:
-            line += f"{test_report[strategy]['f1']:10.3f}"
-        lines.append(line)
-    return lines

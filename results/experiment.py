@@ -76,19 +76,24 @@ class Experiment:
     def searched(self) -> list[str]:
         return list(self.settings["space"])
 
-    def check_metric(self, metric: str) -> None:
+    def check_metric(self, metric: str, given: bool = True) -> None:
         if metric not in self.history.columns:
-            raise InputError(f"--metric {metric}: never reported in {self.path}")
+            if given:
+                raise InputError(f"--metric {metric}: never reported in {self.path}")
+            raise InputError(
+                f"{self.path}: no trial has reported {metric} (the search objective) yet"
+            )
 
     def best(self, metric: str | None = None, mode: str | None = None) -> pd.Series:
         """The row of `trials` with the best value of `metric` over all epochs."""
+        given = metric is not None and metric != self.metric
         metric, mode = metric or self.metric, mode or self.mode
-        self.check_metric(metric)
+        self.check_metric(metric, given)
         column = f"best_{metric}" if not metric.startswith("best_") else f"max_{metric}"
         scores = self.trials[column] if column in self.trials else self._extreme(metric, mode)
         scored = scores.dropna()
         if scored.empty:
-            raise InputError(f"{self.path}: no trial reported {metric}")
+            raise InputError(f"{self.path}: no trial has reported {metric} yet")
         index = scored.idxmax() if mode == "max" else scored.idxmin()
         return self.trials.loc[index]
 

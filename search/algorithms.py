@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 
 if TYPE_CHECKING:
-    from genretune.search.launch import SearchSettings
+    from genretune.search.settings import SearchSettings
 
 
 @dataclass

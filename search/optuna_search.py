@@ -1,4 +1,5 @@
-"""Ray Tune's OptunaSearch, with a choice of how Optuna hears of a trial cut before its end.
+"""The Optuna side of a search: Ray Tune's OptunaSearch with a choice of how Optuna hears of a
+trial cut before its end, and the clean-up of samples a killed driver left open.
 
 Ray's OptunaSearch tells Optuna every stopped trial as COMPLETE with the value of its last
 result, so a trial ASHA cut at epoch 5 ranks beside one that trained all its epochs. With
@@ -10,8 +11,10 @@ then by their last value. Trials that ended on their own (patience, last epoch) 
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
+import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
@@ -45,3 +48,25 @@ class PruningOptunaSearch(OptunaSearch):
         ot_trial.report(result[self.metric], result["training_iteration"])
         self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+
+def close_orphaned_optuna_trials(s, results) -> int:
+    """Mark FAIL the Optuna trials left RUNNING by a killed driver.
+
+    Optuna records a sample when it is drawn; Ray Tune records the trial in its experiment state
+    a few seconds later. A driver killed in between leaves a study trial that no Ray trial will
+    ever finish. Once every Ray trial has ended, such a trial can only be one of those.
+    """
+    if results.num_errors or results.num_terminated < s.num_samples:
+        return 0
+    study = optuna.load_study(study_name=s.name, storage=s.optuna_url())
+    orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    for t in orphans:
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    if orphans:
+        print(
+            f"marked {len(orphans)} Optuna trial(s) FAIL: sampled just before the driver was "
+            "killed, never run",
+            file=sys.stderr,
+        )
+    return len(orphans)

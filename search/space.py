@@ -73,6 +73,21 @@ def baseline_config(profile: Profile) -> dict[str, Any]:
     }
 
 
+def profile_defaults(p: Profile) -> dict[str, Any]:
+    """The flat config a profile trains with where no flag or search sets a value: its data,
+    epochs and patience, and the baseline's training knobs (a parameter a space file or a flag
+    takes out of the space keeps the baseline's value)."""
+    return {
+        "synthetic_scale": p.synthetic_scale,
+        "n_mels": p.n_mels,
+        "frames": p.frames,
+        "epochs": p.epochs,
+        "patience": p.patience,
+        "batch_size": p.batch_size,
+        **{k: v for k, v in baseline_config(p).items() if k not in DECISION_KEYS},
+    }
+
+
 def baseline_point(
     profile: Profile,
     space: Space,

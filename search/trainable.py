@@ -1,6 +1,6 @@
 """The Ray Tune function trainable: a thin adapter over `model.training.fit`.
 
-Every epoch it reports the design.md metrics with a checkpoint (model, optimizer, epoch,
+Every epoch it reports the training loop's metrics with a checkpoint (model, optimizer, epoch,
 best-so-far state); a restarted trial resumes from `tune.get_checkpoint()`.
 """
 

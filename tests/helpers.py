@@ -39,9 +39,6 @@ TINY_SEARCH = ["--synthetic-scale", "0.02", "--base-channels", "4", "--progress-
 
 def search_settings(storage: Path, *extra: str):
     """SearchSettings parsed from `genretune search` flags, with tiny defaults."""
-    from genretune.search.cli import build_parser, explicit_flags
-    from genretune.search.command import settings_from_args
+    from genretune.search.cli.search import settings_from_argv
 
-    argv = ["search", *TINY_SEARCH, "--storage-path", str(storage), *extra]
-    args = build_parser().parse_args(argv)
-    return settings_from_args(args, explicit_flags(args))
+    return settings_from_argv([*TINY_SEARCH, "--storage-path", str(storage), *extra])

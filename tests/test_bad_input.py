@@ -739,6 +739,26 @@ CASES: list[Case] = [
         ),
         "step 0.15 does not divide the range 0.3..0.8",
     ),
+    (
+        "two GPUs per trial",
+        lambda t: _search(t, "--gpus-per-trial", "2"),
+        "--gpus-per-trial 2: must be in [0, 1]",
+    ),
+    (
+        "CPUs per trial nan",
+        lambda t: _search(t, "--cpus-per-trial", "nan"),
+        "--cpus-per-trial must be",
+    ),
+    (
+        "progress interval -1",
+        lambda t: _search(t, "--progress-interval", "-1"),
+        "--progress-interval",
+    ),
+    (
+        "a synthetic dataset larger than the machine",
+        lambda t: _train(t, "--synthetic-scale", "10", "--n-mels", "4096", "--frames", "65536"),
+        "the dataset would take",
+    ),
 ]
 
 

@@ -289,3 +289,29 @@ def test_train_on_a_feature_dir(tmp_path, feature_dir):
     assert code == 0
     metrics = json.loads((_only_run_dir(tmp_path / "o") / "metrics.json").read_text())
     assert 0 <= metrics["test"]["test_f1"] <= 1
+
+
+def test_ctrl_c_during_train_leaves_no_model_dir(tmp_path, isolated_cache):
+    import os
+    import signal
+    import time
+
+    genretune = str(Path(sys.executable).with_name("genretune"))
+    out = tmp_path / "models"
+    argv = [genretune, "train", "--synthetic-scale", "0.02", "--base-channels", "4"]
+    argv += ["--epochs", "500", "--patience", "500", "--output-dir", str(out), "--no-progress"]
+    env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    # Training has begun once the run announces it.
+    deadline = time.monotonic() + 120
+    line = ""
+    while "Training on" not in line:
+        line = proc.stderr.readline()
+        assert line or proc.poll() is None, "train ended before training"
+        assert time.monotonic() < deadline
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 130, rest
+    assert "interrupted" in rest and "Traceback" not in rest, rest
+    assert not out.exists() or not any(out.iterdir()), list(out.iterdir())

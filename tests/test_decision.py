@@ -1,4 +1,4 @@
-"""Decision rules and the threshold / top-K sweep of design.md."""
+"""Decision rules and the threshold / top-K sweep."""
 
 import json
 

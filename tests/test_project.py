@@ -1,4 +1,4 @@
-"""Project-wide contracts: lint, format, and the import direction of design.md."""
+"""Project-wide contracts: lint, format, and the import direction (README, "Layout")."""
 
 import json
 import shutil

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from genretune.search.cli import build_parser, explicit_flags, main
-from genretune.search.command import settings_from_args
+from genretune.search.cli import main
+from genretune.search.cli.search import settings_from_argv
 from genretune.search.launch import run_search
 
 EPOCHS = 4
@@ -44,8 +44,7 @@ def experiment(local_ray, tmp_path_factory):
         "--progress-interval",
         "1000",
     ]
-    args = build_parser().parse_args(argv)
-    run_search(settings_from_args(args, explicit_flags(args)))
+    run_search(settings_from_argv(argv[1:]))
     return root / "exp"
 
 
@@ -289,3 +288,23 @@ def test_results_into_a_closed_pipe_stops_quietly(experiment):
     )
     assert res.stderr == "", res.stderr
     assert res.stdout.strip() == "141"
+
+
+def test_export_before_any_trial_reported_says_so_in_one_line(experiment, tmp_path):
+    """As early in a live search: trials exist, none has written a result yet."""
+    copy = tmp_path / "live"
+    shutil.copytree(experiment, copy)
+    for pattern in ("trial_*/result.json", "trial_*/progress.csv"):
+        for path in copy.glob(pattern):
+            path.unlink()
+    genretune = str(Path(sys.executable).with_name("genretune"))
+    res = subprocess.run(
+        [genretune, "export", str(copy), "-o", str(tmp_path / "best.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no trial has reported best_val_f1" in lines[0], res.stderr
+    assert "--metric" not in lines[0]
+    assert not (tmp_path / "best.json").exists()

@@ -12,8 +12,9 @@ from helpers import search_settings
 from ray import tune
 
 from genretune.results.experiment import load_experiment
-from genretune.search.launch import TPE_STARTUP_TRIALS, run_search
+from genretune.search.launch import run_search
 from genretune.search.monitoring import END_ASHA, END_MAX_EPOCHS, END_PATIENCE, END_REASONS_FILE
+from genretune.search.settings import TPE_STARTUP_TRIALS
 from genretune.search.trainable import dataset_for_trials, train_trial
 
 
@@ -255,8 +256,8 @@ def test_no_baseline_leaves_every_trial_to_the_sampler(local_ray, tmp_path):
     """--no-seed-point: no trial is the seed's hand-tuned configuration (a plain random
     search baseline), and the choice is saved for --resume."""
     from genretune.data import load_dataset
-    from genretune.search.command import summary
-    from genretune.search.launch import fit_space_to_data
+    from genretune.search.checks import fit_space_to_data
+    from genretune.search.cli.search import summary
 
     default = settings(tmp_path)
     hand_tuned = fit_space_to_data(default, load_dataset(default.base.data)).baseline

@@ -9,12 +9,9 @@ import numpy as np
 
 
 def demo_settings(extra: list[str] | None = None):
-    from genretune.search.cli import build_parser, explicit_flags
-    from genretune.search.command import settings_from_args
+    from genretune.search.cli.search import settings_from_argv
 
-    argv = ["search", "--profile", "demo", "--name", "simulated", *(extra or [])]
-    args = build_parser().parse_args(argv)
-    return settings_from_args(args, explicit_flags(args))
+    return settings_from_argv(["--profile", "demo", "--name", "simulated", *(extra or [])])
 
 
 def bank_flags(provenance: dict) -> list[str]:
@@ -39,7 +36,7 @@ class _GenreCounts:
 
 def fit_to_bank(settings, genre_counts: np.ndarray):
     """The settings after `genretune search` fits its space to the bank's dataset."""
-    from genretune.search.launch import fit_space_to_data
+    from genretune.search.checks import fit_space_to_data
 
     data = _GenreCounts(genre_counts[None, :], tuple(map(str, range(len(genre_counts)))))
     return fit_space_to_data(settings, data)

@@ -1,4 +1,5 @@
-"""`genretune search`: turn flags into SearchSettings, run, and print the outcome."""
+"""`genretune search`: turn flags into SearchSettings, run (or resume) the search, and print
+the outcome."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from genretune.data import InputError
 from genretune.model.config import config_from_flat
 from genretune.search import experiment
 from genretune.search.algorithms import AUTO, auto_tpe_startup
-from genretune.search.launch import (
+from genretune.search.cli.common import add_data_flags, add_train_flags, config_flags
+from genretune.search.profiles import get_profile
+from genretune.search.settings import (
     BASELINE_SPREAD,
     CUT_AS_COMPLETE,
     CUT_TRIALS_AS,
@@ -21,22 +24,22 @@ from genretune.search.launch import (
     TPE_STARTUP_TRIALS,
     Resources,
     SearchSettings,
-    run_search,
     settings_from_json,
 )
-from genretune.search.profiles import get_profile
 from genretune.search.space import (
     DECISION_KEYS,
     apply_space_file,
-    baseline_config,
     baseline_point,
     default_space,
     draws_around,
+    profile_defaults,
     read_baseline_file,
 )
 
 
-def add_search_flags(p: argparse.ArgumentParser) -> None:
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_data_flags(p)
+    add_train_flags(p)
     g = p.add_argument_group("search")
     g.add_argument("--profile", default="demo", help="demo (default; minutes on a CPU) or full")
     g.add_argument("--space", type=Path, help="YAML/JSON file overriding or removing parameters")
@@ -156,20 +159,6 @@ def _startup(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}") from None
 
 
-def _profile_defaults(profile_name: str) -> dict[str, Any]:
-    p = get_profile(profile_name)
-    return {
-        "synthetic_scale": p.synthetic_scale,
-        "n_mels": p.n_mels,
-        "frames": p.frames,
-        "epochs": p.epochs,
-        "patience": p.patience,
-        "batch_size": p.batch_size,
-        # Parameters a space file or a flag takes out of the space keep the baseline's value.
-        **{k: v for k, v in baseline_config(p).items() if k not in DECISION_KEYS},
-    }
-
-
 def _baseline_and_draws(args: argparse.Namespace, profile, space, base) -> tuple[dict, tuple]:
     if args.no_baseline:
         if args.baseline is not None or args.baseline_draws:
@@ -185,10 +174,20 @@ def _baseline_and_draws(args: argparse.Namespace, profile, space, base) -> tuple
     return baseline, tuple(draws)
 
 
-def settings_from_args(args: argparse.Namespace, flags: dict[str, Any]) -> SearchSettings:
+def settings_from_argv(argv: list[str]) -> SearchSettings:
+    """The settings of `genretune search ARGV` (nothing is started): tests and benchmarks."""
+    from genretune.search.cli import build_parser
+
+    return settings_from_args(build_parser().parse_args(["search", *argv]))
+
+
+def settings_from_args(
+    args: argparse.Namespace, flags: dict[str, Any] | None = None
+) -> SearchSettings:
+    flags = config_flags(args) if flags is None else flags
     profile = get_profile(args.profile)
     # Flags given explicitly fix a value; a fixed parameter leaves the space.
-    base = config_from_flat({**_profile_defaults(args.profile), **flags}, as_flags=True)
+    base = config_from_flat({**profile_defaults(profile), **flags}, as_flags=True)
     space = default_space(profile)
     fixed: dict[str, Any] = {}
     if args.space is not None:
@@ -300,10 +299,11 @@ def summary(s: SearchSettings, results) -> list[str]:
     return lines
 
 
-def run(args: argparse.Namespace, flags: dict[str, Any]) -> int:
+def run(args: argparse.Namespace) -> int:
+    flags = config_flags(args)
     if not args.address:
         # Read by Ray when it is imported: a local Ray binds the loopback interface only
-        # (search.launch._ray_init sets the same when Ray was imported already).
+        # (search.ray_cluster sets the same when Ray was imported already).
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if args.resume:
         if args.overwrite:
@@ -311,6 +311,8 @@ def run(args: argparse.Namespace, flags: dict[str, Any]) -> int:
         settings = resume_settings(args)
     else:
         settings = settings_from_args(args, flags)
+    from genretune.search.launch import run_search
+
     results = run_search(
         settings, resume=bool(args.resume), overwrite=args.overwrite, verbose=args.verbose
     )

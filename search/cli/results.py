@@ -1,4 +1,5 @@
-"""`genretune results` and `genretune export`."""
+"""`genretune results`: an experiment's trials as a table, one trial's curve, a dataframe file,
+and plots."""
 
 from __future__ import annotations
 
@@ -28,8 +29,7 @@ CURVE_COLUMNS = [
 ]
 
 
-def add_results_parser(sub) -> None:
-    p = sub.add_parser("results", help="table, curves, exports and plots of an experiment")
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment", help="experiment name (under --storage-path) or directory")
     p.add_argument("--storage-path", default="runs")
     p.add_argument("--sort", help="column to sort by (default: the search objective)")
@@ -42,23 +42,6 @@ def add_results_parser(sub) -> None:
     p.add_argument("--output", type=Path, help="write the dataframe to this file")
     p.add_argument("--force", action="store_true", help="replace an existing --output")
     p.add_argument("--plots", type=Path, help="write PNG plots into this directory")
-
-
-def add_export_parser(sub) -> None:
-    p = sub.add_parser("export", help="write a trial's full config for `genretune train --config`")
-    p.add_argument("experiment", help="experiment name (under --storage-path) or directory")
-    p.add_argument("--storage-path", default="runs")
-    p.add_argument("-o", "--output", type=Path, default=Path("best.json"))
-    p.add_argument("--metric", help="choose the best trial by this metric (default: the search's)")
-    p.add_argument("--mode", choices=("max", "min"))
-    p.add_argument("--trial", help="export this trial instead of the best")
-    p.add_argument(
-        "--with-checkpoint",
-        type=Path,
-        metavar="DIR",
-        help="also write the trial's best weights as a model dir",
-    )
-    p.add_argument("--force", action="store_true", help="replace existing outputs")
 
 
 def _default_columns(exp: Experiment) -> list[str]:
@@ -125,7 +108,7 @@ def _write(df: pd.DataFrame, fmt: str, output: Path | None) -> None:
             ) from None
 
 
-def run_results(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from genretune.data.outputs import check_output_dir, check_output_file
 
     if args.output:
@@ -148,33 +131,4 @@ def run_results(args: argparse.Namespace) -> int:
 
         for path in write_plots(exp, args.plots):
             print(f"wrote {path}")
-    return 0
-
-
-def run_export(args: argparse.Namespace) -> int:
-    import json
-
-    from genretune.data.outputs import check_output_dir, check_output_file
-    from genretune.results.export import chosen_trial, export_payload, write_model_dir
-
-    check_output_file(args.output, "-o", args.force)
-    if args.with_checkpoint:
-        if args.with_checkpoint.exists() and not args.force:
-            raise InputError(
-                f"--with-checkpoint {args.with_checkpoint}: already exists (use --force to "
-                "replace it)"
-            )
-        check_output_dir(args.with_checkpoint, "--with-checkpoint")
-    exp = load_experiment(args.experiment, args.storage_path)
-    metric = args.metric or exp.metric
-    row = chosen_trial(exp, args.trial, metric, args.mode)
-    payload = export_payload(exp, row, metric)
-    model_dir = (
-        write_model_dir(exp, payload, args.with_checkpoint) if args.with_checkpoint else None
-    )
-    args.output.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"trial {row['trial_id']} ({metric} = {row.get(metric, row.get('best_' + metric))})")
-    print(f"wrote {args.output}: genretune train --config {args.output}")
-    if model_dir:
-        print(f"wrote {model_dir}: genretune tune-threshold --model-dir {model_dir}")
     return 0

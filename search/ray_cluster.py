@@ -1,0 +1,127 @@
+"""Starting a local Ray, or reaching a cluster, and showing it can run a trial: within seconds,
+with one line when it cannot."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+import tempfile
+
+from genretune.data import InputError
+from genretune.search.settings import Resources
+
+LOOPBACK = "127.0.0.1"
+
+
+def check_address(address: str, timeout: float = 5.0) -> None:
+    """A Ray cluster answers at HOST:PORT (a GCS address or ray://HOST:PORT), within seconds:
+    ray.init would otherwise retry for minutes."""
+    if address == "auto":
+        return
+    hostport = address.removeprefix("ray://").rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--address {address}: expected HOST:PORT (e.g. 10.0.0.5:6379) or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
+        raise InputError(f"--address {address}: no Ray cluster answers there ({reason})") from None
+
+
+def check_trial_fits(resources: Resources) -> None:
+    """Some node of the cluster can hold one trial's CPUs and GPUs; else the search would wait
+    for resources forever."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    needs = {"CPU": resources.cpus_per_trial, "GPU": resources.gpus_per_trial}
+    if any(all(node.get(k, 0) >= v for k, v in needs.items()) for node in nodes):
+        return
+    gpus = max((node.get("GPU", 0) for node in nodes), default=0)
+    cpus = max((node.get("CPU", 0) for node in nodes), default=0)
+    if resources.gpus_per_trial > gpus:
+        where = "this machine has no GPU" if not gpus else f"its nodes have at most {gpus:g}"
+        raise InputError(f"--gpus-per-trial {resources.gpus_per_trial:g}: {where}")
+    raise InputError(
+        f"--cpus-per-trial {resources.cpus_per_trial:g}: the nodes have at most {cpus:g} CPUs"
+    )
+
+
+@contextlib.contextmanager
+def _stderr_kept_back(show: bool):
+    """Ray's start-up lines (its C++ core writes to file descriptor 2) held back, and shown
+    only when `show`: a search prints its own progress, and a refused one only its error."""
+    captured = tempfile.TemporaryFile(mode="w+b")
+    saved_fd = os.dup(2)
+    sys.stderr.flush()
+    os.dup2(captured.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved_fd, 2)
+        os.close(saved_fd)
+        if show:
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+        captured.close()
+
+
+def connect_ray(address: str | None, verbose: bool) -> bool:
+    """Start a local Ray or join the cluster at `address`; True when this call started Ray."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        check_address(address)
+    # If something answers that is not a Ray cluster, say so within seconds (Ray would retry
+    # for about 20 s, printing a warning line per attempt).
+    wait = "RAY_gcs_server_port_wait_time_s"
+    saved = os.environ.get(wait)
+    if address:
+        os.environ.setdefault(wait, "5")
+    try:
+        with _stderr_kept_back(verbose):
+            _ray_init(address, verbose)
+    except (ConnectionError, RuntimeError) as exc:
+        if not address:
+            raise
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"--address {address}: not a reachable Ray cluster ({reason})") from None
+    finally:
+        if saved is None:
+            os.environ.pop(wait, None)
+    return True
+
+
+def _ray_init(address: str | None, verbose: bool) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        # Code travels with the job unless the nodes have genretune installed themselves.
+        from genretune.data.shipping import staged_code
+
+        code = staged_code()
+        ray.init(address=address, runtime_env={"py_modules": [code]}, log_to_driver=verbose)
+    else:
+        # A Ray of our own listens on the loopback interface only: Ray binds its servers to
+        # the node's IP, and would replace 127.0.0.1 with the machine's address unless its
+        # multi-node mode is off (the process then cannot be joined by other nodes, which a
+        # local search never needs).
+        from ray._private import ray_constants
+
+        if hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        ray.init(
+            include_dashboard=False,
+            log_to_driver=verbose,
+            configure_logging=verbose,
+            _node_ip_address=LOOPBACK,
+        )
