@@ -1,14 +1,14 @@
-# Quick start: `make demo` (the main job) and `make test` (the whole suite). Both create the
-# virtualenv on first use. torch==2.13.0 is installed first so that pip does not pull a multi-GB
-# CUDA build on a CPU machine; on a GPU machine set TORCH_SPEC (e.g. TORCH_SPEC=torch) to get the
-# build for your CUDA.
+# Quick start: `make demo` (the main job) and `make test` (the whole suite); `make check` is the
+# fast lane for contributors. Each creates the virtualenv on first use. torch==2.13.0 is installed
+# first so that pip does not pull a multi-GB CUDA build on a CPU machine; on a GPU machine set
+# TORCH_SPEC (e.g. TORCH_SPEC=torch) to get the build for your CUDA.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.genretune-installed
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo test check lint format clean
 
 setup: $(STAMP)
 
@@ -24,6 +24,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# The fast lane (under 2 minutes): every test not marked slow (no Ray, no real search), with
+# the lint and format checks. Run it after each change; `make test` before you push.
+check: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

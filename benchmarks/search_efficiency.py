@@ -1,30 +1,27 @@
-"""Search efficiency at an equal compute budget, counted in trial-epochs (issue: performance).
+"""Search efficiency with real training, at an equal budget of trial-epochs: the confirmation
+of what benchmarks/simulate.py finds on the learning-curve bank.
 
-On the demo profile (synthetic data), for each seed:
+On the demo profile (synthetic data), for each seed, every method is a `genretune search` with
+`--budget-epochs B --max-concurrent 2 --seed S` and a strategy's flags (hposim/strategies.py,
+the same list the simulator runs, plus any --strategy NAME="FLAGS"):
 
-  (a) the seed's hand-tuned config trained alone, with patience (one run; no search)
-  (b) random search, no early stopping (every trial runs every epoch)
-  (c) random search with ASHA and the patience stopper
-      ((b) and (c) sample every trial: no seed point, `--no-seed-point`)
-  (d) Optuna TPE with ASHA and the patience stopper (genretune's default: the seed's
-      hand-tuned point is its first trial)
-  (e) (d) with --decision tuned (threshold/top-K from each epoch's validation sweep)
+  random-fifo   random search, every trial runs every epoch
+  random-asha   random search with ASHA and patience
+  default       genretune search as it ships
+  baseline      (no search) the hand-tuned baseline configuration trained alone
 
-Each search stops once its trials have run the budget's trial-epochs. For 25/50/100% of the
-budget it reports the best validation objective reached so far and the held-out test F1 of that
-best configuration trained to its end with `genretune train`'s code (patience, full epochs),
-and the budget fraction at which (d) first reaches (b)'s final best. A configuration whose
-trial was cut (ASHA, the budget) is retrained from scratch; one whose trial ended on its own is
-scored from that trial's best checkpoint, which is what a retrain reproduces (the shared
-training loop is deterministic): each seed checks this on the seed point, retrained as (a).
+For each method it reports the best validation objective and the held-out test F1 of the
+configuration the search would pick, at 25/50/100% of the budget, and the budget fraction at
+which it first reaches random-fifo's final best (same seed). The test F1 is that of the
+configuration trained to its end with `genretune train`'s code: a trial cut by ASHA or the
+budget is retrained from scratch; one that ended on its own is scored from its best checkpoint,
+which a retrain reproduces exactly (each seed checks this on the baseline).
 
-    python benchmarks/search_efficiency.py    # 3 seeds, 90 trial-epochs each (30-50 min, 2 cores)
-    python benchmarks/search_efficiency.py --seeds 1 --budget-epochs 20   # a quick smoke run
-    python benchmarks/search_efficiency.py --tpe-startup 4   # TPE's random start-up trials
-    python benchmarks/search_efficiency.py --budget-epochs 150   # a larger budget
+    python benchmarks/search_efficiency.py --budget-epochs 150        # 3 seeds (~1 h, 2 cores)
+    python benchmarks/search_efficiency.py --seeds 1 --budget-epochs 20   # a smoke run
+    python benchmarks/search_efficiency.py --strategy "old=--tpe-startup 10 --decision space"
 
-Writes benchmarks/results/search_efficiency[_budgetN][_tpeN].json, .md and .png and prints the
-tables.
+Writes benchmarks/results/search_efficiency[_budgetN].json, .md and .png.
 """
 
 from __future__ import annotations
@@ -32,40 +29,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import numpy as np
 
-import numpy as np  # noqa: E402
+from hposim.stats import median_ci
+from hposim.strategies import STRATEGIES
 
+RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.25, 0.5, 1.0)
-DEFAULT_BUDGET_EPOCHS = 90
-METHODS = {
-    # (b) and (c) are plain random searches: no seed point as their first trial.
-    "b_random_no_stop": [
-        "--sampler",
-        "random",
-        "--no-seed-point",
-        "--scheduler",
-        "fifo",
-        "--patience",
-        "{epochs}",
-    ],
-    "c_random_asha": ["--sampler", "random", "--no-seed-point"],
-    "d_tpe_asha": [],
-    "e_tpe_asha_tuned": ["--decision", "tuned"],
-}
-LABELS = {
-    "a_seed_config": "(a) seed's hand-tuned config",
-    "b_random_no_stop": "(b) random, no early stopping",
-    "c_random_asha": "(c) random + ASHA",
-    "d_tpe_asha": "(d) TPE + ASHA (default)",
-    "e_tpe_asha_tuned": "(e) TPE + ASHA, --decision tuned",
-}
+DEFAULT_BUDGET_EPOCHS = 150
+BASELINE = "baseline"
 
 
 def _search_argv(storage: Path, name: str, seed: int, budget: int, epochs: int, extra: list[str]):
@@ -93,6 +71,7 @@ def _search_argv(storage: Path, name: str, seed: int, budget: int, epochs: int, 
 
 
 def settings_for_method(storage: Path, seed: int, budget: int, extra: list[str], name="check"):
+    """The settings a method's search runs with (nothing is started)."""
     from genretune.search.cli.search import settings_from_argv
     from genretune.search.profiles import get_profile
 
@@ -207,13 +186,13 @@ def curve_points(rows: list, budget: int) -> dict:
     return points
 
 
-def first_reach(rows: list, target: float, budget: int) -> float | None:
+def first_reach(rows: list, target: float, budget: int) -> float:
     best = -np.inf
     for epochs, value, _ in rows[:budget]:
         best = max(best, value)
-        if best >= target:
+        if best >= target - 1e-12:
             return epochs / budget
-    return None
+    return float("inf")
 
 
 def test_all(jobs: dict[str, tuple]) -> dict[str, dict]:
@@ -232,18 +211,17 @@ def test_all(jobs: dict[str, tuple]) -> dict[str, dict]:
     return dict(zip(refs, ray.get(list(refs.values())), strict=True))
 
 
-def run_seed(storage: Path, seed: int, budget: int, tpe_startup: int | None, log) -> dict:
+def run_seed(storage: Path, seed: int, budget: int, methods: dict[str, list[str]], log) -> dict:
     from genretune.search.monitoring import END_MAX_EPOCHS, END_PATIENCE
     from genretune.search.profiles import get_profile
 
+    epochs = get_profile("demo").epochs
     out: dict = {"seed": seed, "methods": {}}
     jobs: dict[str, tuple] = {}
-    for method in METHODS:
-        log(f"seed {seed}: {LABELS[method]} ...")
-        extra = list(METHODS[method])
-        if tpe_startup is not None and method.startswith(("d_", "e_")):
-            extra += ["--tpe-startup", str(tpe_startup)]
-        run = run_method(storage, method, seed, budget, get_profile("demo").epochs, extra)
+    baseline_check = None
+    for method, flags in methods.items():
+        log(f"seed {seed}: {method} ({' '.join(flags) or 'as it ships'}) ...")
+        run = run_method(storage, method, seed, budget, epochs, flags)
         s = run["settings"]
         points = curve_points(run["rows"], budget)
         for point in points.values():
@@ -268,140 +246,99 @@ def run_seed(storage: Path, seed: int, budget: int, tpe_startup: int | None, log
             f"  {len(run['configs'])} trials, {len(run['rows'])} trial-epochs, "
             f"{run['wall_s']:.0f}s; best {points['1.0']['best']:.4f}"
         )
-        if method == "d_tpe_asha":
-            seeded = [t for t, c in run["configs"].items() if c == {**c, **s.baseline}]
-            if seeded and run["ended"][seeded[0]] in (END_PATIENCE, END_MAX_EPOCHS):
-                # The check: (d)'s seed-point trial from its checkpoint vs (a), the same
-                # config retrained from scratch.
-                check = (run["configs"][seeded[0]], False, run["path"] / f"trial_{seeded[0]}")
-                jobs["a_check"] = check
-    # The baseline trained alone, as the default search's settings define it.
+        as_baseline = [
+            t for t, c in run["configs"].items() if s.baseline and c == {**c, **s.baseline}
+        ]
+        if baseline_check is None and as_baseline:
+            tid = as_baseline[0]
+            if run["ended"][tid] in (END_PATIENCE, END_MAX_EPOCHS) and s.decision != "tuned":
+                baseline_check = (run["configs"][tid], False, run["path"] / f"trial_{tid}")
+    # The baseline trained alone, as the default search defines it.
     default = settings_for_method(storage, seed, budget, [])
-    seed_config = {**default.base.to_flat(), **default.baseline, "seed": seed}
-    jobs["a"] = (seed_config, False, None)
+    jobs[BASELINE] = ({**default.base.to_flat(), **default.baseline, "seed": seed}, False, None)
+    if baseline_check is not None:
+        jobs["baseline_check"] = baseline_check
     n_retrain = sum(1 for *_, d in jobs.values() if d is None)
-    log(
-        f"seed {seed}: test F1 of {len(jobs)} configurations ({n_retrain} retrained, the "
-        "others from the checkpoints of trials that ended on their own) ..."
-    )
-    retrained = test_all(jobs)
-    for method in METHODS:
+    log(f"seed {seed}: test F1 of {len(jobs)} configurations ({n_retrain} retrained) ...")
+    tested = test_all(jobs)
+    for method in methods:
         for point in out["methods"][method]["points"].values():
-            point.update(retrained[point.pop("key")])
-        log(f"  {LABELS[method]}: test F1 {out['methods'][method]['points']['1.0']['test_f1']:.4f}")
-    a = retrained["a"]
-    out["methods"]["a_seed_config"] = {"test_f1": a["test_f1"], "trial_epochs": a["epochs_run"]}
-    log(f"  {LABELS['a_seed_config']}: test F1 {a['test_f1']:.4f} after {a['epochs_run']} epochs")
-    if "a_check" in retrained:
-        check = retrained["a_check"]
-        out["checkpoint_vs_retrain"] = {
-            "checkpoint_test_f1": check["test_f1"],
-            "retrain_test_f1": a["test_f1"],
-            "abs_diff": abs(check["test_f1"] - a["test_f1"]),
-            "same_best_epoch": check["best_epoch"] == a["best_epoch"],
-        }
-        log(f"  check, (d)'s seed-point checkpoint vs (a): {out['checkpoint_vs_retrain']}")
-    b_final = out["methods"]["b_random_no_stop"]["points"]["1.0"]["best"]
-    d_rows = [(e, v, None) for e, v in out["methods"]["d_tpe_asha"]["curve"]]
-    out["d_reaches_b_final_at"] = first_reach(d_rows, b_final, budget)
+            point.update(tested[point.pop("key")])
+        log(f"  {method}: test F1 {out['methods'][method]['points']['1.0']['test_f1']:.4f}")
+    out["methods"][BASELINE] = {"test_f1": tested[BASELINE]["test_f1"]}
+    if "baseline_check" in tested:
+        check = tested["baseline_check"]
+        out["checkpoint_vs_retrain"] = abs(check["test_f1"] - tested[BASELINE]["test_f1"])
+    fifo_final = out["methods"]["random-fifo"]["points"]["1.0"]["best"]
+    for method in methods:
+        rows = [(e, v, None) for e, v in out["methods"][method]["curve"]]
+        out["methods"][method]["fraction_to_random_final"] = first_reach(rows, fifo_final, budget)
     return out
 
 
-def _mean_sd(values: list[float]) -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "n/a"
-    return f"{np.mean(values):.3f}±{np.std(values):.3f}"
-
-
-def summarise(runs: list[dict], budget: int) -> dict:
+def summarise(runs: list[dict], methods: list[str], budget: int) -> dict:
     table = {}
-    for method in LABELS:
+    for method in methods:
         rows = [r["methods"][method] for r in runs]
-        if method == "a_seed_config":
-            table[method] = {"test_f1": [r["test_f1"] for r in rows]}
-            continue
         table[method] = {
-            f: {
-                "best": [r["points"][f]["best"] for r in rows],
-                "test_f1": [r["points"][f]["test_f1"] for r in rows],
-            }
-            for f in map(str, FRACTIONS)
+            "trials": [r["trials"] for r in rows],
+            "fraction_to_random_final": [r["fraction_to_random_final"] for r in rows],
+            **{
+                f: {
+                    "best": [r["points"][f]["best"] for r in rows],
+                    "test_f1": [r["points"][f]["test_f1"] for r in rows],
+                }
+                for f in map(str, FRACTIONS)
+            },
         }
-        table[method]["trials"] = [r["trials"] for r in rows]
-    reach = [r["d_reaches_b_final_at"] for r in runs]
-    d_test = np.mean(table["d_tpe_asha"]["1.0"]["test_f1"])
-    a_test = np.mean(table["a_seed_config"]["test_f1"])
-    goals = {
-        "d_reaches_b_final_at": reach,
-        "goal_budget_third_met": all(x is not None and x <= 1 / 3 for x in reach),
-        "d_test_over_a_relative": float(d_test / a_test - 1),
-        "goal_test_plus_20pct_met": bool(d_test >= 1.2 * a_test),
-    }
+        asha = [r["methods"]["random-asha"]["points"]["1.0"]["test_f1"] for r in runs]
+        diffs = np.array(table[method]["1.0"]["test_f1"]) - np.array(asha)
+        table[method]["paired_test_f1_diff_vs_random_asha"] = diffs.tolist()
+    table[BASELINE] = {"test_f1": [r["methods"][BASELINE]["test_f1"] for r in runs]}
     checks = [r["checkpoint_vs_retrain"] for r in runs if "checkpoint_vs_retrain" in r]
-    sources = [
-        p.get("from")
-        for r in runs
-        for name, m in r["methods"].items()
-        if name != "a_seed_config"
-        for p in m["points"].values()
-    ]
     return {
         "table": table,
-        "goals": goals,
         "budget_epochs": budget,
-        "test_f1_sources": {k: sources.count(k) for k in ("checkpoint", "retrain")},
-        "checkpoint_vs_retrain_max_abs_diff": max((c["abs_diff"] for c in checks), default=None),
+        "seeds": len(runs),
+        "checkpoint_vs_retrain_max_abs_diff": max(checks, default=None),
         "checkpoint_vs_retrain_checks": len(checks),
     }
 
 
-def _sources_line(summary: dict) -> str:
-    n = summary.get("test_f1_sources", {})
-    diff = summary.get("checkpoint_vs_retrain_max_abs_diff")
-    check = (
-        "no seed-point trial ended on its own to check against a retrain"
-        if diff is None
-        else f"check against a retrain of the same config: max |diff| {diff:.2g} over "
-        f"{summary['checkpoint_vs_retrain_checks']} seed(s)"
-    )
-    return (
-        f"test F1 per (method, budget point): {n.get('retrain', 0)} retrained from scratch "
-        f"(trials cut by ASHA or the budget), {n.get('checkpoint', 0)} from the best checkpoint "
-        f"of a trial that ended on its own ({check})"
-    )
+def _vals(values: list[float]) -> str:
+    shown = ", ".join("never" if v == float("inf") else f"{v:.3f}" for v in values)
+    med = median_ci(values)["median"]
+    return f"{'never' if med is None else f'{med:.3f}'} ({shown})"
 
 
 def print_tables(summary: dict) -> str:
     lines = [
-        f"budget: {summary['budget_epochs']} trial-epochs per search; mean±sd over seeds",
+        f"budget: {summary['budget_epochs']} trial-epochs per search, {summary['seeds']} seeds; "
+        "median (per seed)",
         "",
-        "| method | trials | best val objective 25% / 50% / 100% | test F1 25% / 50% / 100% |",
-        "|---|---|---|---|",
+        "| method | trials | best val objective at 100% | test F1 at 25% / 50% / 100% "
+        "| budget fraction to random-fifo's final best | test F1 - random-asha |",
+        "|---|---|---|---|---|---|",
     ]
-    for method, label in LABELS.items():
-        t = summary["table"][method]
-        if method == "a_seed_config":
-            lines.append(f"| {label} | 1 | - | {_mean_sd(t['test_f1'])} |")
+    for method, t in summary["table"].items():
+        if method == BASELINE:
+            lines.append(f"| {method} (trained alone) | 1 | - | {_vals(t['test_f1'])} | - | - |")
             continue
-        best = " / ".join(_mean_sd(t[str(f)]["best"]) for f in FRACTIONS)
-        test = " / ".join(_mean_sd(t[str(f)]["test_f1"]) for f in FRACTIONS)
-        lines.append(f"| {label} | {np.mean(t['trials']):.1f} | {best} | {test} |")
-    if summary.get("tpe_startup") is not None:
-        lines += ["", f"(d) and (e) ran with --tpe-startup {summary['tpe_startup']}."]
-    g = summary["goals"]
-    reach = ", ".join("never" if x is None else f"{x:.0%}" for x in g["d_reaches_b_final_at"])
+        test = " / ".join(f"{np.median(t[f]['test_f1']):.3f}" for f in map(str, FRACTIONS))
+        lines.append(
+            f"| {method} | {np.median(t['trials']):.0f} | {_vals(t['1.0']['best'])} | {test} "
+            f"({', '.join(f'{v:.3f}' for v in t['1.0']['test_f1'])}) "
+            f"| {_vals(t['fraction_to_random_final'])} "
+            f"| {_vals(t['paired_test_f1_diff_vs_random_asha'])} |"
+        )
+    diff = summary.get("checkpoint_vs_retrain_max_abs_diff")
     lines += [
         "",
-        "(e) optimises the tuned-rule validation F1, so its validation column is not comparable",
-        "with the others; its test F1 uses the rule fitted on validation.",
-        "",
-        _sources_line(summary),
-        "",
-        f"budget fraction at which (d) first reaches (b)'s final best, per seed: {reach} "
-        f"(goal <= 33%: {'met' if g['goal_budget_third_met'] else 'not met'})",
-        f"test F1 of (d) vs (a): {g['d_test_over_a_relative']:+.1%} relative "
-        f"(goal >= +20%: {'met' if g['goal_test_plus_20pct_met'] else 'not met'})",
+        "A method with --decision tuned optimises the tuned-rule validation F1: its validation "
+        "column is not comparable with the others; its test F1 uses the rule fitted on "
+        "validation.",
+        f"Checkpoint vs retrain of the baseline: max |test F1 diff| {diff} over "
+        f"{summary['checkpoint_vs_retrain_checks']} seed(s).",
     ]
     return "\n".join(lines)
 
@@ -414,38 +351,24 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     budget = summary["budget_epochs"]
-    for method, label in LABELS.items():
-        if method == "a_seed_config":
-            continue
+    methods = [m for m in summary["table"] if m != BASELINE]
+    for k, method in enumerate(methods):
         for i, run in enumerate(runs):
             curve = run["methods"][method]["curve"][:budget]
-            xs = [e for e, _ in curve]
             ys = np.maximum.accumulate([v for _, v in curve])
-            left.plot(
-                xs,
-                ys,
-                color=f"C{list(LABELS).index(method)}",
-                alpha=0.8,
-                label=label if i == 0 else None,
-            )
+            left.plot([e for e, _ in curve], ys, color=f"C{k}", alpha=0.8,
+                      label=method if i == 0 else None)  # fmt: skip
     left.set_xlabel("cumulative trial-epochs")
     left.set_ylabel("best-so-far validation objective")
     left.legend(fontsize=8)
-    names = list(LABELS)
-    values = [
-        summary["table"][m]["test_f1"]
-        if m == "a_seed_config"
-        else summary["table"][m]["1.0"]["test_f1"]
-        for m in names
-    ]
-    right.bar(
-        range(len(names)),
-        [np.mean(v) for v in values],
-        yerr=[np.std(v) for v in values],
-        color=[f"C{i}" for i in range(len(names))],
-    )
-    right.set_xticks(range(len(names)), [m.split("_")[0] for m in names])
-    right.set_ylabel("held-out test F1 (best config retrained)")
+    names = [*methods, BASELINE]
+    values = [summary["table"][m]["1.0"]["test_f1"] if m != BASELINE
+              else summary["table"][m]["test_f1"] for m in names]  # fmt: skip
+    for k, v in enumerate(values):
+        right.scatter([k] * len(v), v, color=f"C{k}")
+        right.hlines(np.median(v), k - 0.3, k + 0.3, color=f"C{k}")
+    right.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+    right.set_ylabel("held-out test F1 of the chosen configuration")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -453,10 +376,8 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
 def write_outputs(summary: dict, runs: list[dict], out: Path) -> None:
     text = print_tables(summary)
     print("\n" + text)
-    startup, budget = summary.get("tpe_startup"), summary["budget_epochs"]
-    stem = "search_efficiency"
-    stem += "" if budget == DEFAULT_BUDGET_EPOCHS else f"_budget{budget}"
-    stem += "" if startup is None else f"_tpe{startup}"
+    budget = summary["budget_epochs"]
+    stem = "search_efficiency" + ("" if budget == DEFAULT_BUDGET_EPOCHS else f"_budget{budget}")
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(
         json.dumps({"summary": summary, "runs": runs}, indent=1, default=float)
@@ -469,16 +390,22 @@ def write_outputs(summary: dict, runs: list[dict], out: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--budget-epochs", type=int, default=DEFAULT_BUDGET_EPOCHS)
     parser.add_argument(
-        "--tpe-startup",
-        type=int,
-        help="--tpe-startup for (d) and (e) (default: the search's default)",
-    )
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+        "--strategy", action="append", default=[], metavar='NAME="FLAGS"',
+        help="another method, from genretune search flags (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if args.seeds < 1 or args.budget_epochs < 4:
         parser.error("--seeds must be >= 1 and --budget-epochs >= 4")
+    methods = {name: shlex.split(flags) for name, flags in STRATEGIES.items()}
+    for spec in args.strategy:
+        name, sep, flags = spec.partition("=")
+        if not sep or not name.strip() or name.strip() in (*methods, BASELINE):
+            parser.error(f'--strategy {spec!r}: expected a new NAME="FLAGS"')
+        methods[name.strip()] = shlex.split(flags)
 
     import ray
 
@@ -491,12 +418,12 @@ def main() -> int:
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="genretune-bench-") as storage:
-        for seed in range(args.seeds):
-            runs.append(run_seed(Path(storage), seed, args.budget_epochs, args.tpe_startup, log))
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
+            runs.append(run_seed(Path(storage), seed, args.budget_epochs, methods, log))
     ray.shutdown()
-    summary = summarise(runs, args.budget_epochs)
+    summary = summarise(runs, list(methods), args.budget_epochs)
     summary["wall_s"] = time.monotonic() - began
-    summary["tpe_startup"] = args.tpe_startup
+    summary["strategy_flags"] = {m: " ".join(f) for m, f in methods.items()}
     write_outputs(summary, runs, args.out)
     return 0
 

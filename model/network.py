@@ -43,8 +43,13 @@ class GenreCNN(nn.Module):
                 f"input must be at least {MIN_INPUT}x{MIN_INPUT}, got {tuple(x.shape)}"
             )
         h = self.features(self.input_norm(x.unsqueeze(1)))
+        # The pooling and the classifier run in fp32 even under bf16 autocast: bf16 logits
+        # would leave a few hundred distinct probabilities per batch, and the threshold/top-K
+        # sweep, PR-AUC and the retrain agreement all rest on them. (A no-op in fp32.)
+        h = h.float()
         pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
-        return self.classifier(self.dropout(pooled))
+        with torch.autocast(device_type=pooled.device.type, enabled=False):
+            return self.classifier(self.dropout(pooled))
 
 
 def count_parameters(model: nn.Module) -> int:

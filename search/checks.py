@@ -56,6 +56,15 @@ def check_settings(s: SearchSettings) -> None:
             f"--gpus-per-trial {r.gpus_per_trial:g}: must be in [0, 1] (a trial trains on one "
             "device; a fraction packs several trials on one GPU)"
         )
+    if r.gpus_per_trial > 0 and not s.address:
+        import torch
+
+        if torch.version.cuda is None:
+            raise InputError(
+                f"--gpus-per-trial {r.gpus_per_trial:g}: the installed torch "
+                f"{torch.__version__} is a CPU build; install a CUDA build (make setup "
+                "TORCH_SPEC=torch) or run with --gpus-per-trial 0"
+            )
     if not math.isfinite(s.progress_interval) or s.progress_interval <= 0:
         raise InputError("--progress-interval must be a number of seconds > 0")
     if r.max_concurrent is not None and r.max_concurrent < 1:

@@ -65,13 +65,27 @@ def _threads_for_trial() -> int:
     return max(1, int(cpus))
 
 
+def trial_device(gpu_ids: list) -> str:
+    """cuda when Ray gave the trial a GPU. A trial given a GPU never falls back to the CPU in
+    silence: with a CPU build of torch that is an error naming the fix."""
+    if not gpu_ids:
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"this trial was given GPU {gpu_ids} but torch {torch.__version__} cannot use it "
+            f"(CUDA build: {torch.version.cuda or 'no, a CPU build'}); install a CUDA build on "
+            "the nodes, e.g. `make setup TORCH_SPEC=torch`, or run with --gpus-per-trial 0"
+        )
+    return "cuda"
+
+
 def train_trial(config: dict[str, Any], dataset: Dataset | None = None) -> None:
     """Train one configuration; `dataset` comes from `tune.with_parameters` (read-only arrays
     shared through the object store) or is None to memory-map the data on the worker."""
     cfg = config_from_flat(config)
     if dataset is None:
         dataset = load_dataset(cfg.data)
-    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    device = trial_device(ray.get_gpu_ids())
     runtime = resolve_runtime(device, _threads_for_trial())
     prepared = prepare_data(dataset, cfg.filter, cfg.loss)
 

@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 from helpers import make_feature_dir
 
+# Starts Ray or trains real models: the full suite (make test), not the fast lane.
+pytestmark = pytest.mark.slow
+
 GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 TINY_SEARCH = ["--synthetic-scale", "0.02", "--base-channels", "4", "--epochs", "2"]
 
@@ -108,6 +111,32 @@ def _duplicate_genre(metadata: Path) -> None:
     lines = path.read_text().splitlines()
     row = next(line for line in lines if line.startswith("12,"))
     path.write_text("\n".join([*lines, row]) + "\n")
+
+
+def _npz(tmp: Path, **arrays: np.ndarray) -> str:
+    path = tmp / "predictions.npz"
+    np.savez(path, **arrays)
+    return str(path)
+
+
+_EXPERIMENT: list[Path] = []
+
+
+def _real_experiment(tmp: Path) -> str:
+    """A copy of a real finished experiment (one tiny search per test session)."""
+    import shutil
+    import tempfile
+
+    if not _EXPERIMENT:
+        root = Path(tempfile.mkdtemp(prefix="genretune-bad-input-"))
+        argv = [GENRETUNE, "search", *TINY_SEARCH, "--num-samples", "2", "--name", "exp"]
+        argv += ["--storage-path", str(root), "--progress-interval", "1000"]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+        _EXPERIMENT.append(root / "exp")
+    target = tmp / "runs" / "real"
+    shutil.copytree(_EXPERIMENT[0], target)
+    return str(target)
 
 
 def _write(tmp: Path, name: str, text: str) -> str:
@@ -494,11 +523,15 @@ CASES: list[Case] = [
     ("zero batch size", lambda t: _train(t, "--batch-size", "0"), "--batch-size must be >= 1"),
     ("negative lr", lambda t: _search(t, "--lr", "-0.001"), "--lr must be > 0"),
     ("zero patience", lambda t: _search(t, "--patience", "0"), "--patience must be >= 1"),
-    ("zero cpus", lambda t: _search(t, "--cpus-per-trial", "0"), "--cpus-per-trial must be > 0"),
+    (
+        "zero cpus",
+        lambda t: _search(t, "--cpus-per-trial", "0"),
+        "--cpus-per-trial must be a number > 0",
+    ),
     (
         "negative cpus",
         lambda t: _search(t, "--cpus-per-trial", "-1"),
-        "--cpus-per-trial must be > 0",
+        "--cpus-per-trial must be a number > 0",
     ),
     ("fractional gpus > 1", lambda t: _search(t, "--gpus-per-trial", "1.5"), "--gpus-per-trial"),
     ("top-K of 0", lambda t: _search(t, "--top-k", "0"), "--top-k must be >= 1"),
@@ -601,9 +634,9 @@ CASES: list[Case] = [
     ),
     # -- the cluster cannot run a trial: refused within seconds, before anything is written ------
     (
-        "GPUs on a machine without one",
+        "GPUs with a CPU build of torch or on a machine without one",
         lambda t: _search(t, "--gpus-per-trial", "0.5"),
-        "--gpus-per-trial 0.5: this machine has no GPU",
+        "--gpus-per-trial 0.5: ",
     ),
     (
         "more CPUs per trial than any node has",
@@ -758,6 +791,102 @@ CASES: list[Case] = [
         "a synthetic dataset larger than the machine",
         lambda t: _train(t, "--synthetic-scale", "10", "--n-mels", "4096", "--frames", "65536"),
         "the dataset would take",
+    ),
+    # -- train and tune-threshold values (formerly in test_cli) -------------------------------
+    ("epochs 0", lambda t: ["train", "--epochs", "0"], "--epochs must be >= 1"),
+    ("batch size -4", lambda t: ["train", "--batch-size", "-4"], "--batch-size must be >= 1"),
+    ("lr 0", lambda t: ["train", "--lr", "0"], "--lr must be > 0"),
+    ("patience 0", lambda t: ["train", "--patience", "0"], "--patience must be >= 1"),
+    (
+        "threshold 1.5",
+        lambda t: ["train", "--prediction-threshold", "1.5"],
+        "--prediction-threshold must be in [0, 1]",
+    ),
+    ("top-k 0", lambda t: ["train", "--top-k", "0"], "--top-k must be >= 1"),
+    ("epochs not a number", lambda t: ["train", "--epochs", "two"], "--epochs: invalid int value"),
+    (
+        "a filter that keeps no genre",
+        lambda t: ["train", "--min-samples-per-genre", "100000"],
+        "--min-samples-per-genre 100000 keeps no genre",
+    ),
+    (
+        "missing config file",
+        lambda t: ["train", "--config", str(t / "best.json")],
+        "best.json: config file not found",
+    ),
+    ("threads 0", lambda t: ["train", "--threads", "0"], "--threads must be >= 1"),
+    ("an unknown device", lambda t: ["train", "--device", "tpu9"], "--device tpu9"),
+    (
+        "missing predictions file",
+        lambda t: ["tune-threshold", "--predictions", str(t / "p.npz")],
+        "predictions file not found",
+    ),
+    ("missing model dir", lambda t: ["tune-threshold", "--model-dir", str(t / "m")], "--model-dir"),
+    ("max genres 0", lambda t: ["data", "stats", "--max-genres", "0"], "--max-genres must be >= 1"),
+    (
+        "config file cut",
+        lambda t: ["train", "--config", _write(t, "c.json", "{")],
+        "not valid JSON",
+    ),
+    (
+        "config file with an unknown key",
+        lambda t: ["train", "--config", _write(t, "c.json", '{"lr": 0.1, "learning_rate": 2}')],
+        "unknown config key(s): learning_rate",
+    ),
+    (
+        "config file epochs as text",
+        lambda t: ["train", "--config", _write(t, "c.json", '{"epochs": "ten"}')],
+        "epochs must be an integer",
+    ),
+    (
+        "config file with an unknown top-level key",
+        lambda t: ["train", "--config", _write(t, "c.json", '{"config": {}, "extra": 1}')],
+        "unknown top-level key(s): extra",
+    ),
+    (
+        "config file a list",
+        lambda t: ["train", "--config", _write(t, "c.json", "[1, 2]")],
+        "must be a JSON object",
+    ),
+    (
+        "predictions that are not probabilities",
+        lambda t: [
+            "tune-threshold",
+            "--predictions",
+            _npz(t, y_true=np.zeros((3, 2)), y_score=np.full((3, 2), 1.5)),
+        ],
+        "y_score must be probabilities in [0, 1]",
+    ),
+    (
+        "predictions without scores",
+        lambda t: ["tune-threshold", "--predictions", _npz(t, y_true=np.zeros((3, 2)))],
+        "missing array(s) y_score",
+    ),
+    # -- results and export of a real experiment (formerly in test_results) ---------------------
+    (
+        "results of an unknown trial",
+        lambda t: ["results", _real_experiment(t), "--trial", "deadbeef"],
+        "--trial deadbeef: no such trial",
+    ),
+    (
+        "results sorted by an unknown column",
+        lambda t: ["results", _real_experiment(t), "--sort", "nope"],
+        "--sort nope: no such column",
+    ),
+    (
+        "results with a broken filter",
+        lambda t: ["results", _real_experiment(t), "--filter", "lr >"],
+        "--filter",
+    ),
+    (
+        "export by an unreported metric",
+        lambda t: ["export", _real_experiment(t), "--metric", "val_nope", "-o", str(t / "x.json")],
+        "--metric val_nope",
+    ),
+    (
+        "export of an unknown trial",
+        lambda t: ["export", _real_experiment(t), "--trial", "deadbeef", "-o", str(t / "x.json")],
+        "no such trial",
     ),
 ]
 

@@ -19,6 +19,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# Starts Ray or trains real models: the full suite (make test), not the fast lane.
+pytestmark = pytest.mark.slow
+
 BIN = Path(sys.executable).parent
 GENRETUNE = str(BIN / "genretune")
 RAY = str(BIN / "ray")

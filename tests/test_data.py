@@ -83,11 +83,18 @@ def test_feature_dir_split_file_wins(feature_dir):
     np.testing.assert_array_equal(ds.split, np.load(feature_dir / "split.npy"))
 
 
-def test_feature_dir_without_split_gets_a_cached_stratified_split(tmp_path):
+def test_feature_dir_without_split_gets_a_cached_stratified_split(tmp_path, isolated_cache):
     d = make_feature_dir(tmp_path / "f", n=80, with_split=False)
+    before = set((isolated_cache / "splits").glob("*.npy"))
     a = load_dataset(DataConfig(source=str(d)))
+    (cached,) = set((isolated_cache / "splits").glob("*.npy")) - before
+    np.testing.assert_array_equal(np.load(cached), a.split)
+    # The second load reads the cache: a marked cache file comes back as the split.
+    marked = a.split.copy()
+    marked[[0, 1]] = marked[[1, 0]]
+    np.save(cached, marked)
     b = load_dataset(DataConfig(source=str(d)))
-    np.testing.assert_array_equal(a.split, b.split)
+    np.testing.assert_array_equal(b.split, marked)
     assert set(np.unique(a.split)) == {0, 1, 2}
     assert not (d / "split.npy").exists(), "the user's data dir must not be modified"
 

@@ -15,6 +15,9 @@ from helpers import search_settings
 
 from genretune.search.launch import run_search
 
+# Starts Ray or trains real models: the full suite (make test), not the fast lane.
+pytestmark = pytest.mark.slow
+
 METRICS = ["training_iteration", "train_loss", "val_f1", "val_precision", "tuned_val_f1"]
 
 

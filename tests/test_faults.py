@@ -21,6 +21,9 @@ from genretune.search.cli import main
 from genretune.search.launch import run_search
 from genretune.search.trainable import STATE_FILE, load_checkpoint_state
 
+# Starts Ray or trains real models: the full suite (make test), not the fast lane.
+pytestmark = pytest.mark.slow
+
 
 def _rows(progress: Path) -> pd.DataFrame:
     try:

@@ -20,6 +20,9 @@ from genretune.data.audio import MelSpec, log_mel, mel_filterbank
 from genretune.data.feature_dir import load_feature_dir
 from genretune.data.fma import WORK_DIR, build_labels, read_genre_table, read_tracks
 
+# Starts Ray or trains real models: the full suite (make test), not the fast lane.
+pytestmark = pytest.mark.slow
+
 GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 SMALL_MELS = [
     "--sample-rate",

@@ -11,7 +11,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from helpers import TINY_SEARCH
+
+# Starts Ray or trains real models: the full suite (make test), not the fast lane.
+pytestmark = pytest.mark.slow
 
 GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 

@@ -17,6 +17,9 @@ from genretune.search.monitoring import END_ASHA, END_MAX_EPOCHS, END_PATIENCE, 
 from genretune.search.settings import TPE_STARTUP_TRIALS
 from genretune.search.trainable import dataset_for_trials, train_trial
 
+# Starts Ray or trains real models: the full suite (make test), not the fast lane.
+pytestmark = pytest.mark.slow
+
 
 def settings(tmp_path: Path, *extra: str):
     return search_settings(tmp_path, "--batch-size", "32", *extra)

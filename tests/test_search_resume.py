@@ -17,6 +17,9 @@ import pytest
 from genretune.results import load_experiment
 from genretune.search.cli import main
 
+# Starts Ray or trains real models: the full suite (make test), not the fast lane.
+pytestmark = pytest.mark.slow
+
 GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 ARGS = [
     "--synthetic-scale",

@@ -14,11 +14,15 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import pytest
 from helpers import TINY_SEARCH, search_settings
 
 from genretune.search.cli import main
 from genretune.search.launch import run_search
 from genretune.search.monitoring import END_ASHA, END_REASONS_FILE
+
+# Starts Ray or trains real models: the full suite (make test), not the fast lane.
+pytestmark = pytest.mark.slow
 
 GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 PRUNED, COMPLETE = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE
