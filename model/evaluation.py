@@ -24,15 +24,14 @@ def predict_proba(
     model.eval()
     out = []
     rows = feeder.rows(idx)
-    for number, start in enumerate(range(0, len(idx), EVAL_BATCH), start=1):
-        x = feeder.batch(rows[start : start + EVAL_BATCH])
+    for number, (_, x) in enumerate(feeder.batches(rows, EVAL_BATCH), start=1):
         with torch.autocast(runtime.torch_device.type, torch.bfloat16, enabled=runtime.amp):
             logits = model(x)
-        out.append(torch.sigmoid(logits.float()).cpu().numpy())
+        out.append(torch.sigmoid(logits.float()))  # kept on the device: one copy per pass
         release_freed_heap(number)
     if not out:
         return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(out)
+    return torch.cat(out).cpu().numpy()
 
 
 def original_space_scores(prepared: PreparedData, prob_kept: np.ndarray) -> np.ndarray:

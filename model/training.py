@@ -116,8 +116,7 @@ def _train_one_epoch(
     rows = feeder.rows(prepared.train_idx[pos])
     label_rows = torch.from_numpy(pos).to(labels.device)
     total = torch.zeros((), device=labels.device)
-    for number, start in enumerate(range(0, len(pos), bs), start=1):
-        x = feeder.batch(rows[start : start + bs])
+    for number, (start, x) in enumerate(feeder.batches(rows, bs), start=1):
         y = labels[label_rows[start : start + bs]].float()
         with torch.autocast(runtime.torch_device.type, torch.bfloat16, enabled=runtime.amp):
             logits = model(x)

@@ -59,10 +59,11 @@ def load_checkpoint_state(checkpoint: tune.Checkpoint | None) -> dict[str, Any] 
     return None
 
 
-def _threads_for_trial() -> int:
+def _trial_resources() -> tuple[int, float]:
+    """(torch threads, share of a GPU) of this trial: one thread per CPU Ray gave it."""
     resources = tune.get_context().get_trial_resources()
-    cpus = resources.required_resources.get("CPU", 1) if resources else 1
-    return max(1, int(cpus))
+    required = resources.required_resources if resources else {}
+    return max(1, int(required.get("CPU", 1))), float(required.get("GPU", 0) or 1.0)
 
 
 def trial_device(gpu_ids: list) -> str:
@@ -86,7 +87,8 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None) -> None:
     if dataset is None:
         dataset = load_dataset(cfg.data)
     device = trial_device(ray.get_gpu_ids())
-    runtime = resolve_runtime(device, _threads_for_trial())
+    threads, gpu_share = _trial_resources()
+    runtime = resolve_runtime(device, threads, gpu_share=min(gpu_share, 1.0))
     prepared = prepare_data(dataset, cfg.filter, cfg.loss)
 
     node_id = ray.get_runtime_context().get_node_id()
@@ -97,13 +99,25 @@ def train_trial(config: dict[str, Any], dataset: Dataset | None = None) -> None:
             metrics = {**report.metrics, "node_id": node_id, "device": runtime.device}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
-    fit(
-        prepared,
-        cfg,
-        runtime,
-        on_epoch=on_epoch,
-        resume=load_checkpoint_state(tune.get_checkpoint()),
-    )
+    fit_in_trial(prepared, cfg, runtime, on_epoch, load_checkpoint_state(tune.get_checkpoint()))
+
+
+def fit_in_trial(prepared, cfg, runtime, on_epoch, resume) -> None:
+    """The training loop as a trial runs it: a CUDA out-of-memory error says what to change
+    (Ray then restarts the trial from its last checkpoint, up to --max-failures), and the
+    GPU memory the trial cached is given back when it ends."""
+    try:
+        fit(prepared, cfg, runtime, on_epoch=on_epoch, resume=resume)
+    except torch.OutOfMemoryError as exc:
+        raise RuntimeError(
+            f"CUDA out of memory in a trial holding {runtime.gpu_share:g} of a GPU "
+            f"(base_channels {cfg.model.base_channels}, batch {cfg.optim.batch_size}): give "
+            "trials a larger --gpus-per-trial (fewer per GPU), or a smaller --batch-size"
+        ) from exc
+    finally:
+        if runtime.torch_device.type == "cuda":
+            # A reused actor must not keep this trial's peak reserved for the next one.
+            torch.cuda.empty_cache()
 
 
 def dataset_for_trials(data: DataConfig, on_workers: bool) -> Dataset | None:
