@@ -85,20 +85,6 @@ for _section, _cls in _SECTION_TYPES.items():
             _FLAT_TO_FIELD[_f.name] = (_section, _f.name)
 FLAT_KEYS = (*_FLAT_TO_FIELD, "seed", "objective")
 
-INT_KEYS = {
-    "data_seed",
-    "n_mels",
-    "frames",
-    "num_genres",
-    "min_samples_per_genre",
-    "max_genres",
-    "base_channels",
-    "batch_size",
-    "epochs",
-    "patience",
-    "top_k",
-    "seed",
-}
 # Seeds feed NumPy's and torch's generators (32-bit); other counts get bounds far beyond any
 # real setting, so a typo is refused instead of allocating without end.
 _INT_MAX = 2**31 - 1
@@ -116,17 +102,22 @@ _INT_RANGES = {
     "max_genres": (None, 100_000),
     "top_k": (None, 100_000),
 }
-FLOAT_KEYS = {
-    "synthetic_scale",
-    "pos_weight_power",
-    "pos_weight_cap",
-    "dropout",
-    "lr",
-    "weight_decay",
-    "threshold",
-}
-_STR_KEYS = {"data", "labels_file", "objective"}
-OPTIONAL_KEYS = {"num_genres", "max_genres", "pos_weight_cap", "threshold", "top_k"}
+
+
+def _key_types() -> dict[str, str]:
+    """Flat key -> its annotation ("int", "float | None", ...), from the dataclasses: a field
+    added to a config is a key with its type, nothing else to list."""
+    types = {"seed": "int", "objective": "str"}
+    for flat, (section, name) in _FLAT_TO_FIELD.items():
+        (field_,) = [f for f in fields(_SECTION_TYPES[section]) if f.name == name]
+        types[flat] = str(field_.type)
+    return types
+
+
+_KEY_TYPES = _key_types()
+INT_KEYS = {k for k, t in _KEY_TYPES.items() if t.split(" | ")[0] == "int"}
+FLOAT_KEYS = {k for k, t in _KEY_TYPES.items() if t.split(" | ")[0] == "float"}
+OPTIONAL_KEYS = {k for k, t in _KEY_TYPES.items() if t.endswith("| None")}
 
 
 # How a key is named in errors when the values came from command-line flags.

@@ -160,6 +160,12 @@ def summarise(results: dict, budgets: list[int], oracle_test_f1: float) -> dict:
                 ),
                 "reached_random_final": float(np.mean(np.isfinite(fraction))),
                 "seeds": len(seeds),
+                # Per seed (in seed order), for paired comparisons of any two strategies.
+                "per_seed": {
+                    "fraction_to_random_final": [f if np.isfinite(f) else None for f in fraction],
+                    "test_f1": test.tolist(),
+                    "best_val": [float(r["best"][-1]) for r in rows],
+                },
             }
     return out
 
