@@ -37,7 +37,7 @@ class Dataset:
         return int(self.features.shape[1]), int(self.features.shape[2])
 
     def genre_counts(self) -> np.ndarray:
-        """Tracks carrying each genre, over the full dataset (all splits), as in the seed."""
+        """Tracks carrying each genre, over the full dataset (all splits), as the log counted."""
         return self.labels.sum(axis=0, dtype=np.int64)
 
     def split_indices(self, which: int) -> np.ndarray:

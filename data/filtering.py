@@ -1,6 +1,6 @@
-"""Genre filtering as in the seed's `filter_genres()`: keep well-represented genres.
+"""Genre filtering as in the hand-run log's `filter_genres()`: keep well-represented genres.
 
-Counts come from the full dataset (all splits), exactly as the seed computed them, so the kept
+Counts come from the full dataset (all splits), exactly as the log computed them, so the kept
 genre set does not depend on the split. Tracks left with no kept label are dropped from
 training only; validation and test keep every track so trials stay comparable.
 """
@@ -16,7 +16,7 @@ from genretune.data.errors import InputError
 
 @dataclass(frozen=True)
 class GenreFilter:
-    """Which genre columns a trial keeps, with the numbers the seed reported."""
+    """Which genre columns a trial keeps, with the numbers the log reported."""
 
     kept_idx: np.ndarray  # original column indices, ascending
     genres: tuple[str, ...]  # all original genre names

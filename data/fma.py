@@ -254,7 +254,7 @@ def check_settings(s: PrepareSettings) -> None:
         raise InputError(f"--out {s.out}: exists and is not a directory")
 
 
-def _check_disk_space(out: Path, needed: int) -> None:
+def check_disk_space(out: Path, needed: int) -> None:
     existing = out
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -303,7 +303,7 @@ def prepare_fma(s: PrepareSettings, log: Callable[[str], None] = print) -> dict:
         features = np.load(features_path, mmap_mode="r+")
         status = np.load(status_path, mmap_mode="r+")
     else:
-        _check_disk_space(s.out, 2 * n * spec.n_mels * spec.frames)
+        check_disk_space(s.out, 2 * n * spec.n_mels * spec.frames)
         created = not s.out.exists()
         try:
             work.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The seed's dataset tables: genre distribution, imbalance and the kept-genre table."""
+"""The hand-run log's dataset tables: genre distribution, imbalance and the kept-genre table."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _distribution(names: list[str], counts: np.ndarray) -> list[str]:
 def dataset_report(dataset: Dataset, genre_filter: GenreFilter) -> str:
     """Text report of the dataset and of what the filter keeps.
 
-    "Samples" counts genre labels, as the seed's tables did (its per-genre counts sum to its
+    "Samples" counts genre labels, as the log's tables did (its per-genre counts sum to its
     totals); tracks are reported separately because a track can carry more than one genre.
     """
     counts = genre_filter.counts

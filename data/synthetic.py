@@ -1,4 +1,4 @@
-"""A deterministic, learnable-but-hard synthetic stand-in for the seed's 70-genre FMA data.
+"""A deterministic, learnable-but-hard synthetic stand-in for the hand-run log's 70-genre FMA data.
 
 Genre counts reproduce `seed_genres.csv`: at scale 1.0 every genre's label count is exactly the
 CSV's (38,801 genre labels, top 6,316, bottom 50); at other scales each count scales
@@ -58,7 +58,7 @@ class GenreTable:
 
 
 def seed_genre_table() -> GenreTable:
-    """The 70 genres of the seed log with their track counts and family."""
+    """The 70 genres of the hand-run log with their track counts and family."""
     text = resources.files("genretune.data").joinpath("seed_genres.csv").read_text(encoding="utf-8")
     rows = list(csv.DictReader(text.splitlines()))
     return GenreTable(

@@ -1,4 +1,4 @@
-"""Decision rules and the seed's threshold / top-K sweep (tune_model_threshold.py).
+"""Decision rules and the hand-run log's threshold / top-K sweep (tune_model_threshold.py).
 
 A prediction is positive when its probability is >= threshold; top-K keeps the K highest
 probabilities of a track (ties: lower genre index first); combined = both.

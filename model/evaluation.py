@@ -46,7 +46,7 @@ def split_metrics(
 
     Original space: every track of the split, all genres; removed genres are never predicted, so
     trials that keep different genre sets are comparable. Kept space: the tracks that carry a kept
-    genre, kept genres only (what the seed measured after filtering).
+    genre, kept genres only (what the hand-run log measured after filtering).
     """
     y_true = prepared.dataset.labels[idx]
     kept_mask = prepared.genre_filter.kept_mask

@@ -1,4 +1,4 @@
-"""Class weights for BCE-with-logits, softened as in the seed.
+"""Class weights for BCE-with-logits, softened as in the hand-run log.
 
 `--pos-weight-power` and `--pos-weight-cap` tame the 126x imbalance of the rare genres.
 """
@@ -34,7 +34,7 @@ def calculate_pos_weight(
 
 
 def describe_pos_weight(weights: np.ndarray, genres: tuple[str, ...] | list[str]) -> str:
-    """The seed's --debug summary: min/median/max, max/min ratio and the 10 largest weights."""
+    """The log's --debug summary: min/median/max, max/min ratio and the 10 largest weights."""
     lo, med, hi = float(weights.min()), float(np.median(weights)), float(weights.max())
     lines = [
         f"pos_weight: min {lo:.2f}, median {med:.2f}, max {hi:.2f}, max/min {hi / lo:.1f}x",

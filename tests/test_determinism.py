@@ -62,6 +62,6 @@ def test_same_seed_same_configurations_in_order_and_same_metrics(local_ray, tmp_
     assert second_metrics == first_metrics, "same metrics, epoch by epoch, trial by trial"
     if concurrent == 1:
         other_sampled, _ = _search(tmp_path, "other", concurrent, seed=4)
-        # The seed point comes first in both; the sampled ones follow the seed.
+        # The baseline comes first in both; the sampled ones follow the random seed.
         assert other_sampled[0] == first_sampled[0]
-        assert other_sampled[1:] != first_sampled[1:], "the seed drives the sampler"
+        assert other_sampled[1:] != first_sampled[1:], "the random seed drives the sampler"

@@ -241,11 +241,11 @@ def test_features_that_cannot_fit_on_the_disk_are_refused_before_anything_is_wri
     import shutil
 
     from genretune.data import InputError
-    from genretune.data.fma import _check_disk_space
+    from genretune.data.fma import check_disk_space
 
     out = tmp_path / "not" / "yet" / "there"
     free = shutil.disk_usage(tmp_path).free
-    _check_disk_space(out, free // 2)
+    check_disk_space(out, free // 2)
     with pytest.raises(InputError, match="GiB free"):
-        _check_disk_space(out, free * 2)
+        check_disk_space(out, free * 2)
     assert not (tmp_path / "not").exists()

@@ -54,7 +54,7 @@ def test_search_runs_asha_optuna_and_the_dir_reads_back(local_ray, tmp_path):
         if info["end_reason"] == END_ASHA:
             assert info["epochs"] < 6, trial_id
 
-    # The seed's hand-tuned point is the first configuration evaluated.
+    # The baseline is the first configuration evaluated.
     study = optuna.load_study(study_name="basic", storage=f"sqlite:///{exp / 'optuna.db'}")
     assert len(study.trials) == 6
     first = min(study.trials, key=lambda t: t.number)
@@ -193,7 +193,7 @@ def test_space_file_overrides_removes_and_fixes(tmp_path):
     s = settings(tmp_path, "--space", str(path))
     assert s.space["lr"].low == 1e-3 and "top_k" not in s.space and "dropout" in s.space
     assert s.base.optim.weight_decay == 0.001
-    # The seed point is the first trial, so it covers every searched key: 5e-4 lies outside the
+    # The baseline is the first trial, so it covers every searched key: 5e-4 lies outside the
     # user's lr range (its nearest value is used) and dropout takes the choice nearest the default.
     assert set(s.baseline) == set(s.space)
     assert s.baseline["lr"] == 1e-3 and s.baseline["dropout"] in (0.2, 0.4)
@@ -256,7 +256,7 @@ def test_budget_random_sampler_and_fifo_scheduler(local_ray, tmp_path):
 
 
 def test_no_baseline_leaves_every_trial_to_the_sampler(local_ray, tmp_path):
-    """--no-seed-point: no trial is the seed's hand-tuned configuration (a plain random
+    """--no-baseline (alias --no-seed-point): no trial is the baseline (a plain random
     search baseline), and the choice is saved for --resume."""
     from genretune.data import load_dataset
     from genretune.search.checks import fit_space_to_data
@@ -291,7 +291,7 @@ def test_no_baseline_leaves_every_trial_to_the_sampler(local_ray, tmp_path):
 
 
 def test_tpe_proposes_after_its_start_up_trials(local_ray, tmp_path):
-    """--tpe-startup N: TPE samples its first N trials (the seed point counts) exactly as the
+    """--tpe-startup N: TPE samples its first N trials (the baseline counts) exactly as the
     random sampler with the same seed does, then proposes from what it has seen."""
 
     def sampled(name: str, *extra: str) -> list[dict]:

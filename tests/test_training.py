@@ -206,7 +206,7 @@ def test_data_config_used_by_the_loop_is_the_dataset_seen(tiny_cfg):
 
 def test_seed_phenomena_raw_weights_over_predict_and_filtering_helps():
     """Raw pos_weight at threshold 0.5 over all genres predicts many genres per track with low
-    precision; filtering plus sqrt weights (the seed's fix) predicts about the true count and
+    precision; filtering plus sqrt weights (the baseline's fix) predicts about the true count and
     has a better F1 in the original label space."""
     common = {"synthetic_scale": 0.05, "epochs": 8, "base_channels": 8, "lr": 2e-3}
     raw = config_from_flat({**common, "pos_weight_power": 1.0})

@@ -197,7 +197,7 @@ def settings_from_args(
         space.pop(key, None)
     if not base.data.is_synthetic:
         # The profile's min-samples range is sized for its synthetic data; a real dataset
-        # keeps the seed's range unscaled.
+        # keeps the full profile's range unscaled.
         if "min_samples_per_genre" in space:
             space["min_samples_per_genre"] = default_space(get_profile("full"))[
                 "min_samples_per_genre"

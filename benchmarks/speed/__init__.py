@@ -1,0 +1,1 @@
+"""The trial-speed measurements, one module each; benchmarks/trial_speed.py runs them."""
