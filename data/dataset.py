@@ -42,3 +42,11 @@ class Dataset:
 
     def split_indices(self, which: int) -> np.ndarray:
         return np.flatnonzero(self.split == which)
+
+    def frequency_thirds(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Genre indices of the rare, middle and common thirds by training-split frequency
+        (ties: lower genre index first among the rarer)."""
+        counts = self.labels[self.split == TRAIN].sum(axis=0, dtype=np.int64)
+        order = np.argsort(counts, kind="stable")
+        rare, middle, common = np.array_split(order, 3)
+        return np.sort(rare), np.sort(middle), np.sort(common)

@@ -9,7 +9,8 @@ from typing import Any
 
 from genretune.data import DataConfig, InputError
 
-OBJECTIVES = ("val_f1", "tuned_val_f1")
+# Validation metrics the training loop can keep its best epoch (and apply patience) by.
+OBJECTIVES = ("val_f1", "tuned_val_f1", "val_f1_macro")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,12 @@ from torch import nn
 
 from genretune.model.decision import DecisionRule, sweep_decision_rules
 from genretune.model.device import FeatureFeeder, Runtime, release_freed_heap
-from genretune.model.metrics import macro_pr_auc, multilabel_metrics, to_original_space
+from genretune.model.metrics import (
+    coverage_metrics,
+    macro_pr_auc,
+    multilabel_metrics,
+    to_original_space,
+)
 from genretune.model.prepare import PreparedData
 
 # Activations of a 256-track batch at base 128 and 64x128 input take GBs; 64 keeps evaluation's
@@ -52,6 +57,9 @@ def split_metrics(
     kept_mask = prepared.genre_filter.kept_mask
     pred = rule.apply(original_space_scores(prepared, prob_kept), allowed=kept_mask)
     metrics = {f"{prefix}_{k}": v for k, v in multilabel_metrics(y_true, pred).items()}
+    thirds = prepared.dataset.frequency_thirds()
+    coverage = coverage_metrics(y_true, pred, kept_mask, thirds)
+    metrics.update({f"{prefix}_{k}": v for k, v in coverage.items()})
     y_kept = y_true[:, prepared.kept_idx]
     rows = y_kept.any(axis=1)
     kept = multilabel_metrics(y_kept[rows], pred[:, prepared.kept_idx][rows])

@@ -9,6 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 METRIC_NAMES = ("f1", "precision", "recall", "hamming_loss", "jaccard", "avg_predictions")
+COVERAGE_NAMES = (
+    "f1_macro",
+    "coverage",
+    "label_coverage",
+    "f1_macro_rare",
+    "f1_macro_middle",
+    "f1_macro_common",
+)
 
 
 def _ratio(num: float, den: float) -> float:
@@ -39,6 +47,32 @@ def multilabel_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
         "jaccard": float(jaccard.mean()),
         "avg_predictions": float(pred_row.mean()),
     }
+
+
+def per_genre_f1(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """(G,) F1 of each genre column; a genre with no positives and no predictions scores 0
+    (scikit-learn's zero_division=0), so a dropped or never-predicted genre counts as 0."""
+    t, p = y_true.astype(bool), y_pred.astype(bool)
+    tp = (t & p).sum(axis=0)
+    denominator = t.sum(axis=0) + p.sum(axis=0)
+    return np.divide(2 * tp, denominator, out=np.zeros(t.shape[1]), where=denominator > 0)
+
+
+def coverage_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, kept_mask: np.ndarray, thirds: tuple
+) -> dict[str, float]:
+    """Macro-F1 over every genre of the dataset, the share of genres the model can predict
+    and of the split's labels they carry, and macro-F1 within each frequency third."""
+    f1 = per_genre_f1(y_true, y_pred)
+    labels = y_true.sum()
+    out = {
+        "f1_macro": float(f1.mean()),
+        "coverage": float(kept_mask.mean()),
+        "label_coverage": float(y_true[:, kept_mask].sum() / labels) if labels else 0.0,
+    }
+    for name, genres in zip(("rare", "middle", "common"), thirds, strict=True):
+        out[f"f1_macro_{name}"] = float(f1[genres].mean()) if len(genres) else 0.0
+    return out
 
 
 def macro_pr_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:

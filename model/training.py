@@ -23,7 +23,7 @@ from genretune.model.config import TrainConfig
 from genretune.model.decision import DecisionRule
 from genretune.model.device import FeatureFeeder, Runtime, release_freed_heap
 from genretune.model.evaluation import predict_proba, split_metrics, tuned_rule_metrics
-from genretune.model.metrics import METRIC_NAMES
+from genretune.model.metrics import COVERAGE_NAMES, METRIC_NAMES
 from genretune.model.network import GenreCNN
 from genretune.model.prepare import PreparedData
 
@@ -36,9 +36,11 @@ class TrainingDiverged(InputError):
 def _reported_metrics() -> tuple[str, ...]:
     split = [f"val_{name}" for name in METRIC_NAMES]
     kept = [f"val_{name}_kept" for name in METRIC_NAMES if name != "hamming_loss"]
+    coverage = [f"val_{name}" for name in COVERAGE_NAMES]
     return (
         *split,
         *kept,
+        *coverage,
         "val_pr_auc_macro",
         "tuned_threshold",
         "tuned_top_k",
@@ -49,6 +51,7 @@ def _reported_metrics() -> tuple[str, ...]:
         "n_train",
         "best_val_f1",
         "best_tuned_val_f1",
+        "best_val_f1_macro",
         "epochs_since_best",
         "epoch_seconds",
     )
@@ -212,6 +215,7 @@ def fit(
             n_train=len(prepared.train_idx),
             best_val_f1=max([metrics["val_f1"], *(r["val_f1"] for r in history)]),
             best_tuned_val_f1=max([metrics["tuned_val_f1"], *(r["tuned_val_f1"] for r in history)]),
+            best_val_f1_macro=max([metrics["val_f1_macro"], *(r["val_f1_macro"] for r in history)]),
         )
         score = metrics[cfg.objective]
         improved = score > best_score

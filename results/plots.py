@@ -151,6 +151,53 @@ def plot_importances(exp: Experiment, path: Path) -> Path | None:
     return path
 
 
+def _matches(table, point: dict) -> np.ndarray:
+    """Rows whose parameters equal `point` (None matches a missing value)."""
+    mask = np.ones(len(table), dtype=bool)
+    for key, value in point.items():
+        if key not in table:
+            continue
+        column = table[key]
+        if value is None:
+            mask &= column.isna().to_numpy()
+        else:
+            mask &= (column.astype(object) == value).fillna(False).to_numpy(dtype=bool)
+    return mask
+
+
+def plot_pareto(exp: Experiment, path: Path) -> Path:
+    """Every finished trial on the first two objectives, the Pareto front joined and
+    highlighted, the baseline marked."""
+    from genretune.results.pareto import non_dominated, objective_table
+
+    plt = _pyplot()
+    (x_metric, x_mode), (y_metric, y_mode) = exp.settings["objectives"][:2]
+    table = objective_table(exp)
+    modes = [m for _, m in exp.settings["objectives"]]
+    metrics = [m for m, _ in exp.settings["objectives"]]
+    front = table[non_dominated(table[metrics].to_numpy(dtype=float), modes)]
+    fig, ax = plt.subplots(figsize=(6.5, 5), dpi=120)
+    ax.scatter(table[x_metric], table[y_metric], s=22, color="0.6", label="trials")
+    line = front.sort_values(x_metric)
+    ax.plot(line[x_metric], line[y_metric], "-o", color="C3", label="Pareto front")
+    baseline = exp.settings.get("baseline") or {}
+    if baseline:
+        rows = table[_matches(table, baseline)]
+        if len(rows):
+            ax.scatter(rows[x_metric], rows[y_metric], s=140, marker="*", color="C0",
+                       zorder=5, label="baseline")  # fmt: skip
+    ax.set_xlabel(f"{x_metric} ({x_mode})")
+    ax.set_ylabel(f"{y_metric} ({y_mode})")
+    if len(metrics) > 2:
+        ax.set_title(f"front over {', '.join(metrics)} (first two shown)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def write_plots(exp: Experiment, out_dir: Path, decision_plot: bool = True) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [
@@ -161,6 +208,8 @@ def write_plots(exp: Experiment, out_dir: Path, decision_plot: bool = True) -> l
     importance = plot_importances(exp, out_dir / "param_importances.png")
     if importance:
         written.append(importance)
+    if len(exp.settings.get("objectives") or []) >= 2:
+        written.append(plot_pareto(exp, out_dir / "pareto_front.png"))
     if decision_plot:
         from genretune.results.export import best_trial_decision_plot
 

@@ -67,6 +67,8 @@ def fixed_config(s: SearchSettings) -> dict[str, Any]:
 def build_sampler(s: SearchSettings) -> optuna.samplers.BaseSampler:
     if s.sampler == "random":
         return optuna.samplers.RandomSampler(seed=s.seed)
+    if s.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=s.seed)
     return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials)
 
 
@@ -82,10 +84,11 @@ def build_searcher(s: SearchSettings, storage: optuna.storages.BaseStorage | Non
     """Ray Tune's OptunaSearch over the settings' space; `storage` None = in memory."""
     from genretune.search.optuna_search import PruningOptunaSearch
 
+    multi = bool(s.objectives)
     return PruningOptunaSearch(
         space=s.space,
-        metric=s.metric,
-        mode=s.mode,
+        metric=[m for m, _ in s.objectives] if multi else s.metric,
+        mode=[mode for _, mode in s.objectives] if multi else s.mode,
         points_to_evaluate=s.initial_points or None,
         sampler=build_sampler(s),
         study_name=s.name,
@@ -102,12 +105,17 @@ def build_scheduler(s: SearchSettings):
         return None
     from ray.tune.schedulers import ASHAScheduler
 
-    return ASHAScheduler(
-        time_attr="training_iteration",
-        max_t=s.base.optim.epochs,
-        grace_period=s.grace_period,
-        reduction_factor=s.reduction_factor,
-    )
+    from genretune.search.pareto_asha import ParetoASHA
+
+    options = {
+        "time_attr": "training_iteration",
+        "max_t": s.base.optim.epochs,
+        "grace_period": s.grace_period,
+        "reduction_factor": s.reduction_factor,
+    }
+    if s.objectives:
+        return ParetoASHA(objectives=s.objectives, **options)
+    return ASHAScheduler(**options)
 
 
 def build_stoppers(s: SearchSettings) -> list:

@@ -25,12 +25,38 @@ class PruningOptunaSearch(OptunaSearch):
         self.cut_as_pruned = cut_as_pruned
         self.epochs = epochs
         self.patience = patience
+        # Several objectives: each trial's result at its best epoch by the first objective (the
+        # epoch `genretune train` keeps), whose values go to Optuna when the trial ends.
+        self.best_results: dict[str, dict[str, Any]] = {}
+
+    def _remember_best(self, trial_id: str, result: dict[str, Any] | None) -> None:
+        first = self.metric[0]
+        if not result or result.get(first) is None:
+            return
+        sign = 1.0 if self.mode[0] == "max" else -1.0
+        best = self.best_results.get(trial_id)
+        if best is None or sign * result[first] > sign * best[first]:
+            self.best_results[trial_id] = {m: result.get(m) for m in self.metric}
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if isinstance(self.metric, list):
+            self._remember_best(trial_id, result)
+        super().on_trial_result(trial_id, result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         from genretune.search.algorithms import trial_was_cut
 
+        if trial_id in self._ot_trials:
+            # Ties the study's trial to Ray's (genretune results reads the front this way).
+            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        if isinstance(self.metric, list) and not error:
+            # Ray does not pass the result a trial is stopped on to on_trial_result.
+            self._remember_best(trial_id, result)
+            best = self.best_results.pop(trial_id, None)
+            if best is not None and all(v is not None for v in best.values()):
+                result = {**(result or {}), **best}
         cut = (
             self.cut_as_pruned
             and not error

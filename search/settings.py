@@ -14,7 +14,7 @@ from genretune.search import experiment
 from genretune.search.space import Space
 
 DECISION_SPACE, DECISION_TUNED = "space", "tuned"
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "random", "nsga2")
 SCHEDULERS = ("asha", "fifo")
 # Keys Ray Tune adds to every reported result.
 RAY_METRICS = ("training_iteration", "time_total_s", "time_this_iter_s")
@@ -64,6 +64,8 @@ class SearchSettings:
     tpe_startup_trials: int = TPE_STARTUP_TRIALS
     baseline_draws: tuple[dict[str, Any], ...] = ()  # trials drawn around the baseline, next
     cut_trials_as: str = CUT_AS_COMPLETE
+    # Several objectives (metric, mode), the first one first: a multi-objective search.
+    objectives: tuple[tuple[str, str], ...] = ()
 
     @property
     def initial_points(self) -> list[dict[str, Any]]:
@@ -89,6 +91,7 @@ class SearchSettings:
             "baseline": self.baseline,
             "baseline_draws": list(self.baseline_draws),
             "cut_trials_as": self.cut_trials_as,
+            "objectives": [list(o) for o in self.objectives],
             "metric": self.metric,
             "mode": self.mode,
             "num_samples": self.num_samples,
@@ -119,6 +122,7 @@ def settings_from_json(payload: dict[str, Any], **overrides: Any) -> SearchSetti
         baseline=payload.get("baseline", payload.get("seed_point", {})),
         baseline_draws=tuple(payload.get("baseline_draws", ())),
         cut_trials_as=payload.get("cut_trials_as", CUT_AS_COMPLETE),
+        objectives=tuple(tuple(o) for o in payload.get("objectives", ())),
         metric=payload["metric"],
         mode=payload["mode"],
         num_samples=payload["num_samples"],

@@ -80,3 +80,40 @@ def test_to_original_space_places_columns():
     out = to_original_space(kept, np.array([1, 3]), 4)
     np.testing.assert_array_equal(out, np.array([[0, 0.1, 0, 0.9], [0, 0.5, 0, 0.2]], np.float32))
     assert out.dtype == np.float32
+
+
+def test_macro_f1_coverage_and_thirds_equal_their_definitions():
+    from sklearn.metrics import f1_score
+
+    from genretune.model.metrics import coverage_metrics
+
+    rng = np.random.default_rng(5)
+    y = (rng.random((200, 12)) < 0.15).astype(np.uint8)
+    y[:, 11] = 0  # a genre nobody carries in this split
+    kept = np.ones(12, bool)
+    kept[[2, 7]] = False  # dropped by the filter: never predicted
+    pred = (rng.random((200, 12)) < 0.2) & kept[None, :]
+    thirds = (np.array([0, 1, 2, 3]), np.array([4, 5, 6, 7]), np.array([8, 9, 10, 11]))
+    m = coverage_metrics(y, pred, kept, thirds)
+    assert m["f1_macro"] == pytest.approx(f1_score(y, pred, average="macro", zero_division=0))
+    assert m["coverage"] == 10 / 12
+    assert m["label_coverage"] == pytest.approx(y[:, kept].sum() / y.sum())
+    for name, genres in zip(("rare", "middle", "common"), thirds, strict=True):
+        expected = f1_score(y[:, genres], pred[:, genres], average="macro", zero_division=0)
+        assert m[f"f1_macro_{name}"] == pytest.approx(expected)
+    # A dropped genre scores 0 (it is never predicted), dragging macro-F1 down.
+    assert m["f1_macro"] < f1_score(y[:, kept], pred[:, kept], average="macro", zero_division=0)
+
+
+def test_frequency_thirds_follow_training_counts():
+    from genretune.data import TRAIN, Dataset
+
+    labels = np.zeros((30, 6), np.uint8)
+    split = np.full(30, TRAIN)
+    split[25:] = 1
+    for genre, count in enumerate([9, 1, 5, 3, 7, 2]):
+        labels[:count, genre] = 1
+    labels[25:, 1] = 1  # validation tracks do not count
+    ds = Dataset(np.zeros((30, 16, 16), np.float32), labels, tuple("abcdef"), split, "t")
+    rare, middle, common = ds.frequency_thirds()
+    assert rare.tolist() == [1, 5] and middle.tolist() == [2, 3] and common.tolist() == [0, 4]

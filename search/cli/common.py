@@ -7,7 +7,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from genretune.model.config import FLAT_KEYS
+from genretune.model.config import FLAT_KEYS, OBJECTIVES
 
 
 class Parser(argparse.ArgumentParser):
@@ -97,7 +97,7 @@ def add_train_flags(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--objective",
-        choices=("val_f1", "tuned_val_f1"),
+        choices=OBJECTIVES,
         default=_UNSET,
         help="validation metric for patience and best epoch",
     )

@@ -24,6 +24,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="also write the trial's best weights as a model dir",
     )
     p.add_argument("--force", action="store_true", help="replace existing outputs")
+    p.add_argument(
+        "--pareto",
+        action="store_true",
+        help="choose among the Pareto front of a multi-objective search: the best by the "
+        "first objective, of the front trials that satisfy --where",
+    )
+    p.add_argument(
+        "--where",
+        metavar="EXPR",
+        help='with --pareto: a pandas query over the front, e.g. "val_coverage >= 0.7"',
+    )
+
+
+def _pareto_choice(exp, where: str | None):
+    """The best front trial by the first objective among those satisfying `where`."""
+    from genretune.results.pareto import pareto_front
+
+    front = pareto_front(exp)
+    if where:
+        try:
+            front = front.query(where, engine="python")
+        except Exception as exc:  # pandas raises many types for a bad expression
+            raise InputError(f"--where {where!r}: {type(exc).__name__}: {exc}") from None
+        if front.empty:
+            raise InputError(f"--where {where!r}: no trial on the Pareto front satisfies it")
+    return front.iloc[0]  # the front is sorted best first by the first objective
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,7 +68,14 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(args.with_checkpoint, "--with-checkpoint")
     exp = load_experiment(args.experiment, args.storage_path)
     metric = args.metric or exp.metric
-    row = chosen_trial(exp, args.trial, metric, args.mode)
+    if args.where and not args.pareto:
+        raise InputError("--where needs --pareto")
+    if args.pareto:
+        if args.trial or args.metric:
+            raise InputError("--pareto chooses the trial: drop --trial/--metric")
+        row = _pareto_choice(exp, args.where)
+    else:
+        row = chosen_trial(exp, args.trial, metric, args.mode)
     payload = export_payload(exp, row, metric)
     model_dir = (
         write_model_dir(exp, payload, args.with_checkpoint) if args.with_checkpoint else None

@@ -42,6 +42,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, help="write the dataframe to this file")
     p.add_argument("--force", action="store_true", help="replace an existing --output")
     p.add_argument("--plots", type=Path, help="write PNG plots into this directory")
+    p.add_argument(
+        "--pareto",
+        action="store_true",
+        help="only the non-dominated trials of a multi-objective search, best first",
+    )
 
 
 def _default_columns(exp: Experiment) -> list[str]:
@@ -108,6 +113,12 @@ def _write(df: pd.DataFrame, fmt: str, output: Path | None) -> None:
             ) from None
 
 
+def _with_trials(exp, trials):
+    from dataclasses import replace
+
+    return replace(exp, trials=trials)
+
+
 def run(args: argparse.Namespace) -> int:
     from genretune.data.outputs import check_output_dir, check_output_file
 
@@ -122,13 +133,28 @@ def run(args: argparse.Namespace) -> int:
         cols = [c for c in CURVE_COLUMNS if c in curve]
         _write(curve[cols], args.format, args.output)
         return 0
+    full = exp
+    header = f"{exp.path}: {len(exp.trials)} trials, objective {exp.metric} ({exp.mode})"
+    if args.pareto:
+        from genretune.results.pareto import pareto_front
+
+        front = pareto_front(exp)
+        objectives = [f"{m} ({mode})" for m, mode in exp.settings["objectives"]]
+        header = (
+            f"{exp.path}: Pareto front, {len(front)} of {len(exp.trials)} trials; objectives "
+            f"{', '.join(objectives)}"
+        )
+        exp = _with_trials(exp, front)
+        if not args.columns and args.format == "table":
+            metrics = [m for m, _ in full.settings["objectives"]]
+            args.columns = ",".join(["trial_id", *metrics, *exp.searched, "epochs"])
     df = _select(exp, args)
     if args.format == "table" and not args.output:
-        print(f"{exp.path}: {len(exp.trials)} trials, objective {exp.metric} ({exp.mode})")
+        print(header)
     _write(df, args.format, args.output)
     if args.plots:
         from genretune.results.plots import write_plots
 
-        for path in write_plots(exp, args.plots):
+        for path in write_plots(full, args.plots):
             print(f"wrote {path}")
     return 0

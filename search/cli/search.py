@@ -21,6 +21,7 @@ from genretune.search.settings import (
     CUT_AS_COMPLETE,
     CUT_TRIALS_AS,
     DECISION_TUNED,
+    SAMPLERS,
     TPE_STARTUP_TRIALS,
     Resources,
     SearchSettings,
@@ -47,6 +48,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--metric", help="reported key to optimise (default best_val_f1)")
     g.add_argument("--mode", choices=("max", "min"), default="max")
     g.add_argument(
+        "--objectives",
+        metavar="METRIC[:max|min],...",
+        help="search for the trade-off between two or three reported metrics (a Pareto "
+        "front), e.g. val_f1,val_coverage; the first (val_f1 or val_f1_macro) picks each "
+        "trial's best epoch and drives early stopping",
+    )
+    g.add_argument(
         "--decision",
         choices=("space", "tuned"),
         default="space",
@@ -55,9 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--sampler",
-        choices=("tpe", "random"),
+        choices=SAMPLERS,
         default="tpe",
-        help="Optuna sampler: tpe (default) or random (a baseline)",
+        help="Optuna sampler: tpe (default), random (a baseline) or nsga2 (several objectives)",
     )
     g.add_argument(
         "--tpe-startup",
@@ -159,6 +167,34 @@ def _startup(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}") from None
 
 
+def parse_objectives(text: str) -> tuple[tuple[str, str], ...]:
+    """`METRIC[:max|min],...` -> ((metric, mode), ...), checked against the reported keys."""
+    from genretune.model.config import OBJECTIVES
+    from genretune.model.training import REPORTED_METRICS
+
+    objectives = []
+    for item in text.split(","):
+        metric, _, mode = item.strip().partition(":")
+        mode = mode or "max"
+        if mode not in ("max", "min"):
+            raise InputError(f"--objectives {text}: mode of {metric} must be max or min")
+        if metric not in REPORTED_METRICS:
+            raise InputError(f"--objectives {text}: {metric or '(empty)'} is not a reported metric")
+        objectives.append((metric, mode))
+    if not 2 <= len(objectives) <= 3:
+        raise InputError(f"--objectives {text}: give two or three objectives")
+    if len({m for m, _ in objectives}) != len(objectives):
+        raise InputError(f"--objectives {text}: an objective appears twice")
+    first, first_mode = objectives[0]
+    usable = [o for o in OBJECTIVES if o != "tuned_val_f1"]
+    if first not in usable or first_mode != "max":
+        raise InputError(
+            f"--objectives {text}: the first objective picks each trial's best epoch: use "
+            f"{' or '.join(usable)} (max)"
+        )
+    return tuple(objectives)
+
+
 def _baseline_and_draws(args: argparse.Namespace, profile, space, base) -> tuple[dict, tuple]:
     if args.no_baseline:
         if args.baseline is not None or args.baseline_draws:
@@ -208,6 +244,15 @@ def settings_from_args(
             space.pop(key, None)
         metric = args.metric or "best_tuned_val_f1"
         base = config_from_flat({"objective": "tuned_val_f1"}, base=base)
+    objectives = parse_objectives(args.objectives) if args.objectives else ()
+    mode = args.mode
+    if objectives:
+        if args.metric:
+            raise InputError("--objectives and --metric cannot be combined")
+        first = objectives[0][0]
+        # The first objective keeps each trial's best epoch, as `genretune train` would.
+        base = config_from_flat({"objective": first}, base=base)
+        metric, mode = f"best_{first}", "max"
     epochs, patience = base.optim.epochs, base.optim.patience
     baseline, draws = _baseline_and_draws(args, profile, space, base)
     default_name = datetime.now().strftime("search_%Y%m%d_%H%M%S")
@@ -221,8 +266,9 @@ def settings_from_args(
         baseline=baseline,
         baseline_draws=draws,
         cut_trials_as=args.cut_trials_as,
+        objectives=objectives,
         metric=metric,
-        mode=args.mode,
+        mode=mode,
         num_samples=args.num_samples if args.num_samples is not None else profile.num_samples,
         grace_period=args.grace_period or profile.default_grace_period(epochs, patience),
         reduction_factor=args.reduction_factor or profile.reduction_factor,

@@ -1,0 +1,63 @@
+"""The Pareto front of a multi-objective experiment: each trial's objective values as Optuna
+holds them (at the trial's best epoch by the first objective), and the non-dominated trials."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from genretune.data import InputError
+
+
+def non_dominated(values: np.ndarray, modes: list[str]) -> np.ndarray:
+    """(n,) mask of the rows of `values` (n, k) that no other row dominates: at least as good
+    on every objective and better on one."""
+    signed = values * np.array([1.0 if m == "max" else -1.0 for m in modes])[None, :]
+    keep = np.ones(len(signed), dtype=bool)
+    for i, row in enumerate(signed):
+        better_or_equal = (signed >= row).all(axis=1)
+        strictly = (signed > row).any(axis=1)
+        keep[i] = not (better_or_equal & strictly).any()
+    return keep
+
+
+def objective_table(exp) -> pd.DataFrame:
+    """One row per trial with a value for every objective: the trial table's columns plus one
+    column per objective (named by its metric) holding the study's value."""
+    import optuna
+
+    objectives = exp.settings.get("objectives") or []
+    if len(objectives) < 2:
+        raise InputError(
+            f"--pareto: {exp.path.name} is a single-objective search (use --objectives)"
+        )
+    storage = exp.settings.get("optuna_storage")
+    if (exp.path / "optuna.db").is_file():  # also when the experiment dir was moved or copied
+        storage = f"sqlite:///{exp.path / 'optuna.db'}"
+    try:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.load_study(study_name=exp.settings["study_name"], storage=storage)
+    except Exception as exc:  # Optuna and SQLAlchemy raise many types
+        raise InputError(f"--pareto: cannot read the Optuna study at {storage} ({exc})") from None
+    metrics = [m for m, _ in objectives]
+    rows = []
+    for t in study.trials:
+        trial_id = t.user_attrs.get("ray_trial_id")
+        if t.state.name != "COMPLETE" or trial_id is None or t.values is None:
+            continue
+        rows.append({"trial_id": trial_id, **dict(zip(metrics, t.values, strict=True))})
+    values = pd.DataFrame(rows, columns=["trial_id", *metrics])
+    trials = exp.trials.drop(columns=[m for m in metrics if m in exp.trials])
+    return trials.merge(values, on="trial_id", how="inner")
+
+
+def pareto_front(exp) -> pd.DataFrame:
+    """The non-dominated trials, best first by the first objective."""
+    objectives = exp.settings.get("objectives") or []
+    table = objective_table(exp)
+    metrics = [m for m, _ in objectives]
+    modes = [mode for _, mode in objectives]
+    if table.empty:
+        raise InputError(f"--pareto: no trial of {exp.path.name} has finished yet")
+    front = table[non_dominated(table[metrics].to_numpy(dtype=float), modes)]
+    return front.sort_values(metrics[0], ascending=modes[0] == "min").reset_index(drop=True)

@@ -1,0 +1,167 @@
+"""A two-objective search on real Ray: its Pareto front, export from the front, retraining it,
+and resuming it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from helpers import TINY_SEARCH
+
+from genretune.search.cli import main
+
+pytestmark = pytest.mark.slow
+
+GENRETUNE = str(Path(sys.executable).with_name("genretune"))
+OBJECTIVES = "val_f1,val_coverage"
+SEARCH = [
+    *TINY_SEARCH,
+    *("--epochs", "3", "--patience", "3", "--grace-period", "1", "--reduction-factor", "2"),
+    *("--objectives", OBJECTIVES, "--progress-interval", "1000"),
+]
+
+
+def _study(exp: Path) -> optuna.Study:
+    return optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'optuna.db'}")
+
+
+def _brute_force_front(points: dict[str, tuple[float, float]]) -> set[str]:
+    """Trials no other trial matches or beats on both objectives and beats on one."""
+    front = set()
+    for tid, (a, b) in points.items():
+        beaten = any(
+            (x >= a and y >= b) and (x > a or y > b)
+            for other, (x, y) in points.items()
+            if other != tid
+        )
+        if not beaten:
+            front.add(tid)
+    return front
+
+
+@pytest.fixture(scope="module")
+def two_objective(local_ray, tmp_path_factory):
+    root = tmp_path_factory.mktemp("pareto")
+    argv = ["search", *SEARCH, "--num-samples", "6", "--name", "mo", "--storage-path", str(root)]
+    # Min-samples reaching high makes trials keep different genre sets: coverage varies.
+    assert main(argv) == 0
+    return root / "mo"
+
+
+def test_the_front_is_the_non_dominated_trials_and_the_study_holds_both_values(
+    two_objective, capsys
+):
+    study = _study(two_objective)
+    finished = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(finished) == 6
+    assert all(len(t.values) == 2 for t in finished)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MAXIMIZE"]
+    points = {t.user_attrs["ray_trial_id"]: tuple(t.values) for t in finished}
+    # Each trial's values are those of its best epoch by the first objective.
+    for tid, (f1, coverage) in points.items():
+        curve = pd.read_csv(two_objective / f"trial_{tid}" / "progress.csv")
+        best = curve.loc[curve["val_f1"].idxmax()]
+        assert f1 == pytest.approx(best["val_f1"]) and coverage == pytest.approx(
+            best["val_coverage"]
+        )
+    capsys.readouterr()
+    out = two_objective.parent / "front.csv"
+    argv = ["results", str(two_objective), "--pareto", "--format", "csv", "--output", str(out)]
+    assert main(argv) == 0
+    front = pd.read_csv(out)
+    assert set(front["trial_id"]) == _brute_force_front(points)
+    assert list(front["val_f1"]) == sorted(front["val_f1"], reverse=True)
+    plots = two_objective.parent / "plots"
+    assert main(["results", str(two_objective), "--plots", str(plots)]) == 0
+    assert (plots / "pareto_front.png").stat().st_size > 0
+
+
+def test_export_from_the_front_and_retrain_it(two_objective, tmp_path, capsys):
+    study = _study(two_objective)
+    points = {
+        t.user_attrs["ray_trial_id"]: tuple(t.values)
+        for t in study.trials
+        if t.state.name == "COMPLETE"
+    }
+    front = _brute_force_front(points)
+    # The front's lowest coverage: every front trial satisfies it; the best F1 among them wins.
+    floor = min(points[t][1] for t in front)
+    expected = max(front, key=lambda t: points[t][0])
+    best_json = tmp_path / "best.json"
+    argv = ["export", str(two_objective), "--pareto", "--where", f"val_coverage >= {floor}"]
+    assert main([*argv, "-o", str(best_json)]) == 0
+    assert json.loads(best_json.read_text())["provenance"]["trial_id"] == expected
+    # The most covering front trial, when only it qualifies.
+    top = max(points[t][1] for t in front)
+    chosen = max((t for t in front if points[t][1] >= top), key=lambda t: points[t][0])
+    other = tmp_path / "cover.json"
+    argv = ["export", str(two_objective), "--pareto", "--where", f"val_coverage >= {top}"]
+    assert main([*argv, "-o", str(other)]) == 0
+    assert json.loads(other.read_text())["provenance"]["trial_id"] == chosen
+    # Retraining the exported config repeats the trial epoch for epoch.
+    models = tmp_path / "models"
+    assert main(["train", "--config", str(best_json), "--output-dir", str(models)]) == 0
+    (run_dir,) = list(models.iterdir())
+    retrained = pd.read_csv(run_dir / "history.csv")
+    trial = pd.read_csv(two_objective / f"trial_{expected}" / "progress.csv")
+    assert list(retrained["val_f1"]) == pytest.approx(list(trial["val_f1"]), abs=1e-9)
+    assert list(retrained["val_coverage"]) == pytest.approx(list(trial["val_coverage"]))
+    # Nobody on the front satisfies an impossible condition: one line, exit 2, nothing written.
+    capsys.readouterr()
+    none = tmp_path / "none.json"
+    argv = ["export", str(two_objective), "--pareto", "--where", "val_coverage > 1"]
+    assert main([*argv, "-o", str(none)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no trial on the Pareto front satisfies it" in err[0]
+    assert not none.exists()
+
+
+def test_resume_keeps_the_front(local_ray, tmp_path, isolated_cache):
+    env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
+    argv = [GENRETUNE, "search", *SEARCH, "--num-samples", "5", "--max-concurrent", "1"]
+    argv += ["--name", "again", "--storage-path", str(tmp_path)]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    exp = tmp_path / "again"
+    try:
+        deadline = time.monotonic() + 300
+        while (
+            not (exp / "optuna.db").exists()
+            or sum(t.state.name == "COMPLETE" for t in _study(exp).trials) < 2
+        ):
+            assert proc.poll() is None, "the search ended early"
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    before = {
+        t.user_attrs["ray_trial_id"]: tuple(t.values)
+        for t in _study(exp).trials
+        if t.state.name == "COMPLETE"
+    }
+    assert 2 <= len(before) < 5
+    assert main(["search", "--resume", "again", "--storage-path", str(tmp_path)]) == 0
+    after = {
+        t.user_attrs["ray_trial_id"]: tuple(t.values)
+        for t in _study(exp).trials
+        if t.state.name == "COMPLETE"
+    }
+    assert len(after) == 5 and all(after[t] == v for t, v in before.items())
+    saved = json.loads((exp / "genretune_search.json").read_text())
+    assert saved["objectives"] == [["val_f1", "max"], ["val_coverage", "max"]]
+    out = tmp_path / "front.csv"
+    assert main(["results", str(exp), "--pareto", "--format", "csv", "--output", str(out)]) == 0
+    assert set(pd.read_csv(out)["trial_id"]) == _brute_force_front(after)
