@@ -33,6 +33,16 @@ def _study(exp: Path) -> optuna.Study:
     return optuna.load_study(study_name=exp.name, storage=f"sqlite:///{exp / 'optuna.db'}")
 
 
+def _finished_count(exp: Path) -> int:
+    """Trials the study has finished (0 until the search has created its study)."""
+    if not (exp / "optuna.db").exists():
+        return 0
+    try:
+        return sum(t.state.name == "COMPLETE" for t in _study(exp).trials)
+    except KeyError:  # the database exists, the study not yet
+        return 0
+
+
 def _brute_force_front(points: dict[str, tuple[float, float]]) -> set[str]:
     """Trials no other trial matches or beats on both objectives and beats on one."""
     front = set()
@@ -133,10 +143,7 @@ def test_resume_keeps_the_front(local_ray, tmp_path, isolated_cache):
     exp = tmp_path / "again"
     try:
         deadline = time.monotonic() + 300
-        while (
-            not (exp / "optuna.db").exists()
-            or sum(t.state.name == "COMPLETE" for t in _study(exp).trials) < 2
-        ):
+        while _finished_count(exp) < 2:
             assert proc.poll() is None, "the search ended early"
             assert time.monotonic() < deadline
             time.sleep(0.5)
