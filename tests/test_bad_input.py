@@ -888,6 +888,42 @@ CASES: list[Case] = [
         lambda t: ["export", _real_experiment(t), "--trial", "deadbeef", "-o", str(t / "x.json")],
         "no such trial",
     ),
+    # -- several objectives ------------------------------------------------------------------------
+    (
+        "one objective only",
+        lambda t: _search(t, "--objectives", "val_f1"),
+        "give two or three objectives",
+    ),
+    (
+        "an unreported objective",
+        lambda t: _search(t, "--objectives", "val_f1,val_nope"),
+        "val_nope is not a reported metric",
+    ),
+    (
+        "an objective mode other than max or min",
+        lambda t: _search(t, "--objectives", "val_f1:up,val_coverage"),
+        "mode of val_f1 must be max or min",
+    ),
+    (
+        "a first objective that cannot pick the best epoch",
+        lambda t: _search(t, "--objectives", "val_coverage,val_f1"),
+        "the first objective picks each trial's best epoch",
+    ),
+    (
+        "objectives with --metric",
+        lambda t: _search(t, "--objectives", "val_f1,val_coverage", "--metric", "best_val_f1"),
+        "--objectives and --metric cannot be combined",
+    ),
+    (
+        "a Pareto front of a single-objective search",
+        lambda t: ["results", _real_experiment(t), "--pareto"],
+        "is a single-objective search",
+    ),
+    (
+        "--where without --pareto",
+        lambda t: ["export", _real_experiment(t), "--where", "val_f1 > 0", "-o", str(t / "b.json")],
+        "--where needs --pareto",
+    ),
 ]
 
 
