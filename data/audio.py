@@ -107,7 +107,11 @@ def log_mel(signal: np.ndarray, spec: MelSpec) -> np.ndarray:
     frames = np.lib.stride_tricks.as_strided(padded, (n_frames, n_fft), strides, writeable=False)
     window = np.hanning(n_fft + 1)[:-1].astype(np.float32)  # periodic Hann, as scipy/librosa
     power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
-    mel = mel_filterbank(spec.sample_rate, n_fft, spec.n_mels) @ power.T.astype(np.float32)
+    # float64: a float32 BLAS product depends on the thread count (blocking order), so the
+    # same clip decoded in a 1-thread Ray task and a 2-thread process could differ in the
+    # last bits and round to different float16 features.
+    fb = mel_filterbank(spec.sample_rate, n_fft, spec.n_mels).astype(np.float64)
+    mel = (fb @ power.T.astype(np.float64)).astype(np.float32)
     db = 10.0 * np.log10(np.maximum(mel, 1e-10))
     db = np.maximum(db, db.max() - 80.0)
     if db.shape[1] >= spec.frames:

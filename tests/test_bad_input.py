@@ -747,7 +747,7 @@ CASES: list[Case] = [
     (
         "a batch of 10^9",
         lambda t: _train(t, "--batch-size", "1000000000"),
-        "--batch-size must be in",
+        "--batch-size must be <= 65536",
     ),
     # -- search settings that could only fail inside Ray -----------------------------------------
     (
