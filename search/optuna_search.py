@@ -28,6 +28,7 @@ class PruningOptunaSearch(OptunaSearch):
         # Several objectives: each trial's result at its best epoch by the first objective (the
         # epoch `genretune train` keeps), whose values go to Optuna when the trial ends.
         self.best_results: dict[str, dict[str, Any]] = {}
+        self.last_step: dict[str, int] = {}  # the last epoch told to Optuna, per trial
 
     def _remember_best(self, trial_id: str, result: dict[str, Any] | None) -> None:
         first = self.metric[0]
@@ -41,6 +42,8 @@ class PruningOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if isinstance(self.metric, list):
             self._remember_best(trial_id, result)
+        else:
+            self.last_step[trial_id] = result.get("training_iteration")
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(
@@ -70,8 +73,10 @@ class PruningOptunaSearch(OptunaSearch):
             super().on_trial_complete(trial_id, result=result, error=error)
             return
         ot_trial = self._ot_trials[trial_id]
-        # Ray does not pass the result a trial is stopped on to on_trial_result.
-        ot_trial.report(result[self.metric], result["training_iteration"])
+        # Ray does not pass the result a trial is stopped on to on_trial_result (a trial the
+        # budget ends had its last result reported already).
+        if self.last_step.pop(trial_id, None) != result["training_iteration"]:
+            ot_trial.report(result[self.metric], result["training_iteration"])
         self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 

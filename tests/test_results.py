@@ -46,6 +46,9 @@ def experiment(local_ray, tmp_path_factory):
         str(root),
         "--progress-interval",
         "1000",
+        # Optuna searches the decision rule: the objective is best_val_f1, as the tests read.
+        "--decision",
+        "space",
     ]
     run_search(settings_from_argv(argv[1:]))
     return root / "exp"

@@ -63,7 +63,7 @@ def test_search_runs_asha_optuna_and_the_dir_reads_back(local_ray, tmp_path):
     # Optuna is told the best-so-far objective, never a stopped trial's worst moment.
     df = results.get_dataframe()
     for t in study.trials:
-        assert t.value in set(df["best_val_f1"])
+        assert t.value in set(df[s.metric])
 
     analysis = tune.ExperimentAnalysis(str(exp))
     assert len(analysis.trials) == 6
@@ -93,7 +93,9 @@ def test_search_runs_asha_optuna_and_the_dir_reads_back(local_ray, tmp_path):
     # TensorBoard event files for `tensorboard --logdir runs/NAME`.
     assert len(list(exp.glob("trial_*/events.out.tfevents.*"))) == 6
     settings_file = json.loads((exp / "genretune_search.json").read_text())
-    assert settings_file["metric"] == "best_val_f1" and settings_file["study_name"] == "basic"
+    # The default objective: F1 at each epoch's validation-optimal decision rule.
+    assert s.metric == "best_tuned_val_f1" and s.decision == "tuned"
+    assert settings_file["metric"] == s.metric and settings_file["study_name"] == "basic"
 
 
 def test_patience_stopper_fires_on_a_plateau(local_ray, tmp_path):
@@ -172,7 +174,8 @@ def test_bad_space_files_are_rejected_before_ray_starts(tmp_path, space, fragmen
 
     path = tmp_path / "space.yaml"
     path.write_text(space)
-    code = main(["search", "--space", str(path), "--storage-path", str(tmp_path / "runs")])
+    argv = ["search", "--space", str(path), "--storage-path", str(tmp_path / "runs")]
+    code = main([*argv, "--decision", "space"])
     err = capsys.readouterr().err
     assert code == 2 and fragment in err and str(path) in err.replace("search space", str(path))
     assert not (tmp_path / "runs").exists()
@@ -199,7 +202,20 @@ def test_space_file_overrides_removes_and_fixes(tmp_path):
     assert s.baseline["lr"] == 1e-3 and s.baseline["dropout"] in (0.2, 0.4)
 
 
-def test_a_space_that_excludes_the_seed_values_runs(local_ray, tmp_path):
+def test_a_space_file_searching_the_rule_needs_decision_space(tmp_path, capsys):
+    from genretune.search.cli import main
+
+    path = tmp_path / "space.yaml"
+    path.write_text("threshold: {type: float, low: 0.3, high: 0.5, step: 0.1}\n")
+    argv = ["search", "--space", str(path), "--storage-path", str(tmp_path / "runs")]
+    assert main(argv) == 2
+    assert "only with --decision space" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+    s = settings(tmp_path, "--space", str(path), "--decision", "space")
+    assert s.space["threshold"].high == 0.5
+
+
+def test_a_space_that_excludes_the_baseline_values_runs(local_ray, tmp_path):
     path = tmp_path / "space.yaml"
     path.write_text(
         "lr: {type: float, low: 1.0e-3, high: 2.0e-3}\n"
@@ -324,7 +340,7 @@ def test_tpe_proposes_after_its_start_up_trials(local_ray, tmp_path):
     tpe = sampled("tpe3", "--tpe-startup", "3")
     assert tpe[:3] == random[:3], "start-up trials are the random sampler's"
     assert tpe[3:] != random[3:], "then TPE proposes"
-    assert search_settings(tmp_path).tpe_startup_trials == TPE_STARTUP_TRIALS == 10
+    assert search_settings(tmp_path).tpe_startup_trials == TPE_STARTUP_TRIALS == 3
 
 
 def test_trials_share_one_zero_copy_feature_array(local_ray):

@@ -57,7 +57,7 @@ def test_cut_trials_reach_optuna_as_pruned_with_every_epoch(local_ray, tmp_path)
     for t in study.trials:
         trial_id = _ray_trial_of(exp, t.params)
         curve = pd.read_csv(exp / f"trial_{trial_id}" / "progress.csv")
-        best = dict(zip(curve["training_iteration"], curve["best_val_f1"], strict=True))
+        best = dict(zip(curve["training_iteration"], curve[s.metric], strict=True))
         if reasons[trial_id]["end_reason"] == END_ASHA:
             assert t.state == PRUNED, (trial_id, t.state)
             # Every epoch's value, the one it was cut on included; the last is its value.

@@ -67,7 +67,9 @@ def fixed_order_algorithms(settings, points: list[dict]):
 
 
 def _replay(bank: CurveBank, flags: list[str], lrs: list[float], workers: int = 2):
-    settings = fit_to_bank(demo_settings([*bank_flags(bank.provenance), *flags]), bank.genre_counts)
+    # Optuna searches the decision rule here: each trial reports its own rule's curve.
+    flags = [*bank_flags(bank.provenance), "--decision", "space", *flags]
+    settings = fit_to_bank(demo_settings(flags), bank.genre_counts)
     source = CurveSource(bank, settings.space, noise=False)
     points = [{**settings.baseline, "lr": lr} for lr in lrs]
     algorithms = fixed_order_algorithms(settings, points)

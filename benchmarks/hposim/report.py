@@ -54,6 +54,7 @@ def table_rows(p: dict, budget: str) -> list[list[str]]:
                 f"{r['trials']['median']:.0f}",
                 _ci(r["fraction_to_random_final"], percent=True),
                 f"{r['reached_random_final'] * 100:.0f}%",
+                _ci(r["fraction_to_random_final_test"], percent=True),
                 _ci(r["test_f1"]),
                 _ci(r["regret"]),
                 _signed(r["paired_test_f1_diff_vs_random_asha"]),
@@ -65,8 +66,9 @@ def table_rows(p: dict, budget: str) -> list[list[str]]:
 COLUMNS = [
     "strategy",
     "trials",
-    "budget fraction to random-fifo's final best",
+    "budget fraction to random-fifo's final best (val)",
     "seeds that reach it",
+    "budget fraction to random-fifo's final test F1",
     "test F1",
     "regret vs oracle",
     "test F1 - random-asha (paired)",

@@ -20,6 +20,7 @@ from genretune.search.settings import (
     BASELINE_SPREAD,
     CUT_AS_COMPLETE,
     CUT_TRIALS_AS,
+    DECISION_SPACE,
     DECISION_TUNED,
     SAMPLERS,
     TPE_STARTUP_TRIALS,
@@ -57,9 +58,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--decision",
         choices=("space", "tuned"),
-        default="space",
-        help="space: search threshold/top-K; tuned: use each epoch's sweep-optimal "
-        "rule and optimise best_tuned_val_f1",
+        help="tuned (the default): each epoch's validation-optimal threshold/top-K rule from "
+        "the sweep, optimising best_tuned_val_f1; space (the default with --objectives): "
+        "Optuna searches threshold and top-K",
     )
     g.add_argument(
         "--sampler",
@@ -239,7 +240,22 @@ def settings_from_args(
                 "min_samples_per_genre"
             ]
     metric = args.metric or "best_val_f1"
-    if args.decision == DECISION_TUNED:
+    decision = args.decision or (DECISION_SPACE if args.objectives else DECISION_TUNED)
+    if args.objectives and decision == DECISION_TUNED:
+        raise InputError(
+            "--objectives measures every objective at the trial's own decision rule: use it "
+            "with --decision space (its default)"
+        )
+    if decision == DECISION_TUNED:
+        if args.space is not None:
+            from genretune.search.space import read_space_file
+
+            searched = [k for k, v in read_space_file(args.space).items() if k in DECISION_KEYS]
+            if any(isinstance(read_space_file(args.space)[k], dict) for k in searched):
+                raise InputError(
+                    f"--space {args.space}: threshold/top_k are searched only with --decision "
+                    "space (the default, tuned, picks the validation-optimal rule each epoch)"
+                )
         for key in DECISION_KEYS:
             space.pop(key, None)
         metric = args.metric or "best_tuned_val_f1"
@@ -273,7 +289,7 @@ def settings_from_args(
         grace_period=args.grace_period or profile.default_grace_period(epochs, patience),
         reduction_factor=args.reduction_factor or profile.reduction_factor,
         seed=base.seed,
-        decision=args.decision,
+        decision=decision,
         resources=Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent),
         max_failures=args.max_failures,
         address=args.address,
