@@ -34,6 +34,7 @@ import json
 import multiprocessing
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -224,6 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     bank = load_bank(args.bank)
     strategies = parse_strategies(args.strategies, args.strategy, bank.epochs)
+    shown_flags = {n: " ".join(f) for n, f in strategies.items()}  # placeholders unfilled
     scratch = Path(tempfile.mkdtemp(prefix="simulate-"))
     strategies = fill_placeholders(strategies, bank, scratch)
     print(
@@ -234,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     _init(str(args.bank), args.surrogate, not args.no_noise)
     summary = bank_summary(_STATE["bank"], _STATE["source"])
-    results = run_all(args, strategies, budgets)
+    try:
+        results = run_all(args, strategies, budgets)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     payload = {
         **summary,
         "settings": {
@@ -244,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             "first_seed": args.first_seed,
             "workers": args.workers,
             "budgets": budgets,
-            "strategy_flags": {n: " ".join(f) for n, f in strategies.items()},
+            "strategy_flags": shown_flags,
             "noise": not args.no_noise,
         },
         "strategies": summarise(results, budgets, summary["oracle_test_f1"]),
