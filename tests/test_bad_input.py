@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_runner import run_cli
 from helpers import make_feature_dir
 
 # Starts Ray or trains real models: the full suite (make test), not the fast lane.
@@ -416,12 +417,21 @@ CASES: list[Case] = [
     ),
     (
         "space threshold outside [0, 1]",
-        lambda t: _search(t, *_space(t, "threshold: {type: float, low: 0.2, high: 1.5}")),
+        lambda t: _search(
+            t, "--decision", "space", *_space(t, "threshold: {type: float, low: 0.2, high: 1.5}")
+        ),
         "search space: threshold=1.5 is invalid",
     ),
     (
+        "space searching the rule while the rule is tuned",
+        lambda t: _search(t, *_space(t, "threshold: {type: float, low: 0.3, high: 0.7}")),
+        "threshold/top_k are searched only with --decision space",
+    ),
+    (
         "space top-K above the genre count",
-        lambda t: _search(t, *_space(t, "top_k: {type: categorical, choices: [3, 500]}")),
+        lambda t: _search(
+            t, "--decision", "space", *_space(t, "top_k: {type: categorical, choices: [3, 500]}")
+        ),
         "search space: top_k 500 is above the dataset's",
     ),
     (
@@ -936,6 +946,7 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 @pytest.mark.parametrize("build, fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_bad_input(tmp_path, build, fragment):
+    """Each command in a process of its own, forked from one that imported the CLI once."""
     work = tmp_path / "work"
     work.mkdir()
     try:
@@ -945,10 +956,33 @@ def test_bad_input(tmp_path, build, fragment):
             subprocess.run(["umount", str(MOUNTED.pop())], check=False)
 
 
-def _check_bad_input(work: Path, build, fragment: str) -> None:
+# One case per way a command fails: argparse, a flag's value, a file, an existing experiment.
+THROUGH_THE_INSTALLED_SCRIPT = [
+    "epochs not a number",
+    "a batch of 10^9",
+    "NaN features",
+    "config unknown key",
+    "bad data with --overwrite keeps the old experiment",
+]
+
+
+@pytest.mark.parametrize("name", THROUGH_THE_INSTALLED_SCRIPT)
+def test_bad_input_through_the_installed_script(tmp_path, name):
+    """The same checks through the `genretune` console script itself."""
+    build, fragment = next(c[1:] for c in CASES if c[0] == name)
+    work = tmp_path / "work"
+    work.mkdir()
+    _check_bad_input(work, build, fragment, installed=True)
+
+
+def _check_bad_input(work: Path, build, fragment: str, installed: bool = False) -> None:
     argv = build(work)
     before = _snapshot(work)
-    res = subprocess.run([GENRETUNE, *argv], capture_output=True, text=True, timeout=300, cwd=work)
+    if installed:
+        res = subprocess.run([GENRETUNE, *argv], capture_output=True, text=True, timeout=300,
+                             cwd=work)  # fmt: skip
+    else:
+        res = run_cli(argv, cwd=work, scratch=work.parent)
     assert res.returncode == 2, f"exit {res.returncode}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
     assert "Traceback" not in res.stderr, res.stderr
     lines = res.stderr.strip().splitlines()
