@@ -1,5 +1,9 @@
 """Bad input through the real `genretune` entry point, one table over every command.
 
+Every case runs `genretune ARGV` in a process of its own: forked from a server that imported the
+CLI once (tests/cli_runner.py, so the table takes a minute, not six), and for at least one case
+of each kind also through the installed console script.
+
 Each case must end with exit code 2 and exactly one stderr line that names the flag or file at
 fault, print no traceback, and leave the test's directory exactly as it was: nothing created,
 nothing modified, nothing deleted (an existing experiment survives a bad `--overwrite`).
@@ -956,13 +960,27 @@ def test_bad_input(tmp_path, build, fragment):
             subprocess.run(["umount", str(MOUNTED.pop())], check=False)
 
 
-# One case per way a command fails: argparse, a flag's value, a file, an existing experiment.
+# At least one case of each kind through the installed `genretune` script itself: argparse,
+# flag values out of domain, dangerous values, names escaping their directory, data files,
+# metadata, config and space files, output targets, damaged experiment directories, settings
+# that could only fail inside Ray, an unreachable cluster, and an existing experiment.
 THROUGH_THE_INSTALLED_SCRIPT = [
     "epochs not a number",
     "a batch of 10^9",
+    "a million workers",
+    "train name escaping the output dir",
     "NaN features",
+    "a feature of 3e38 (finite)",
+    "duplicated genre_id",
     "config unknown key",
+    "space unknown parameter",
+    "export -o naming a directory",
+    "results of a truncated settings file",
+    "a metric no trial reports",
+    "a cluster address nobody answers",
+    "GPUs with a CPU build of torch or on a machine without one",
     "bad data with --overwrite keeps the old experiment",
+    "one objective only",
 ]
 
 
