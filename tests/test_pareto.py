@@ -3,8 +3,11 @@ and resuming it."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,7 +65,10 @@ def two_objective(local_ray, tmp_path_factory):
     root = tmp_path_factory.mktemp("pareto")
     argv = ["search", *SEARCH, "--num-samples", "6", "--name", "mo", "--storage-path", str(root)]
     # Min-samples reaching high makes trials keep different genre sets: coverage varies.
-    assert main(argv) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    (root / "search_stdout.txt").write_text(printed.getvalue())
     return root / "mo"
 
 
@@ -82,6 +88,11 @@ def test_the_front_is_the_non_dominated_trials_and_the_study_holds_both_values(
         assert f1 == pytest.approx(best["val_f1"]) and coverage == pytest.approx(
             best["val_coverage"]
         )
+    # The search's own summary lists the same front.
+    printed = (two_objective.parent / "search_stdout.txt").read_text()
+    listed = re.findall(r"^  (\w{8}): val_f1 ", printed, flags=re.MULTILINE)
+    assert f"Pareto front: {len(listed)} trial(s) on val_f1, val_coverage" in printed
+    assert set(listed) == _brute_force_front(points)
     capsys.readouterr()
     out = two_objective.parent / "front.csv"
     argv = ["results", str(two_objective), "--pareto", "--format", "csv", "--output", str(out)]

@@ -352,12 +352,39 @@ def summary(s: SearchSettings, results) -> list[str]:
             )
             lines.append(f"baseline configuration: {s.metric} = {_fmt(value)}")
     storage = f" --storage-path {s.storage_path}"
+    if s.objectives:
+        lines += _front_lines(s)
+        lines += [
+            "next:",
+            f"  genretune results {s.name}{storage} --pareto --plots plots/",
+            f"  genretune export {s.name}{storage} --pareto --where "
+            f'"{s.objectives[1][0]} >= ..." -o best.json',
+            "  genretune train --config best.json",
+        ]
+        return lines
     lines += [
         "next:",
         f"  genretune results {s.name}{storage}",
         f"  genretune export {s.name}{storage} -o best.json",
         "  genretune train --config best.json",
     ]
+    return lines
+
+
+def _front_lines(s: SearchSettings) -> list[str]:
+    """The Pareto front of a multi-objective search, read back from its experiment dir."""
+    from genretune.results.experiment import load_experiment
+    from genretune.results.pareto import pareto_front
+
+    try:
+        front = pareto_front(load_experiment(s.experiment_path))
+    except InputError as exc:
+        return [f"Pareto front: not available ({exc})"]
+    names = [m for m, _ in s.objectives]
+    lines = [f"Pareto front: {len(front)} trial(s) on {', '.join(names)}"]
+    for _, row in front.iterrows():
+        values = ", ".join(f"{m} {_fmt(float(row[m]))}" for m in names)
+        lines.append(f"  {row['trial_id']}: {values}")
     return lines
 
 
