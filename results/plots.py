@@ -12,6 +12,13 @@ from genretune.results.experiment import Experiment
 TOP_N = 5
 
 
+def _save(fig, path: Path) -> None:
+    """Lay the figure out, write it to path, and free it."""
+    fig.tight_layout()
+    fig.savefig(path)
+    _pyplot().close(fig)
+
+
 def _pyplot():
     import matplotlib
 
@@ -43,9 +50,7 @@ def plot_search_progress(exp: Experiment, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
     fig.suptitle(f"Search progress: {exp.path.name} ({len(exp.trials)} trials)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -77,9 +82,7 @@ def plot_learning_curves(exp: Experiment, path: Path, metric: str = "val_f1") ->
     ax.set_title(f"Learning curves, top {len(top)} trials by {exp.metric}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -118,9 +121,7 @@ def plot_params(exp: Experiment, path: Path) -> Path:
     for ax in list(axes.flat)[len(params) :]:
         ax.set_axis_off()
     fig.suptitle("Searched parameters vs objective (one point per trial)")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -145,9 +146,7 @@ def plot_importances(exp: Experiment, path: Path) -> Path | None:
     ax.set_xlabel("importance (fANOVA, share of objective variance)")
     ax.set_title(f"Parameter importances ({len(study.trials)} Optuna trials)")
     ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 
@@ -192,9 +191,7 @@ def plot_pareto(exp: Experiment, path: Path) -> Path:
         ax.set_title(f"front over {', '.join(metrics)} (first two shown)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    _save(fig, path)
     return path
 
 

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +48,28 @@ def search_settings(storage: Path, *extra: str):
     from genretune.search.cli.search import settings_from_argv
 
     return settings_from_argv([*TINY_SEARCH, "--storage-path", str(storage), *extra])
+
+
+def interrupt_search(
+    argv: list[str], env: dict, ready: Callable[[], bool], sig: int = signal.SIGINT
+) -> str:
+    """Run `genretune ARGV` in a process group of its own, send it `sig` once ready() holds
+    (within 300 s), wait for it, and kill what is left of the group (its own local Ray, nothing
+    else). Returns what it printed."""
+    genretune = str(Path(sys.executable).with_name("genretune"))
+    proc = subprocess.Popen([genretune, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while not ready():
+            assert proc.poll() is None, f"the search ended early:\n{proc.stdout.read()[-3000:]}"
+            assert time.monotonic() < deadline, "the search did not get going"
+            time.sleep(0.5)
+        proc.send_signal(sig)
+        out, _ = proc.communicate(timeout=120)
+        return out
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass

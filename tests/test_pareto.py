@@ -8,22 +8,17 @@ import io
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
-from helpers import TINY_SEARCH
+from helpers import TINY_SEARCH, interrupt_search
 
 from genretune.search.cli import main
 
 pytestmark = pytest.mark.slow
 
-GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 OBJECTIVES = "val_f1,val_coverage"
 SEARCH = [
     *TINY_SEARCH,
@@ -147,24 +142,10 @@ def test_export_from_the_front_and_retrain_it(two_objective, tmp_path, capsys):
 
 def test_resume_keeps_the_front(local_ray, tmp_path, isolated_cache):
     env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
-    argv = [GENRETUNE, "search", *SEARCH, "--num-samples", "5", "--max-concurrent", "1"]
+    argv = ["search", *SEARCH, "--num-samples", "5", "--max-concurrent", "1"]
     argv += ["--name", "again", "--storage-path", str(tmp_path)]
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
     exp = tmp_path / "again"
-    try:
-        deadline = time.monotonic() + 300
-        while _finished_count(exp) < 2:
-            assert proc.poll() is None, "the search ended early"
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    interrupt_search(argv, env, lambda: _finished_count(exp) >= 2)
     before = {
         t.user_attrs["ray_trial_id"]: tuple(t.values)
         for t in _study(exp).trials

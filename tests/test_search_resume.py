@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
+from helpers import interrupt_search
 
 from genretune.results import load_experiment
 from genretune.search.cli import main
@@ -20,7 +18,6 @@ from genretune.search.cli import main
 # Starts Ray or trains real models: the full suite (make test), not the fast lane.
 pytestmark = pytest.mark.slow
 
-GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 ARGS = [
     "--synthetic-scale",
     "0.02",
@@ -52,29 +49,9 @@ def _finished(exp: Path) -> dict[str, str]:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
 def test_interrupted_search_resumes_to_completion(local_ray, tmp_path, isolated_cache, sig):
     env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
-    proc = subprocess.Popen(
-        [GENRETUNE, "search", *ARGS, "--name", "inter", "--storage-path", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
     exp = tmp_path / "inter"
-    try:
-        deadline = time.monotonic() + 300
-        while len(_finished(exp)) < 2:
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the search did not get going"
-            time.sleep(0.5)
-        proc.send_signal(sig)
-        proc.wait(timeout=120)
-    finally:
-        # The driver's own local Ray lives in its process group: end it, and nothing else.
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    argv = ["search", *ARGS, "--name", "inter", "--storage-path", str(tmp_path)]
+    interrupt_search(argv, env, lambda: len(_finished(exp)) >= 2, sig)
     finished_before = _finished(exp)
     assert 2 <= len(finished_before) < 5
 

@@ -6,16 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
-from helpers import TINY_SEARCH, search_settings
+from helpers import TINY_SEARCH, interrupt_search, search_settings
 
 from genretune.search.cli import main
 from genretune.search.launch import run_search
@@ -24,7 +20,6 @@ from genretune.search.monitoring import END_ASHA, END_REASONS_FILE
 # Starts Ray or trains real models: the full suite (make test), not the fast lane.
 pytestmark = pytest.mark.slow
 
-GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 PRUNED, COMPLETE = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE
 
 
@@ -98,28 +93,8 @@ def test_resume_keeps_the_draws_and_the_pruned_states(local_ray, tmp_path, isola
         *("--cut-trials-as", "pruned", "--name", "again", "--storage-path", str(tmp_path)),
     ]
     env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
-    proc = subprocess.Popen(
-        [GENRETUNE, "search", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
     exp = tmp_path / "again"
-    try:
-        deadline = time.monotonic() + 300
-        while _finished(exp) < 2:
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "the search did not get going"
-            time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=120)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    interrupt_search(["search", *args], env, lambda: _finished(exp) >= 2)
     saved = json.loads((exp / "genretune_search.json").read_text())
     assert saved["cut_trials_as"] == "pruned" and len(saved["baseline_draws"]) == 2
     assert len(_study(exp).trials) < 6
