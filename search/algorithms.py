@@ -69,7 +69,12 @@ def build_sampler(s: SearchSettings) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=s.seed)
-    return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials)
+    return optuna.samplers.TPESampler(
+        seed=s.seed,
+        n_startup_trials=s.tpe_startup_trials,
+        multivariate=s.tpe_multivariate,
+        constant_liar=s.tpe_constant_liar,
+    )
 
 
 def trial_was_cut(result: dict[str, Any], epochs: int, patience: int) -> bool:

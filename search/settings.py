@@ -63,6 +63,10 @@ class SearchSettings:
     scheduler: str = "asha"
     budget_epochs: int | None = None
     tpe_startup_trials: int = TPE_STARTUP_TRIALS
+    # Optuna 5's TPESampler defaults to multivariate TPE with a constant liar; on the search
+    # simulator the independent TPE without it found better configurations (benchmarks/).
+    tpe_multivariate: bool = False
+    tpe_constant_liar: bool = False
     baseline_draws: tuple[dict[str, Any], ...] = ()  # trials drawn around the baseline, next
     cut_trials_as: str = CUT_AS_COMPLETE
     # Several objectives (metric, mode), the first one first: a multi-objective search.
@@ -109,6 +113,8 @@ class SearchSettings:
             "scheduler": self.scheduler,
             "budget_epochs": self.budget_epochs,
             "tpe_startup_trials": self.tpe_startup_trials,
+            "tpe_multivariate": self.tpe_multivariate,
+            "tpe_constant_liar": self.tpe_constant_liar,
         }
 
 
@@ -139,5 +145,8 @@ def settings_from_json(payload: dict[str, Any], **overrides: Any) -> SearchSetti
         scheduler=payload.get("scheduler", "asha"),
         budget_epochs=payload.get("budget_epochs"),
         tpe_startup_trials=payload.get("tpe_startup_trials", TPE_STARTUP_TRIALS),
+        # Experiments written before these were settings ran with Optuna's defaults.
+        tpe_multivariate=payload.get("tpe_multivariate", True),
+        tpe_constant_liar=payload.get("tpe_constant_liar", True),
         **overrides,
     )

@@ -79,6 +79,26 @@ def test_baseline_draws_are_deterministic_per_seed(tmp_path):
     assert search_settings(tmp_path).baseline_draws == ()
 
 
+def test_tpe_is_the_independent_one_without_a_liar_unless_asked(tmp_path):
+    """Optuna 5's TPESampler defaults to multivariate TPE with a constant liar; genretune's
+    default is the independent TPE without it, and the flags bring Optuna's back."""
+    from genretune.search.algorithms import build_sampler
+    from genretune.search.settings import settings_from_json
+
+    plain = search_settings(tmp_path)
+    asked = search_settings(tmp_path, "--tpe-multivariate", "--tpe-constant-liar")
+    for s, expected in ((plain, False), (asked, True)):
+        sampler = build_sampler(s)
+        assert isinstance(sampler, optuna.samplers.TPESampler)
+        assert (sampler._multivariate, sampler._constant_liar) == (expected, expected)
+        again = settings_from_json(json.loads(json.dumps(s.to_json())))
+        assert (again.tpe_multivariate, again.tpe_constant_liar) == (expected, expected)
+    # An experiment saved before these were settings ran with Optuna's defaults.
+    old = {k: v for k, v in plain.to_json().items() if not k.startswith("tpe_m")}
+    old.pop("tpe_constant_liar")
+    assert settings_from_json(old).tpe_multivariate and settings_from_json(old).tpe_constant_liar
+
+
 def _finished(exp: Path) -> int:
     return sum(
         len(p.read_text().strip().splitlines()) > 1 for p in exp.glob("trial_*/progress.csv")
@@ -90,13 +110,15 @@ def test_resume_keeps_the_draws_and_the_pruned_states(local_ray, tmp_path, isola
         *TINY_SEARCH,
         *("--epochs", "4", "--patience", "4", "--grace-period", "1", "--reduction-factor", "2"),
         *("--num-samples", "6", "--max-concurrent", "1", "--baseline-draws", "2"),
-        *("--cut-trials-as", "pruned", "--name", "again", "--storage-path", str(tmp_path)),
+        *("--cut-trials-as", "pruned", "--tpe-constant-liar"),
+        *("--name", "again", "--storage-path", str(tmp_path)),
     ]
     env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
     exp = tmp_path / "again"
     interrupt_search(["search", *args], env, lambda: _finished(exp) >= 2)
     saved = json.loads((exp / "genretune_search.json").read_text())
     assert saved["cut_trials_as"] == "pruned" and len(saved["baseline_draws"]) == 2
+    assert saved["tpe_constant_liar"] is True and saved["tpe_multivariate"] is False
     assert len(_study(exp).trials) < 6
 
     code = main(["search", "--resume", "again", "--storage-path", str(tmp_path)])

@@ -16,8 +16,10 @@ STRATEGIES = {
     # genretune search as it ships.
     "default": "",
     # What it shipped with before the simulator chose (Optuna searched the decision rule, TPE
-    # started after 10 random trials, ASHA's grace period was 5 epochs).
-    "previous-default": "--decision space --tpe-startup 10 --grace-period 5",
+    # with Optuna's defaults started after 10 random trials, ASHA's grace period was 5 epochs).
+    "previous-default": (
+        "--decision space --tpe-startup 10 --grace-period 5 --tpe-multivariate --tpe-constant-liar"
+    ),
 }
 # Always simulated: the statistics compare every strategy with them.
 REFERENCES = ("random-fifo", "random-asha")
