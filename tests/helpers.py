@@ -50,6 +50,11 @@ def search_settings(storage: Path, *extra: str):
     return settings_from_argv([*TINY_SEARCH, "--storage-path", str(storage), *extra])
 
 
+def default_sigint() -> None:
+    """SIGINT as a terminal delivers it (a shell's background job would ignore it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_search(
     argv: list[str], env: dict, ready: Callable[[], bool], sig: int = signal.SIGINT
 ) -> str:
@@ -58,7 +63,8 @@ def interrupt_search(
     else). Returns what it printed."""
     genretune = str(Path(sys.executable).with_name("genretune"))
     proc = subprocess.Popen([genretune, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, start_new_session=True)  # fmt: skip
+                            text=True, env=env, start_new_session=True,
+                            preexec_fn=default_sigint)  # fmt: skip
     try:
         deadline = time.monotonic() + 300
         while not ready():

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import default_sigint
 
 from genretune.model.network import GenreCNN
 from genretune.search.cli import main
@@ -222,7 +223,9 @@ def test_ctrl_c_during_train_leaves_no_model_dir(tmp_path, isolated_cache):
     argv = [genretune, "train", "--synthetic-scale", "0.02", "--base-channels", "4"]
     argv += ["--epochs", "500", "--patience", "500", "--output-dir", str(out), "--no-progress"]
     env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
-    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: a shell that starts a job in the background has it ignore SIGINT.
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=default_sigint)  # fmt: skip
     # Training has begun once the run announces it.
     deadline = time.monotonic() + 120
     line = ""
