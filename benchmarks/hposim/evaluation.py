@@ -181,6 +181,9 @@ def summarise(results: dict, budgets: list[int], oracle_test_f1: float) -> dict:
 
 
 REAL_METHODS = {
+    "random-fifo": "random-fifo",
+    "random-asha": "random-asha",
+    "default": "default",
     "b_random_no_stop": "random-fifo",
     "c_random_asha": "random-asha",
     "previous-default": "previous-default",
