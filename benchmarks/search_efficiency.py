@@ -18,7 +18,7 @@ configuration trained to its end with `genretune train`'s code: a trial cut by A
 budget is retrained from scratch; one that ended on its own is scored from its best checkpoint,
 which a retrain reproduces exactly (each seed checks this on the baseline).
 
-    python benchmarks/search_efficiency.py                 # 150 trial-epochs, 3 seeds (~1 h, 2 cores)
+    python benchmarks/search_efficiency.py          # 150 trial-epochs, 3 seeds (~1 h, 2 cores)
     python benchmarks/search_efficiency.py --seeds 1 --budget-epochs 20   # a smoke run
     python benchmarks/search_efficiency.py --strategy "old=--tpe-startup 10 --decision space"
 
