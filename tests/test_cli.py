@@ -213,6 +213,7 @@ def test_train_on_a_feature_dir(tmp_path, feature_dir):
     assert 0 <= metrics["test"]["test_f1"] <= 1
 
 
+@pytest.mark.slow  # a separate training process, interrupted
 def test_ctrl_c_during_train_leaves_no_model_dir(tmp_path, isolated_cache):
     import os
     import signal

@@ -10,6 +10,7 @@ from genretune.data.splits import stratified_split
 from genretune.data.synthetic import SyntheticSpec, generate, scaled_counts, seed_genre_table
 
 
+@pytest.mark.slow  # generates the full-scale dataset
 def test_synthetic_counts_at_full_scale_equal_the_seed_table():
     table = seed_genre_table()
     features, labels, genres, split = generate(SyntheticSpec(scale=1.0))
