@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -120,3 +122,74 @@ def read_settings(path: Path, flag: str = "") -> dict[str, Any]:
     if not isinstance(payload, dict) or not all(k in payload for k in SETTINGS_KEYS):
         raise InputError(f"{file}: not a complete genretune search settings file")
     return payload
+
+
+def _rows_to_keep(iterations: list[str | None]) -> list[int]:
+    """Indices of the rows to keep, in file order: the last row of each training iteration
+    (a rerun appends its rows after the ones it replaces) and every row without one."""
+    last = {it: i for i, it in enumerate(iterations) if it is not None}
+    return [i for i, it in enumerate(iterations) if it is None or last[it] == i]
+
+
+def _rewrite(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _dedupe_progress_csv(path: Path) -> int:
+    """Rows dropped from a trial's progress.csv (0 when nothing was rerun)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    records = list(csv.reader(io.StringIO(text, newline="")))
+    if len(records) < 3 or "training_iteration" not in records[0]:
+        return 0
+    column = records[0].index("training_iteration")
+    body = [r for r in records[1:] if r]
+    keep = _rows_to_keep([r[column] if len(r) > column else None for r in body])
+    if len(keep) == len(body):
+        return 0
+    out = io.StringIO(newline="")
+    writer = csv.writer(out)
+    writer.writerow(records[0])
+    writer.writerows(body[i] for i in keep)
+    _rewrite(path, out.getvalue())
+    return len(body) - len(keep)
+
+
+def _dedupe_result_json(path: Path) -> int:
+    """Lines dropped from a trial's result.json (one JSON object per line)."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = [line for line in text.splitlines() if line.strip()]
+    iterations: list[str | None] = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None  # a cut last line stays as it is
+        value = row.get("training_iteration") if isinstance(row, dict) else None
+        iterations.append(None if value is None else str(value))
+    keep = _rows_to_keep(iterations)
+    if len(keep) == len(lines):
+        return 0
+    _rewrite(path, "".join(lines[i] + "\n" for i in keep))
+    return len(lines) - len(keep)
+
+
+def drop_rerun_rows(experiment_path: Path) -> dict[str, int]:
+    """Make each trial's history hold every epoch once, for Ray's readers as for genretune's.
+
+    A trial restarted from a checkpoint older than its last logged epoch (the driver stopped
+    between logging an epoch and recording its checkpoint, or a worker died) runs those epochs
+    again and Ray appends their rows a second time. The later row belongs to the run that
+    continued; the earlier one, whose weights were never kept, is dropped. Returns the rows
+    dropped from progress.csv per trial directory that had any.
+    """
+    dropped: dict[str, int] = {}
+    for trial_dir in sorted(p for p in Path(experiment_path).glob("trial_*") if p.is_dir()):
+        progress, result = trial_dir / "progress.csv", trial_dir / "result.json"
+        n = _dedupe_progress_csv(progress) if progress.is_file() else 0
+        if result.is_file():
+            n = max(n, _dedupe_result_json(result))
+        if n:
+            dropped[trial_dir.name] = n
+    return dropped

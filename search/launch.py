@@ -161,6 +161,13 @@ def run_search(
     else:
         tuner = build_tuner(s)
     results = tuner.fit()
+    if local:
+        for trial, rows in experiment.drop_rerun_rows(exp_path).items():
+            print(
+                f"{trial}: {rows} epoch(s) logged before a restart from an older checkpoint were "
+                "run again; the history keeps the rerun's rows",
+                file=sys.stderr,
+            )
     if resume:
         from genretune.search.optuna_search import close_orphaned_optuna_trials
 

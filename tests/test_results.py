@@ -293,3 +293,44 @@ def test_export_before_any_trial_reported_says_so_in_one_line(experiment, tmp_pa
     assert len(lines) == 1 and "no trial has reported best_val_f1" in lines[0], res.stderr
     assert "--metric" not in lines[0]
     assert not (tmp_path / "best.json").exists()
+
+
+def test_rows_of_rerun_epochs_are_kept_once_the_reruns(experiment, tmp_path):
+    """A trial restarted from an older checkpoint logs its rerun epochs a second time; after a
+    search the history holds each epoch once, the rerun's row, for Ray's own reader too."""
+    from ray.tune import ExperimentAnalysis
+
+    from genretune.search.experiment import drop_rerun_rows
+
+    copy = tmp_path / "rerun"
+    shutil.copytree(experiment, copy)
+    full = [
+        p.parent for p in copy.glob("trial_*/progress.csv") if len(pd.read_csv(p)) >= 3
+    ]  # fmt: skip
+    trial_dir = sorted(full)[0]
+    others = {p: p.read_bytes() for p in copy.glob("trial_*/*.*") if p.parent != trial_dir}
+    progress, result = trial_dir / "progress.csv", trial_dir / "result.json"
+    lines = progress.read_text().splitlines(keepends=True)
+    json_lines = result.read_text().splitlines(keepends=True)
+    # What Ray appends after a restart from the epoch-1 checkpoint: epochs 2.. again, with
+    # other values (a different wall clock).
+    rerun = pd.read_csv(progress).iloc[1:].assign(time_this_iter_s=12345.0)
+    progress.write_text("".join(lines) + rerun.to_csv(header=False, index=False))
+    rerun_json = []
+    for line in json_lines[1:]:
+        row = json.loads(line)
+        row["time_this_iter_s"] = 12345.0
+        rerun_json.append(json.dumps(row) + "\n")
+    result.write_text("".join(json_lines + rerun_json))
+
+    assert drop_rerun_rows(copy) == {trial_dir.name: len(lines) - 2}
+    history = pd.read_csv(progress)
+    assert list(history["training_iteration"]) == list(range(1, len(lines)))
+    assert list(history["time_this_iter_s"].iloc[1:]) == [12345.0] * (len(lines) - 2)
+    rows = [json.loads(line) for line in result.read_text().splitlines()]
+    assert [r["training_iteration"] for r in rows] == list(range(1, len(lines)))
+    assert all(r["time_this_iter_s"] == 12345.0 for r in rows[1:])
+    frame = ExperimentAnalysis(str(copy)).trial_dataframes[trial_dir.name.removeprefix("trial_")]
+    assert list(frame["training_iteration"]) == list(range(1, len(lines)))
+    assert {p: p.read_bytes() for p in others} == others
+    assert drop_rerun_rows(copy) == {}
