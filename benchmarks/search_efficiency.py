@@ -107,8 +107,23 @@ def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int, 
         (i + 1, float(r[step_metric]), r["trial_id"])
         for i, r in enumerate(history.to_dict("records"))
     ]
+    # Each trial's own per-epoch values, for checking the simulator trial by trial.
+    trial_log = [
+        {
+            "trial_id": tid,
+            "params": {k: configs[tid].get(k) for k in settings.space},
+            "end_reason": ended[tid],
+            **{
+                key: [float(v) for v in group.sort_values("training_iteration")[key]]
+                for key in ("val_f1", "tuned_val_f1")
+                if key in group
+            },
+        }
+        for tid, group in history.groupby("trial_id", sort=False)
+    ]
     return {
         "rows": rows,
+        "trial_log": trial_log,
         "configs": configs,
         "ended": ended,
         "path": exp.path,
@@ -247,6 +262,7 @@ def run_seed(storage: Path, seed: int, budget: int, methods: dict[str, list[str]
             "objective": run["metric"].removeprefix("best_"),
             "points": points,
             "curve": [(e, v) for e, v, _ in run["rows"]],
+            "trial_log": run["trial_log"],
             "trials": len(run["configs"]),
             "trial_epochs": len(run["rows"]),
             "wall_s": run["wall_s"],
@@ -394,6 +410,22 @@ def write_outputs(summary: dict, runs: list[dict], out: Path) -> None:
     print(f"wrote {out / stem}.json, .md and .png ({summary['wall_s']:.0f}s)")
 
 
+def earlier_runs(path: Path, args, methods: dict[str, list[str]], error) -> tuple[list, float]:
+    """(runs, wall seconds) of an earlier run to extend; `error` ends the program (exit 2)."""
+    try:
+        saved = json.loads(path.read_text())
+        summary, runs = saved["summary"], saved["runs"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        error(f"--add-to {path}: not a search_efficiency.py result ({exc})")
+    flags = {m: " ".join(f) for m, f in methods.items()}
+    if summary.get("budget_epochs") != args.budget_epochs or summary.get("strategy_flags") != flags:
+        error(f"--add-to {path}: ran with another budget or other methods")
+    new = set(range(args.first_seed, args.first_seed + args.seeds))
+    if new & {run["seed"] for run in runs}:
+        error(f"--add-to {path}: already has seed(s) {sorted(new & {r['seed'] for r in runs})}")
+    return runs, float(summary.get("wall_s", 0.0))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -404,6 +436,10 @@ def main() -> int:
         help="another method, from genretune search flags (repeatable)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--add-to", type=Path, metavar="JSON",
+        help="an earlier run's JSON (same budget and methods): its seeds are kept and these added",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.seeds < 1 or args.budget_epochs < 4:
         parser.error("--seeds must be >= 1 and --budget-epochs >= 4")
@@ -413,6 +449,7 @@ def main() -> int:
         if not sep or not name.strip() or name.strip() in (*methods, BASELINE):
             parser.error(f'--strategy {spec!r}: expected a new NAME="FLAGS"')
         methods[name.strip()] = shlex.split(flags)
+    earlier = earlier_runs(args.add_to, args, methods, parser.error) if args.add_to else ([], 0.0)
 
     import ray
 
@@ -423,13 +460,13 @@ def main() -> int:
     def log(text: str) -> None:
         print(f"[{time.monotonic() - began:6.0f}s] {text}", flush=True)
 
-    runs = []
+    runs = list(earlier[0])
     with tempfile.TemporaryDirectory(prefix="genretune-bench-") as storage:
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             runs.append(run_seed(Path(storage), seed, args.budget_epochs, methods, log))
     ray.shutdown()
     summary = summarise(runs, list(methods), args.budget_epochs)
-    summary["wall_s"] = time.monotonic() - began
+    summary["wall_s"] = earlier[1] + time.monotonic() - began
     summary["strategy_flags"] = {m: " ".join(f) for m, f in methods.items()}
     write_outputs(summary, runs, args.out)
     return 0

@@ -43,7 +43,12 @@ from pathlib import Path
 import numpy as np
 
 from hposim.bank import DEFAULT_PATH, load_bank
-from hposim.evaluation import bank_summary, summarise, validation_against_real
+from hposim.evaluation import (
+    bank_summary,
+    summarise,
+    trial_level_check,
+    validation_against_real,
+)
 from hposim.report import markdown, plot_regret, print_tables
 from hposim.settings import bank_flags, demo_settings, fit_to_bank
 from hposim.strategies import REFERENCES, STRATEGIES
@@ -257,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.validate:
         real = [Path(f) for f in args.validate.split(",") if f]
         payload["validation"] = validation_against_real(results, real)
+        payload["trial_check"] = trial_level_check(_STATE["source"], real)
     payload["wall_seconds"] = round(time.monotonic() - began, 1)
     print_tables(payload)
     args.json.parent.mkdir(parents=True, exist_ok=True)

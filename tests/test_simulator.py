@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hposim.bank import RULES, CurveBank, load_bank, rule_index
+from hposim.bank import DEFAULT_PATH, RULES, CurveBank, load_bank, rule_index
 from hposim.curves import CurveSource
 from hposim.replay import replay
 from hposim.settings import bank_flags, demo_settings, fit_to_bank
@@ -148,6 +148,50 @@ def test_replaying_bank_configurations_returns_their_recorded_curves():
         np.testing.assert_array_equal(trial.curve.own_val, bank.val_f1[run][:, own])
         assert reported == list(np.maximum.accumulate(bank.val_f1[run][:, own]))
     assert [t.config["lr"] for t in log.trials] == order
+
+
+def test_surrogate_neither_repeats_a_lucky_run_nor_counts_noise_twice():
+    """A configuration recorded once is its true curve plus one run's noise. The surrogate's
+    mean keeps only the part of a configuration's deviation from its neighbours that is not
+    noise (more of it when recorded three times), and adds fresh noise for the rest: so next to
+    the bank's luckiest run a search meets that luck only in part, and held out, the
+    configurations the surrogate ranks best score, with noise, what their runs scored."""
+    from hposim.curves import tuned_rules
+    from hposim.fitting import load_or_fit_surrogate
+
+    bank = load_bank()
+    space = fit_to_bank(demo_settings(bank_flags(bank.provenance)), bank.genre_counts).space
+    source = CurveSource(bank, space)
+    source.surrogate = load_or_fit_surrogate(source, DEFAULT_PATH)
+    configs, kept = source.configs, source.means.kept
+    n_runs = np.array([len(r) for r in configs.runs])
+    assert 0 < kept[n_runs == 1].max() < kept[n_runs == 3].min() < 1
+
+    rng = np.random.default_rng(0)
+    epochs = np.arange(bank.epochs)
+
+    def simulated_best(x, held_out=None, draws=20):
+        mean = source.predict(x, held_out)[0]
+        scale = np.sqrt(1 - source.noise_carried(x, held_out))
+        out = []
+        for _ in range(draws):
+            residual = source.residuals[int(rng.integers(len(source.residuals)))][0]
+            val = np.clip(mean + scale * residual, 0, 1)
+            out.append(val[epochs, tuned_rules(val)].max())
+        return np.array(out)
+
+    real = np.array(
+        [np.mean([bank.val_f1[r][epochs, bank.tuned_rule[r]].max() for r in runs])
+         for runs in configs.runs]
+    )  # fmt: skip
+    luckiest = int(np.argmax(np.where(n_runs == 1, real, -1)))
+    assert simulated_best(configs.x[luckiest], draws=200).mean() < real[luckiest]
+
+    simulated = np.array(
+        [simulated_best(configs.x[c], np.arange(len(real)) == c).mean() for c in range(len(real))]
+    )
+    top = np.argsort(simulated)[-30:]
+    assert abs(simulated[top].mean() - real[top].mean()) < 0.005
 
 
 def test_budget_ends_the_search_after_that_many_trial_epochs():

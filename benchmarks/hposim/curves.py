@@ -3,8 +3,14 @@
 A configuration recorded in the bank gets one of its recorded runs. Any other configuration (a
 searcher draws continuous values, so nearly all of them) gets the surrogate's curve: the
 distance-weighted mean of its nearest bank configurations' curves, plus a noise curve drawn from
-the bank's repeated runs (a run minus the mean of its configuration's runs), so a surrogate
-trial is as noisy, epoch to epoch and rule to rule, as a recorded one.
+the bank's repeated runs (a run minus the mean of its configuration's runs).
+
+Two corrections keep that honest (`shrunk_means`, `CurveSource.noise_carried`). A configuration
+recorded once is its true curve plus one run's noise, so its curve is first pulled towards its
+neighbours' by the share of its deviation that is noise: otherwise a searcher could return to a
+lucky run's neighbourhood and find the same luck again, which retraining never repeats. And the
+mean still carries some of its neighbours' noise, so the noise curve adds only the variance
+that is missing: a surrogate trial is as noisy as a recorded run, not more.
 """
 
 from __future__ import annotations
@@ -151,6 +157,51 @@ def noise_residuals(bank: CurveBank, configs: Configs) -> list[tuple[np.ndarray,
 
 
 @dataclass(frozen=True)
+class Means:
+    """The surrogate's mean surface: each configuration's averaged curves, pulled towards its
+    neighbours' by the share of its deviation from them that is training-seed noise."""
+
+    val: np.ndarray  # (C, E, rules)
+    test: np.ndarray
+    pr_auc: np.ndarray  # (C, E)
+    kept: np.ndarray  # (C,) the share of the configuration's own deviation kept
+    n_runs: np.ndarray  # (C,)
+
+
+def shrunk_means(configs: Configs, model: KnnSurrogate, residuals: list) -> Means:
+    """Empirical-Bayes shrinkage. A configuration recorded once is its true curve plus one run's
+    noise; left as it is, the surrogate would interpolate that noise, and a searcher could come
+    back to a lucky run's neighbourhood and find its luck again, which real training never
+    repeats. Each curve keeps tau^2 / (tau^2 + sigma^2 / n) of its deviation from its
+    neighbours' mean (itself held out): sigma^2 is one run's noise variance (from the repeated
+    configurations), tau^2 the deviations' variance that is not noise."""
+    n_runs = np.array([len(r) for r in configs.runs], dtype=float)
+    if not residuals:
+        ones = np.ones(len(n_runs))
+        return Means(configs.val, configs.test, configs.pr_auc, ones, n_runs)
+    sigma2 = float(np.mean([np.mean(r[0] ** 2) for r in residuals]))
+    loo_val, loo_test, loo_pr, noise_in_loo = [], [], [], []
+    for c in range(len(n_runs)):
+        idx, w = model.neighbours(configs.x[c], np.arange(len(n_runs)) == c)
+        loo_val.append(np.tensordot(w, configs.val[idx], axes=1))
+        loo_test.append(np.tensordot(w, configs.test[idx], axes=1))
+        loo_pr.append(w @ configs.pr_auc[idx])
+        noise_in_loo.append(np.sum(w**2 / n_runs[idx]))
+    loo_val, loo_test, loo_pr = np.array(loo_val), np.array(loo_test), np.array(loo_pr)
+    deviation = float(np.mean((configs.val - loo_val) ** 2))
+    tau2 = max(deviation - sigma2 * float(np.mean(1 / n_runs + np.array(noise_in_loo))), 0.0)
+    kept = tau2 / (tau2 + sigma2 / n_runs)
+    pull = lambda own, loo: loo + kept.reshape(-1, *[1] * (own.ndim - 1)) * (own - loo)  # noqa: E731
+    return Means(
+        pull(configs.val, loo_val),
+        pull(configs.test, loo_test),
+        pull(configs.pr_auc, loo_pr),
+        kept,
+        n_runs,
+    )
+
+
+@dataclass(frozen=True)
 class KnnSurrogate:
     """Distance-weighted mean of the k nearest configurations (weighted feature distance)."""
 
@@ -185,6 +236,15 @@ class CurveSource:
         self.residuals = noise_residuals(bank, self.configs) if noise else []
         self.surrogate = surrogate or default_surrogate(self.configs.x)
 
+    @property
+    def surrogate(self) -> KnnSurrogate:
+        return self._surrogate
+
+    @surrogate.setter
+    def surrogate(self, model: KnnSurrogate) -> None:
+        self._surrogate = model
+        self.means = shrunk_means(self.configs, model, self.residuals)
+
     def curve(self, config: dict[str, Any], rng: np.random.Generator) -> TrialCurve:
         rule = rule_index(config.get("threshold"), config.get("top_k"))
         knobs = {k: config[k] for k in self.bank.knob_names}
@@ -201,21 +261,31 @@ class CurveSource:
                 rule,
                 run,
             )
-        val, test, pr_auc, secs = self.predict(self.features(knobs))
+        x = self.features(knobs)
+        val, test, pr_auc, secs = self.predict(x)
         if self.residuals:
+            # The neighbours' curves carry their own runs' noise; add only what is missing.
+            scale = np.sqrt(1.0 - self.noise_carried(x))
             dv, dt, dp = self.residuals[int(rng.integers(len(self.residuals)))]
-            val, test, pr_auc = val + dv, test + dt, pr_auc + dp
+            val, test, pr_auc = val + scale * dv, test + scale * dt, pr_auc + scale * dp
         val, test = np.clip(val, 0, 1), np.clip(test, 0, 1)
         return _curve(val, test, tuned_rules(val), pr_auc, secs, rule, None)
 
+    def noise_carried(self, x: np.ndarray, exclude: np.ndarray | None = None) -> float:
+        """The share of one run's noise variance already in the surrogate's mean at x: the
+        mean of n runs carries 1/n of it, a weighted sum of independent means sum(w^2 / n)."""
+        idx, w = self.surrogate.neighbours(x, exclude)
+        m = self.means
+        return float(min(1.0, np.sum(w**2 * m.kept[idx] ** 2 / m.n_runs[idx])))
+
     def predict(self, x: np.ndarray, exclude: np.ndarray | None = None):
         idx, w = self.surrogate.neighbours(x, exclude)
-        c = self.configs
+        m = self.means
         return (
-            np.tensordot(w, c.val[idx], axes=1),
-            np.tensordot(w, c.test[idx], axes=1),
-            w @ c.pr_auc[idx],
-            w @ c.secs[idx],
+            np.tensordot(w, m.val[idx], axes=1),
+            np.tensordot(w, m.test[idx], axes=1),
+            w @ m.pr_auc[idx],
+            w @ self.configs.secs[idx],
         )
 
 

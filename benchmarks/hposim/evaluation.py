@@ -232,3 +232,43 @@ def validation_against_real(results: dict, files: list[Path], level: float = 0.9
                     }
                 )
     return rows
+
+
+def trial_level_check(source, files: list[Path], draws: int = 50, good: float = 0.6) -> dict:
+    """Real trials against the simulator's curves for the same configuration: each real trial
+    that recorded its per-epoch values (search_efficiency.py's trial_log), its best objective
+    over the epochs it ran minus the mean of the simulator's over `draws` curves. A search is
+    only as right as this is where it looks, so the trials whose simulated mean is at least
+    `good` are also summarised alone."""
+    rng = np.random.default_rng(0)
+    diffs, sims = [], []
+    for path in files:
+        payload = json.loads(Path(path).read_text())
+        for run in payload["runs"]:
+            for real in run["methods"].values():
+                key = real.get("objective")
+                for trial in real.get("trial_log", []):
+                    values = trial.get(key)
+                    if not values or any(v is None for v in trial["params"].values()):
+                        continue
+                    # A rule the search did not sample is the fixed one, threshold 0.5.
+                    config = {"threshold": 0.5, "top_k": None, **trial["params"]}
+                    n = len(values)
+                    simulated = []
+                    for _ in range(draws):
+                        curve = source.curve(config, rng)
+                        series = curve.tuned_val if key == "tuned_val_f1" else curve.own_val
+                        simulated.append(float(np.max(series[:n])))
+                    diffs.append(max(values) - float(np.mean(simulated)))
+                    sims.append(float(np.mean(simulated)))
+    diffs, sims = np.array(diffs), np.array(sims)
+    top = sims >= good
+    return {
+        "trials": int(len(diffs)),
+        "real_minus_simulated": median_ci(diffs),
+        "mean_real_minus_simulated": float(diffs.mean()) if len(diffs) else None,
+        "good_threshold": good,
+        "good_trials": int(top.sum()),
+        "good_real_minus_simulated": median_ci(diffs[top]),
+        "good_mean_real_minus_simulated": float(diffs[top].mean()) if top.any() else None,
+    }

@@ -86,11 +86,31 @@ def print_tables(p: dict) -> None:
         widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
         for r in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
+    if p.get("trial_check"):
+        print(trial_check_line(p["trial_check"]))
     for v in p.get("validation", []):
         print(
             f"real {v['strategy']} seed {v['seed']} ({v['budget']} trial-epochs): "
             f"{v['inside'] * 100:.0f}% of its best-so-far curve inside the simulated 90% band"
         )
+
+
+def trial_check_line(t: dict) -> str:
+    if not t["trials"]:
+        return "real trials: none with per-epoch values (search_efficiency.py's trial_log)"
+
+    def ci(d: dict) -> str:
+        if d["median"] is None:
+            return "-"
+        return f"{d['median']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
+
+    return (
+        f"real trials' best objective minus the simulator's mean for the same configuration, "
+        f"median [95% CI]: {ci(t['real_minus_simulated'])} over {t['trials']} trials (mean "
+        f"{t['mean_real_minus_simulated']:+.3f}); where the simulator expects at least "
+        f"{t['good_threshold']:g}: {ci(t['good_real_minus_simulated'])} over "
+        f"{t['good_trials']} trials"
+    )
 
 
 def markdown(p: dict) -> str:
@@ -104,6 +124,9 @@ def markdown(p: dict) -> str:
         lines.append("| " + " | ".join(COLUMNS) + " |")
         lines.append("|" + "---|" * len(COLUMNS))
         lines += ["| " + " | ".join(r) + " |" for r in table_rows(p, budget)]
+    if p.get("trial_check"):
+        check = trial_check_line(p["trial_check"])
+        lines += ["", "## Real trials against the simulator", "", check]
     if p.get("validation"):
         lines += ["", "## Real searches against the simulated 90% band", ""]
         lines += [
