@@ -69,6 +69,9 @@ def build_sampler(s: SearchSettings) -> optuna.samplers.BaseSampler:
         return optuna.samplers.RandomSampler(seed=s.seed)
     if s.sampler == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=s.seed)
+    if s.sampler == "gp":
+        # Gaussian-process Bayesian optimisation; its start-up draws are TPE's count.
+        return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=s.tpe_startup_trials)
     return optuna.samplers.TPESampler(
         seed=s.seed,
         n_startup_trials=s.tpe_startup_trials,

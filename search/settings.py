@@ -14,7 +14,7 @@ from genretune.search import experiment
 from genretune.search.space import Space
 
 DECISION_SPACE, DECISION_TUNED = "space", "tuned"
-SAMPLERS = ("tpe", "random", "nsga2")
+SAMPLERS = ("tpe", "random", "nsga2", "gp")
 SCHEDULERS = ("asha", "fifo")
 # Keys Ray Tune adds to every reported result.
 RAY_METRICS = ("training_iteration", "time_total_s", "time_this_iter_s")

@@ -310,8 +310,8 @@ def test_no_baseline_leaves_every_trial_to_the_sampler(local_ray, tmp_path):
 
 
 def test_tpe_proposes_after_its_start_up_trials(local_ray, tmp_path):
-    """--tpe-startup N: TPE samples its first N trials (the baseline counts) exactly as the
-    random sampler with the same seed does, then proposes from what it has seen."""
+    """--tpe-startup N: TPE (and --sampler gp) samples its first N trials (the baseline counts)
+    exactly as the random sampler with the same seed does, then proposes from what it has seen."""
 
     def sampled(name: str, *extra: str) -> list[dict]:
         s = search_settings(
@@ -343,6 +343,9 @@ def test_tpe_proposes_after_its_start_up_trials(local_ray, tmp_path):
     tpe = sampled("tpe3", "--tpe-startup", "3")
     assert tpe[:3] == random[:3], "start-up trials are the random sampler's"
     assert tpe[3:] != random[3:], "then TPE proposes"
+    gp = sampled("gp3", "--sampler", "gp", "--tpe-startup", "3")
+    assert gp[:3] == random[:3], "gp's start-up trials are the random sampler's too"
+    assert gp[3:] != random[3:] and gp[3:] != tpe[3:], "then the Gaussian process proposes"
     assert search_settings(tmp_path).tpe_startup_trials == TPE_STARTUP_TRIALS == 3
 
 

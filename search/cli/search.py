@@ -66,16 +66,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sampler",
         choices=SAMPLERS,
         default="tpe",
-        help="Optuna sampler: tpe (default), random (a baseline) or nsga2 (several objectives)",
+        help="Optuna sampler: tpe (default), random (a baseline), nsga2 (several objectives) or "
+        "gp (Gaussian-process Bayesian optimisation, after --tpe-startup random trials)",
     )
     g.add_argument(
         "--tpe-startup",
         type=_startup,
         default=TPE_STARTUP_TRIALS,
         metavar="N|auto",
-        help="TPE: trials sampled at random before TPE proposes; the baseline and the draws "
-        f"around it count (default {TPE_STARTUP_TRIALS}; Optuna's own is 10); auto: a share of "
-        "the trials the search expects to run",
+        help="tpe and gp: trials sampled at random before the model proposes; the baseline and "
+        f"the draws around it count (default {TPE_STARTUP_TRIALS}; Optuna's own is 10); auto: a "
+        "share of the trials the search expects to run",
     )
     g.add_argument(
         "--tpe-multivariate",
