@@ -122,6 +122,11 @@ _STATE: dict = {}
 
 def _init(bank_path: str, surrogate_file: str | None, noise: bool) -> None:
     import optuna
+    import torch
+
+    # One thread per pool process: Optuna's GP sampler runs on torch, which would otherwise
+    # start a thread per core in every process (several times slower on two cores).
+    torch.set_num_threads(1)
 
     from hposim.curves import CurveSource
     from hposim.fitting import load_or_fit_surrogate

@@ -123,6 +123,10 @@ def build_scheduler(s: SearchSettings):
     }
     if s.objectives:
         return ParetoASHA(objectives=s.objectives, **options)
+    if s.late_cut:
+        from genretune.search.late_cut_asha import LateCutASHA
+
+        return LateCutASHA(**options)
     return ASHAScheduler(**options)
 
 

@@ -95,6 +95,8 @@ def check_settings(s: SearchSettings) -> None:
         raise InputError(f"--cut-trials-as must be one of {', '.join(CUT_TRIALS_AS)}")
     if s.scheduler not in SCHEDULERS:
         raise InputError(f"--scheduler must be one of {', '.join(SCHEDULERS)}")
+    if s.late_cut and (s.scheduler != "asha" or s.objectives):
+        raise InputError("--late-cut: only with ASHA (--scheduler asha) and one objective")
     if s.budget_epochs is not None and s.budget_epochs < 1:
         raise InputError("--budget-epochs must be >= 1")
     if s.decision == DECISION_TUNED and any(k in s.space for k in DECISION_KEYS):

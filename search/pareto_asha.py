@@ -14,6 +14,8 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from genretune.search.late_cut_asha import rung_to_record
+
 
 def dominates(a: list[float], b: list[float]) -> bool:
     """Whether `a` is at least as good as `b` everywhere and better somewhere (maximising)."""
@@ -28,17 +30,6 @@ class ParetoASHA(ASHAScheduler):
         self.objectives = tuple(objectives)
         self.rung_points: dict[float, dict[str, list[float]]] = {}
 
-    def _milestone(self, trial_id: str, t: float) -> float | None:
-        """The rung ASHA decides at for this result (as _Bracket.on_result picks it)."""
-        bracket = self._trial_info.get(trial_id)
-        if bracket is None:
-            return None
-        for milestone, recorded in bracket._rungs:
-            if t < milestone or trial_id in recorded:
-                continue
-            return milestone
-        return None
-
     def _point(self, result: dict[str, Any]) -> list[float] | None:
         point = []
         for metric, mode in self.objectives:
@@ -50,7 +41,8 @@ class ParetoASHA(ASHAScheduler):
 
     def on_trial_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
         t = result.get(self._time_attr)
-        milestone = self._milestone(trial.trial_id, t) if t is not None else None
+        rung = rung_to_record(self, trial.trial_id, t) if t is not None else None
+        milestone = rung[0] if rung is not None else None
         action = super().on_trial_result(tune_controller, trial, result)
         point = self._point(result)
         if milestone is None or point is None:

@@ -69,6 +69,7 @@ class SearchSettings:
     tpe_constant_liar: bool = False
     baseline_draws: tuple[dict[str, Any], ...] = ()  # trials drawn around the baseline, next
     cut_trials_as: str = CUT_AS_COMPLETE
+    late_cut: bool = False  # ASHA ranks a trial again at a rung it reached alone
     # Several objectives (metric, mode), the first one first: a multi-objective search.
     objectives: tuple[tuple[str, str], ...] = ()
 
@@ -96,6 +97,7 @@ class SearchSettings:
             "baseline": self.baseline,
             "baseline_draws": list(self.baseline_draws),
             "cut_trials_as": self.cut_trials_as,
+            "late_cut": self.late_cut,
             "objectives": [list(o) for o in self.objectives],
             "metric": self.metric,
             "mode": self.mode,
@@ -129,6 +131,7 @@ def settings_from_json(payload: dict[str, Any], **overrides: Any) -> SearchSetti
         baseline=payload.get("baseline", payload.get("seed_point", {})),
         baseline_draws=tuple(payload.get("baseline_draws", ())),
         cut_trials_as=payload.get("cut_trials_as", CUT_AS_COMPLETE),
+        late_cut=payload.get("late_cut", False),
         objectives=tuple(tuple(o) for o in payload.get("objectives", ())),
         metric=payload["metric"],
         mode=payload["mode"],

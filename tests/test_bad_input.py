@@ -624,6 +624,11 @@ CASES: list[Case] = [
     ("baseline spread of 0", lambda t: _search(t, "--baseline-spread", "0"), "--baseline-spread"),
     ("tpe start-up not a number", lambda t: _search(t, "--tpe-startup", "many"), "--tpe-startup"),
     ("cut trials as what", lambda t: _search(t, "--cut-trials-as", "failed"), "--cut-trials-as"),
+    (
+        "late cut without ASHA",
+        lambda t: _search(t, "--late-cut", "--scheduler", "fifo"),
+        "--late-cut: only with ASHA",
+    ),
     # -- prepare-fma values out of their domain ------------------------------------------------
     ("a million workers", lambda t: _fma(t, None, "--workers", "1000000"), "--workers 1000000"),
     ("zero workers", lambda t: _fma(t, None, "--workers", "0"), "--workers 0"),

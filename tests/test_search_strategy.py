@@ -110,7 +110,7 @@ def test_resume_keeps_the_draws_and_the_pruned_states(local_ray, tmp_path, isola
         *TINY_SEARCH,
         *("--epochs", "4", "--patience", "4", "--grace-period", "1", "--reduction-factor", "2"),
         *("--num-samples", "6", "--max-concurrent", "1", "--baseline-draws", "2"),
-        *("--cut-trials-as", "pruned", "--tpe-constant-liar"),
+        *("--cut-trials-as", "pruned", "--tpe-constant-liar", "--late-cut"),
         *("--name", "again", "--storage-path", str(tmp_path)),
     ]
     env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
@@ -119,6 +119,7 @@ def test_resume_keeps_the_draws_and_the_pruned_states(local_ray, tmp_path, isola
     saved = json.loads((exp / "genretune_search.json").read_text())
     assert saved["cut_trials_as"] == "pruned" and len(saved["baseline_draws"]) == 2
     assert saved["tpe_constant_liar"] is True and saved["tpe_multivariate"] is False
+    assert saved["late_cut"] is True
     assert len(_study(exp).trials) < 6
 
     code = main(["search", "--resume", "again", "--storage-path", str(tmp_path)])

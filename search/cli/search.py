@@ -138,6 +138,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be cut")
     g.add_argument("--reduction-factor", type=int, help="ASHA reduction factor")
+    g.add_argument(
+        "--late-cut",
+        action="store_true",
+        help="ASHA: a trial that reached a rung before any other (Ray's ASHA lets it continue "
+        "unranked) is ranked again once others reach that rung, and stopped if below its cutoff",
+    )
     g.add_argument("--max-failures", type=int, default=2, help="restarts of a failed trial")
     g.add_argument(
         "--progress-interval", type=float, default=30.0, help="seconds between status lines"
@@ -295,6 +301,7 @@ def settings_from_args(
         baseline=baseline,
         baseline_draws=draws,
         cut_trials_as=args.cut_trials_as,
+        late_cut=args.late_cut,
         objectives=objectives,
         metric=metric,
         mode=mode,
