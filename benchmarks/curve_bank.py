@@ -234,14 +234,28 @@ def assemble(runs: list[RunSpec], parts: Path, knobs: tuple[str, ...], genre_cou
     )
 
 
+def _write_atomically(path: Path, text: str) -> None:
+    """A kill mid-write leaves the old file or the new one, never a cut one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _earlier_wall_seconds(parts: Path) -> float:
-    """Wall time of earlier (killed) sessions of this recording."""
+    """Wall time of earlier (killed) sessions of this recording (0 if never saved; a file
+    that cannot be read only loses that bookkeeping, so it is said and counted as 0)."""
     path = parts / "wall.json"
-    return json.loads(path.read_text())["seconds"] if path.is_file() else 0.0
+    if not path.is_file():
+        return 0.0
+    try:
+        return float(json.loads(path.read_text())["seconds"])
+    except (ValueError, KeyError, TypeError):
+        print(f"{path}: unreadable; earlier sessions' wall time counted as 0", file=sys.stderr)
+        return 0.0
 
 
 def _save_wall(parts: Path, seconds: float) -> None:
-    (parts / "wall.json").write_text(json.dumps({"seconds": seconds}))
+    _write_atomically(parts / "wall.json", json.dumps({"seconds": seconds}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -275,10 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     parts.mkdir(parents=True, exist_ok=True)
     plan = {"runs": [vars(r) for r in runs], "base_config": base_flat}
     plan_file = parts / "plan.json"
-    if plan_file.is_file() and json.loads(plan_file.read_text()) != json.loads(json.dumps(plan)):
+    try:
+        saved_plan = json.loads(plan_file.read_text()) if plan_file.is_file() else None
+    except ValueError:
+        print(f"{plan_file}: unreadable; remove {parts} to start over", file=sys.stderr)
+        return 2
+    if saved_plan is not None and saved_plan != json.loads(json.dumps(plan)):
         print(f"{parts}: holds runs of another design; remove it to start over", file=sys.stderr)
         return 2
-    plan_file.write_text(json.dumps(plan))
+    _write_atomically(plan_file, json.dumps(plan))
     todo = [r for r in runs if not (parts / f"run_{r.run_id:04d}.npz").is_file()]
     done = len(runs) - len(todo)
     print(
