@@ -39,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from genretune.data.outputs import write_text_atomically
 from genretune.search.unit_space import from_unit, to_unit
 from hposim.bank import (
     DEFAULT_PATH,
@@ -234,13 +235,6 @@ def assemble(runs: list[RunSpec], parts: Path, knobs: tuple[str, ...], genre_cou
     )
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """A kill mid-write leaves the old file or the new one, never a cut one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _earlier_wall_seconds(parts: Path) -> float:
     """Wall time of earlier (killed) sessions of this recording (0 if never saved; a file
     that cannot be read only loses that bookkeeping, so it is said and counted as 0)."""
@@ -255,7 +249,7 @@ def _earlier_wall_seconds(parts: Path) -> float:
 
 
 def _save_wall(parts: Path, seconds: float) -> None:
-    _write_atomically(parts / "wall.json", json.dumps({"seconds": seconds}))
+    write_text_atomically(parts / "wall.json", json.dumps({"seconds": seconds}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     if saved_plan is not None and saved_plan != json.loads(json.dumps(plan)):
         print(f"{parts}: holds runs of another design; remove it to start over", file=sys.stderr)
         return 2
-    _write_atomically(plan_file, json.dumps(plan))
+    write_text_atomically(plan_file, json.dumps(plan))
     todo = [r for r in runs if not (parts / f"run_{r.run_id:04d}.npz").is_file()]
     done = len(runs) - len(todo)
     print(

@@ -30,6 +30,7 @@ from genretune.data.audio import ClipError, MelSpec, decode
 from genretune.data.dataset import TEST, TRAIN, VAL
 from genretune.data.errors import InputError
 from genretune.data.feature_dir import FEATURES_FILE, GENRES_FILE, LABELS_FILE, SPLIT_FILE
+from genretune.data.outputs import write_text_atomically
 
 SUBSETS = {
     "small": {"small"},
@@ -313,7 +314,7 @@ def prepare_fma(s: PrepareSettings, log: Callable[[str], None] = print) -> dict:
             # Nothing is left behind that would make a later, valid run refuse this --out.
             shutil.rmtree(s.out if created else work, ignore_errors=True)
             raise InputError(f"--out {s.out}: cannot create the feature array ({exc})") from None
-    (work / PREPARE_FILE).write_text(json.dumps({"identity": identity}, indent=1))
+    write_text_atomically(work / PREPARE_FILE, json.dumps({"identity": identity}, indent=1))
     reasons_path = work / "reasons.jsonl"
     todo = [(int(i), int(fma.track_ids[i])) for i in np.flatnonzero(status == PENDING)]
     if len(todo) < n:
@@ -399,7 +400,8 @@ def _finish(s, fma: FmaLabels, features, status, reasons_path: Path, identity, l
         },
         "genre_counts_min_max": [int(counts.min()), int(counts.max())],
     }
-    (out / PREPARE_FILE).write_text(json.dumps(summary, indent=1))
+    # Written last and whole: a kill before this leaves a resumable work dir, never a cut file.
+    write_text_atomically(out / PREPARE_FILE, json.dumps(summary, indent=1))
     shutil.rmtree(out / WORK_DIR)
     log(
         f"wrote {out}: {len(ok):,} tracks x {len(fma.genres)} genres; "

@@ -1,6 +1,7 @@
 """Checks on where a command will write, made before anything is written: a file target must
 not be a directory, must have an existing, writable parent, and is not replaced without
---force; a directory target must not be a file and must be creatable."""
+--force; a directory target must not be a file and must be creatable. And the one way small
+state files are written: atomically."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ import os
 from pathlib import Path
 
 from genretune.data.errors import InputError
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text`: a kill mid-write leaves the old file or the new one, never a
+    cut one (the temporary file sits beside it, so the rename stays on one filesystem)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def writable(directory: Path) -> bool:

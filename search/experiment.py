@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from genretune.data import InputError
+from genretune.data.outputs import write_text_atomically
 
 SETTINGS_FILE = "genretune_search.json"
 OPTUNA_DB = "optuna.db"
@@ -102,9 +103,7 @@ def remove_experiment(path: Path) -> None:
 
 def write_settings(path: Path, settings: dict[str, Any]) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    tmp = path / f".{SETTINGS_FILE}.tmp"
-    tmp.write_text(json.dumps(settings, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path / SETTINGS_FILE)
+    write_text_atomically(path / SETTINGS_FILE, json.dumps(settings, indent=2, default=str) + "\n")
 
 
 def read_settings(path: Path, flag: str = "") -> dict[str, Any]:
@@ -131,12 +130,6 @@ def _rows_to_keep(iterations: list[str | None]) -> list[int]:
     return [i for i, it in enumerate(iterations) if it is None or last[it] == i]
 
 
-def _rewrite(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _dedupe_progress_csv(path: Path) -> int:
     """Rows dropped from a trial's progress.csv (0 when nothing was rerun)."""
     text = path.read_text(encoding="utf-8", errors="replace")
@@ -152,7 +145,7 @@ def _dedupe_progress_csv(path: Path) -> int:
     writer = csv.writer(out)
     writer.writerow(records[0])
     writer.writerows(body[i] for i in keep)
-    _rewrite(path, out.getvalue())
+    write_text_atomically(path, out.getvalue())
     return len(body) - len(keep)
 
 
@@ -171,7 +164,7 @@ def _dedupe_result_json(path: Path) -> int:
     keep = _rows_to_keep(iterations)
     if len(keep) == len(lines):
         return 0
-    _rewrite(path, "".join(lines[i] + "\n" for i in keep))
+    write_text_atomically(path, "".join(lines[i] + "\n" for i in keep))
     return len(lines) - len(keep)
 
 

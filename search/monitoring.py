@@ -4,13 +4,14 @@ compact progress printout."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from ray import tune
+
+from genretune.data.outputs import write_text_atomically
 
 END_REASONS_FILE = "trial_end_reasons.json"
 END_ASHA, END_PATIENCE, END_MAX_EPOCHS, END_ERROR = "asha", "patience", "max_epochs", "error"
@@ -83,9 +84,7 @@ def _read_reasons(path: Path) -> dict[str, dict[str, Any]]:
 
 def _write_reasons(path: Path, reasons: dict[str, dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(reasons, indent=1, default=str))
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(reasons, indent=1, default=str))
 
 
 class TrialMonitor(tune.Callback):

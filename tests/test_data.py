@@ -6,6 +6,7 @@ from helpers import make_feature_dir
 
 from genretune.data import DataConfig, InputError, filter_genres, load_dataset
 from genretune.data.feature_dir import load_feature_dir
+from genretune.data.outputs import write_text_atomically
 from genretune.data.splits import stratified_split
 from genretune.data.synthetic import SyntheticSpec, generate, scaled_counts, seed_genre_table
 
@@ -188,3 +189,14 @@ def test_filter_at_seed_threshold_matches_the_seed_log():
     assert f.n_kept == 24
     assert f.kept_counts().sum() == 32_856
     assert round(f.kept_counts().max() / f.kept_counts().min(), 1) == 20.4
+
+
+def test_a_state_file_write_that_fails_leaves_the_old_file_whole(tmp_path):
+    path = tmp_path / "prepare.json"
+    write_text_atomically(path, '{"identity": 1}')
+    with pytest.raises(UnicodeEncodeError):
+        write_text_atomically(path, '{"identity": "\udcff"}')  # fails mid-write
+    assert json.loads(path.read_text()) == {"identity": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["prepare.json"], "no temporary file left"
+    write_text_atomically(path, '{"identity": 2}')
+    assert json.loads(path.read_text()) == {"identity": 2}
