@@ -21,6 +21,9 @@ which a retrain reproduces exactly (each seed checks this on the baseline).
     python benchmarks/search_efficiency.py          # 150 trial-epochs, 3 seeds (~1 h, 2 cores)
     python benchmarks/search_efficiency.py --seeds 1 --budget-epochs 20   # a smoke run
     python benchmarks/search_efficiency.py --strategy "old=--tpe-startup 10 --decision space"
+    # one more method on the seeds of an earlier run (only what a seed lacks is run):
+    python benchmarks/search_efficiency.py --seeds 5 --strategy "g1=--grace-period 1" \
+        --add-to benchmarks/results/search_efficiency.json
 
 Writes benchmarks/results/search_efficiency[_budgetN].json, .md and .png.
 """
@@ -235,15 +238,21 @@ def baseline_alone(storage: Path, seed: int, budget: int) -> dict:
     return {**s.base.to_flat(), **s.baseline, "seed": seed}
 
 
-def run_seed(storage: Path, seed: int, budget: int, methods: dict[str, list[str]], log) -> dict:
+def run_seed(
+    storage: Path, seed: int, budget: int, methods: dict[str, list[str]], log, earlier=None
+) -> dict:
+    """One seed of every method; with `earlier` (this seed's run from an earlier JSON), only
+    the methods it lacks are run and its own results (the baseline's included) are kept."""
     from genretune.search.monitoring import END_MAX_EPOCHS, END_PATIENCE
     from genretune.search.profiles import get_profile
 
     epochs = get_profile("demo").epochs
-    out: dict = {"seed": seed, "methods": {}}
+    kept = dict(earlier["methods"]) if earlier else {}
+    out: dict = {**(earlier or {}), "seed": seed, "methods": kept}
+    to_run = {m: f for m, f in methods.items() if m not in kept}
     jobs: dict[str, tuple] = {}
     baseline_check = None
-    for method, flags in methods.items():
+    for method, flags in to_run.items():
         log(f"seed {seed}: {method} ({' '.join(flags) or 'as it ships'}) ...")
         run = run_method(storage, method, seed, budget, epochs, flags)
         s = run["settings"]
@@ -278,22 +287,24 @@ def run_seed(storage: Path, seed: int, budget: int, methods: dict[str, list[str]
             tid = as_baseline[0]
             if run["ended"][tid] in (END_PATIENCE, END_MAX_EPOCHS) and s.decision != "tuned":
                 baseline_check = (run["configs"][tid], False, run["path"] / f"trial_{tid}")
-    jobs[BASELINE] = (baseline_alone(storage, seed, budget), False, None)
-    if baseline_check is not None:
-        jobs["baseline_check"] = baseline_check
+    if BASELINE not in kept:
+        jobs[BASELINE] = (baseline_alone(storage, seed, budget), False, None)
+        if baseline_check is not None:
+            jobs["baseline_check"] = baseline_check
     n_retrain = sum(1 for *_, d in jobs.values() if d is None)
     log(f"seed {seed}: test F1 of {len(jobs)} configurations ({n_retrain} retrained) ...")
     tested = test_all(jobs)
-    for method in methods:
+    for method in to_run:
         for point in out["methods"][method]["points"].values():
             point.update(tested[point.pop("key")])
         log(f"  {method}: test F1 {out['methods'][method]['points']['1.0']['test_f1']:.4f}")
-    out["methods"][BASELINE] = {"test_f1": tested[BASELINE]["test_f1"]}
+    if BASELINE not in kept:
+        out["methods"][BASELINE] = {"test_f1": tested[BASELINE]["test_f1"]}
     if "baseline_check" in tested:
         check = tested["baseline_check"]
         out["checkpoint_vs_retrain"] = abs(check["test_f1"] - tested[BASELINE]["test_f1"])
     fifo_final = out["methods"]["random-fifo"]["points"]["1.0"]["best"]
-    for method in methods:
+    for method in to_run:
         rows = [(e, v, None) for e, v in out["methods"][method]["curve"]]
         out["methods"][method]["fraction_to_random_final"] = first_reach(rows, fifo_final, budget)
     return out
@@ -363,6 +374,8 @@ def print_tables(summary: dict) -> str:
         f"Checkpoint vs retrain of the baseline: max |test F1 diff| {diff} over "
         f"{summary['checkpoint_vs_retrain_checks']} seed(s).",
     ]
+    if summary.get("relabelled"):
+        lines.append(f"Methods renamed after the run: {summary['relabelled']}.")
     return "\n".join(lines)
 
 
@@ -410,20 +423,28 @@ def write_outputs(summary: dict, runs: list[dict], out: Path) -> None:
     print(f"wrote {out / stem}.json, .md and .png ({summary['wall_s']:.0f}s)")
 
 
-def earlier_runs(path: Path, args, methods: dict[str, list[str]], error) -> tuple[list, float]:
-    """(runs, wall seconds) of an earlier run to extend; `error` ends the program (exit 2)."""
+def earlier_runs(path: Path, args, methods: dict[str, list[str]], error) -> tuple[dict, float]:
+    """({seed: run}, wall seconds) of an earlier run to extend with more seeds or more methods;
+    `error` ends the program (exit 2) before anything runs."""
     try:
         saved = json.loads(path.read_text())
         summary, runs = saved["summary"], saved["runs"]
+        by_seed = {int(run["seed"]): run for run in runs}
+        flags_before = dict(summary["strategy_flags"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         error(f"--add-to {path}: not a search_efficiency.py result ({exc})")
     flags = {m: " ".join(f) for m, f in methods.items()}
-    if summary.get("budget_epochs") != args.budget_epochs or summary.get("strategy_flags") != flags:
-        error(f"--add-to {path}: ran with another budget or other methods")
-    new = set(range(args.first_seed, args.first_seed + args.seeds))
-    if new & {run["seed"] for run in runs}:
-        error(f"--add-to {path}: already has seed(s) {sorted(new & {r['seed'] for r in runs})}")
-    return runs, float(summary.get("wall_s", 0.0))
+    if summary.get("budget_epochs") != args.budget_epochs:
+        error(f"--add-to {path}: ran with --budget-epochs {summary.get('budget_epochs')}")
+    changed = sorted(m for m in flags_before if flags.get(m, flags_before[m]) != flags_before[m])
+    missing = sorted(set(flags_before) - set(flags))
+    if changed or missing:
+        error(f"--add-to {path}: method(s) {changed + missing} ran there with other flags; "
+              "give each of its --strategy flags again")  # fmt: skip
+    new_seeds = set(range(args.first_seed, args.first_seed + args.seeds)) - set(by_seed)
+    if not new_seeds and set(flags) == set(flags_before):
+        error(f"--add-to {path}: has these seeds and methods already; nothing to run")
+    return by_seed, float(summary.get("wall_s", 0.0))
 
 
 def main() -> int:
@@ -438,7 +459,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--add-to", type=Path, metavar="JSON",
-        help="an earlier run's JSON (same budget and methods): its seeds are kept and these added",
+        help="an earlier run's JSON (same budget): its results are kept; its seeds get the "
+        "methods it lacks (--strategy) and new seeds (--first-seed, --seeds) every method",
     )  # fmt: skip
     args = parser.parse_args()
     if args.seeds < 1 or args.budget_epochs < 4:
@@ -449,7 +471,7 @@ def main() -> int:
         if not sep or not name.strip() or name.strip() in (*methods, BASELINE):
             parser.error(f'--strategy {spec!r}: expected a new NAME="FLAGS"')
         methods[name.strip()] = shlex.split(flags)
-    earlier = earlier_runs(args.add_to, args, methods, parser.error) if args.add_to else ([], 0.0)
+    earlier = earlier_runs(args.add_to, args, methods, parser.error) if args.add_to else ({}, 0.0)
 
     import ray
 
@@ -460,10 +482,17 @@ def main() -> int:
     def log(text: str) -> None:
         print(f"[{time.monotonic() - began:6.0f}s] {text}", flush=True)
 
-    runs = list(earlier[0])
+    # Seeds of the earlier run get the methods it lacks; new seeds get every method.
+    by_seed = dict(earlier[0])
+    seeds = sorted({*by_seed, *range(args.first_seed, args.first_seed + args.seeds)})
     with tempfile.TemporaryDirectory(prefix="genretune-bench-") as storage:
-        for seed in range(args.first_seed, args.first_seed + args.seeds):
-            runs.append(run_seed(Path(storage), seed, args.budget_epochs, methods, log))
+        for seed in seeds:
+            run = by_seed.get(seed)
+            if run is None or set(methods) - set(run["methods"]):
+                by_seed[seed] = run_seed(
+                    Path(storage), seed, args.budget_epochs, methods, log, earlier=run
+                )
+    runs = [by_seed[seed] for seed in seeds]
     ray.shutdown()
     summary = summarise(runs, list(methods), args.budget_epochs)
     summary["wall_s"] = earlier[1] + time.monotonic() - began

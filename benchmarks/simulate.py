@@ -1,12 +1,13 @@
 """Replay searches against the learning-curve bank: search strategies compared on many paired
 seeds in minutes, with the searcher, scheduler and stoppers `genretune search` builds.
 
-A strategy is a set of `genretune search` flags (on the demo profile). Built in:
+A strategy is a set of `genretune search` flags (on the demo profile). Built in (their flags in
+hposim/strategies.py, shared with search_efficiency.py):
 
-  random-fifo   --sampler random --no-baseline --scheduler fifo --patience <epochs>
-                (random search, every trial runs every epoch)
-  random-asha   --sampler random --no-baseline   (random search, ASHA + patience)
-  default       genretune search as it ships
+  random-fifo       random search, every trial runs every epoch
+  random-asha       random search with Ray's ASHA and patience
+  default           genretune search as it ships
+  previous-default  what it shipped with before the simulator chose
 
 and any other as NAME="FLAGS" with --strategy, e.g.
   --strategy "tpe4=--tpe-startup 4" --strategy "tuned=--decision tuned"

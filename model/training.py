@@ -33,6 +33,11 @@ class TrainingDiverged(InputError):
     an extreme scale."""
 
 
+# Reported metrics that are a trial's best value so far: they never go down from one epoch to
+# the next (a scheduler may take a trial's value as a lower bound of its later ones).
+RUNNING_MAXIMA = ("best_val_f1", "best_tuned_val_f1", "best_val_f1_macro")
+
+
 def _reported_metrics() -> tuple[str, ...]:
     split = [f"val_{name}" for name in METRIC_NAMES]
     kept = [f"val_{name}_kept" for name in METRIC_NAMES if name != "hamming_loss"]
@@ -49,9 +54,7 @@ def _reported_metrics() -> tuple[str, ...]:
         "train_loss",
         "n_genres",
         "n_train",
-        "best_val_f1",
-        "best_tuned_val_f1",
-        "best_val_f1_macro",
+        *RUNNING_MAXIMA,
         "epochs_since_best",
         "epoch_seconds",
     )
@@ -213,10 +216,10 @@ def fit(
             train_loss=train_loss,
             n_genres=prepared.genre_filter.n_kept,
             n_train=len(prepared.train_idx),
-            best_val_f1=max([metrics["val_f1"], *(r["val_f1"] for r in history)]),
-            best_tuned_val_f1=max([metrics["tuned_val_f1"], *(r["tuned_val_f1"] for r in history)]),
-            best_val_f1_macro=max([metrics["val_f1_macro"], *(r["val_f1_macro"] for r in history)]),
         )
+        for best in RUNNING_MAXIMA:
+            key = best.removeprefix("best_")
+            metrics[best] = max([metrics[key], *(r[key] for r in history)])
         score = metrics[cfg.objective]
         improved = score > best_score
         if improved:

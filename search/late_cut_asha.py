@@ -11,6 +11,12 @@ LateCutASHA keeps Ray's decisions and adds one: a trial that reached a rung alon
 again, at each of its later results, with the trials that have reached that rung since, and is
 stopped if its value there is below the rung's cutoff (the same quantile Ray uses). Each rung is
 checked once, as soon as another trial has reached it.
+
+When the metric is a running maximum (best_val_f1 and the other best_* keys), a trial still on
+its way to the rung has already reached a value it can only improve on, so the trial that
+reached the rung alone is also compared, at each of its results, with those lower bounds: if it
+is below the cutoff of values the others are certain to reach, Ray's ASHA would cut it had it
+arrived after them, and it is stopped now rather than after they arrive.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+from genretune.model.training import RUNNING_MAXIMA
 
 
 def rung_to_record(scheduler: ASHAScheduler, trial_id: str, t: float):
@@ -37,13 +45,34 @@ class LateCutASHA(ASHAScheduler):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.unranked: dict[str, list[float]] = {}  # trial id -> rungs it reached alone
+        # running trial id -> (time, signed value) of its latest result
+        self.latest: dict[str, tuple[float, float]] = {}
+
+    def lower_bounds(self, tid: str, milestone: float, recorded: dict) -> dict[str, float]:
+        """What the running trials of `tid`'s bracket that have not reached `milestone` yet
+        are certain to have there (their latest value of a running maximum), else nothing."""
+        if self._metric not in RUNNING_MAXIMA or self._mode != "max":
+            return {}
+        bracket = self._trial_info.get(tid)
+        return {
+            other: value
+            for other, (t, value) in self.latest.items()
+            if other != tid
+            and other not in recorded
+            and t < milestone
+            and self._trial_info.get(other) is bracket
+        }
 
     def on_trial_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
         tid = trial.trial_id
         t = result.get(self._time_attr)
+        value = result.get(self._metric)
+        if t is not None and value is not None:
+            self.latest[tid] = (t, self._metric_op * value)
         rung = rung_to_record(self, tid, t) if t is not None else None
         action = super().on_trial_result(tune_controller, trial, result)
         if action != TrialScheduler.CONTINUE:
+            self.latest.pop(tid, None)
             return action
         if rung is not None and list(rung[1]) == [tid]:
             self.unranked.setdefault(tid, []).append(rung[0])
@@ -51,19 +80,30 @@ class LateCutASHA(ASHAScheduler):
         rungs = dict(bracket._rungs) if bracket is not None else {}
         for milestone in list(self.unranked.get(tid, ())):
             recorded = rungs[milestone]
-            others = {k: v for k, v in recorded.items() if k != tid}
+            reached = {k: v for k, v in recorded.items() if k != tid}
+            others = {**self.lower_bounds(tid, milestone, recorded), **reached}
             if not others:
                 continue
-            self.unranked[tid].remove(milestone)
+            if reached:  # ranked against real values once; lower bounds at every result
+                self.unranked[tid].remove(milestone)
             if recorded[tid] < bracket.cutoff(others):
                 self._num_stopped += 1
+                self.latest.pop(tid, None)
                 return TrialScheduler.STOP
         return action
 
-    def on_trial_complete(self, tune_controller, trial, result) -> None:
+    def _forget(self, trial) -> None:
         self.unranked.pop(trial.trial_id, None)
+        self.latest.pop(trial.trial_id, None)
+
+    def on_trial_complete(self, tune_controller, trial, result) -> None:
+        self._forget(trial)
         super().on_trial_complete(tune_controller, trial, result)
 
     def on_trial_remove(self, tune_controller, trial) -> None:
-        self.unranked.pop(trial.trial_id, None)
+        self._forget(trial)
         super().on_trial_remove(tune_controller, trial)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self._forget(trial)
+        super().on_trial_error(tune_controller, trial)

@@ -99,6 +99,29 @@ def test_tpe_is_the_independent_one_without_a_liar_unless_asked(tmp_path):
     assert settings_from_json(old).tpe_multivariate and settings_from_json(old).tpe_constant_liar
 
 
+def test_late_cut_is_on_wherever_asha_ranks_one_objective(tmp_path):
+    from genretune.search.algorithms import build_scheduler
+    from genretune.search.late_cut_asha import LateCutASHA
+    from genretune.search.settings import settings_from_json
+
+    cases = {
+        (): True,
+        ("--no-late-cut",): False,
+        ("--scheduler", "fifo"): False,
+        ("--objectives", "val_f1,val_coverage"): False,
+        ("--late-cut", "--metric", "val_f1"): True,
+    }
+    for flags, expected in cases.items():
+        s = search_settings(tmp_path, *flags)
+        assert s.late_cut is expected, flags
+        assert isinstance(build_scheduler(s), LateCutASHA) is expected, flags
+        assert settings_from_json(json.loads(json.dumps(s.to_json()))).late_cut is expected
+    # An experiment saved before the late cut existed resumes with Ray's ASHA.
+    old = search_settings(tmp_path).to_json()
+    old.pop("late_cut")
+    assert settings_from_json(old).late_cut is False
+
+
 def _finished(exp: Path) -> int:
     return sum(
         len(p.read_text().strip().splitlines()) > 1 for p in exp.glob("trial_*/progress.csv")
@@ -110,7 +133,7 @@ def test_resume_keeps_the_draws_and_the_pruned_states(local_ray, tmp_path, isola
         *TINY_SEARCH,
         *("--epochs", "4", "--patience", "4", "--grace-period", "1", "--reduction-factor", "2"),
         *("--num-samples", "6", "--max-concurrent", "1", "--baseline-draws", "2"),
-        *("--cut-trials-as", "pruned", "--tpe-constant-liar", "--late-cut"),
+        *("--cut-trials-as", "pruned", "--tpe-constant-liar"),
         *("--name", "again", "--storage-path", str(tmp_path)),
     ]
     env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}

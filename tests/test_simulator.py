@@ -104,31 +104,43 @@ def test_asha_cuts_the_right_trial_at_its_rung_with_two_workers():
     assert [t.end_reason for t in log.trials] == ["max_epochs", "asha", "max_epochs"]
 
 
-@pytest.mark.parametrize("late_cut", [False, True], ids=["ray-asha", "late-cut"])
-def test_a_trial_that_reached_its_rungs_alone_is_ranked_later_with_late_cut(late_cut):
+@pytest.mark.parametrize(
+    ("late_cut", "b_first", "a_epochs"),
+    [(False, 0.30, 9), (True, 0.05, 4), (True, 0.30, 2)],
+    ids=["ray-asha", "late-cut-ranked-on-arrival", "late-cut-below-a-lower-bound"],
+)
+def test_a_trial_that_reached_its_rungs_alone_is_ranked_later_with_late_cut(
+    late_cut, b_first, a_epochs
+):
     """Rungs at epochs 2 and 6. Trial a (0.6 s epochs) is faster than b (1 s), poor, and creeps
     up (so patience never stops it): it reaches both rungs first, where Ray's ASHA has nothing
     to compare it with, and runs all 9 epochs. With --late-cut it is compared at its first
-    result after b reaches epoch 2 (t=2.4: 0.12 there against b's 0.5) and stopped at epoch 4."""
+    result after b reaches epoch 2 (t=2.4: 0.12 there against b's 0.5) and stopped at epoch 4;
+    and if b's first epoch (t=1) is already above a's 0.12, b's best_val_f1 can only be higher
+    at epoch 2, so a is stopped as it reaches the rung (t=1.2, epoch 2)."""
     bank = hand_bank(
         {
             1e-3: [0.10, 0.12, 0.14, 0.16, 0.18, 0.20, 0.22, 0.24, 0.26],  # a
-            5e-4: [0.30, 0.50, 0.60, 0.70, 0.70, 0.70, 0.70, 0.70, 0.70],  # b
+            5e-4: [b_first, 0.50, 0.60, 0.70, 0.70, 0.70, 0.70, 0.70, 0.70],  # b
         },
         seconds={1e-3: [0.6] * 9},
     )
-    flags = ["--num-samples", "2", "--grace-period", "2", *(["--late-cut"] if late_cut else [])]
+    flags = [
+        "--num-samples",
+        "2",
+        "--grace-period",
+        "2",
+        "--late-cut" if late_cut else "--no-late-cut",
+    ]
     settings, log, algorithms = _replay(bank, flags, [1e-3, 5e-4])
-    assert settings.late_cut == late_cut
+    assert settings.late_cut == late_cut and settings.metric == "best_val_f1"
     kind = "LateCutASHA" if late_cut else "AsyncHyperBandScheduler"  # ASHAScheduler's class
     assert type(algorithms.scheduler).__name__ == kind
     epochs = {t.config["lr"]: sum(1 for i in log.trial_of if i == int(t.trial_id))
               for t in log.trials}  # fmt: skip
     reasons = {t.config["lr"]: t.end_reason for t in log.trials}
-    if late_cut:
-        assert epochs == {1e-3: 4, 5e-4: 9} and reasons[1e-3] == "asha"
-    else:
-        assert epochs == {1e-3: 9, 5e-4: 9} and reasons[1e-3] == "max_epochs"
+    assert epochs == {1e-3: a_epochs, 5e-4: 9}
+    assert reasons[1e-3] == ("asha" if late_cut else "max_epochs")
     assert reasons[5e-4] == "max_epochs"
 
 

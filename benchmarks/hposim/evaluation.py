@@ -184,6 +184,7 @@ REAL_METHODS = {
     "random-fifo": "random-fifo",
     "random-asha": "random-asha",
     "default": "default",
+    "no-late-cut": "no-late-cut",  # the default before the late cut (Ray's ASHA)
     "b_random_no_stop": "random-fifo",
     "c_random_asha": "random-asha",
     "previous-default": "previous-default",

@@ -140,9 +140,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reduction-factor", type=int, help="ASHA reduction factor")
     g.add_argument(
         "--late-cut",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="ASHA: a trial that reached a rung before any other (Ray's ASHA lets it continue "
-        "unranked) is ranked again once others reach that rung, and stopped if below its cutoff",
+        "unranked) is ranked again as others approach and reach that rung, and stopped if "
+        "below its cutoff (default: on with ASHA and one objective; --no-late-cut: Ray's ASHA)",
     )
     g.add_argument("--max-failures", type=int, default=2, help="restarts of a failed trial")
     g.add_argument(
@@ -290,6 +292,10 @@ def settings_from_args(
         metric, mode = f"best_{first}", "max"
     epochs, patience = base.optim.epochs, base.optim.patience
     baseline, draws = _baseline_and_draws(args, profile, space, base)
+    # On by default wherever it applies; an explicit --late-cut elsewhere is refused (checks).
+    late_cut = args.late_cut
+    if late_cut is None:
+        late_cut = args.scheduler == "asha" and not objectives
     default_name = datetime.now().strftime("search_%Y%m%d_%H%M%S")
     name = experiment.check_name(default_name if args.name is None else args.name)
     settings = SearchSettings(
@@ -301,7 +307,7 @@ def settings_from_args(
         baseline=baseline,
         baseline_draws=draws,
         cut_trials_as=args.cut_trials_as,
-        late_cut=args.late_cut,
+        late_cut=late_cut,
         objectives=objectives,
         metric=metric,
         mode=mode,
