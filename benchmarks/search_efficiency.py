@@ -423,8 +423,8 @@ def write_outputs(summary: dict, runs: list[dict], out: Path) -> None:
     print(f"wrote {out / stem}.json, .md and .png ({summary['wall_s']:.0f}s)")
 
 
-def earlier_runs(path: Path, args, methods: dict[str, list[str]], error) -> tuple[dict, float]:
-    """({seed: run}, wall seconds) of an earlier run to extend with more seeds or more methods;
+def earlier_runs(path: Path, args, methods: dict[str, list[str]], error) -> tuple[dict, dict]:
+    """({seed: run}, summary) of an earlier run to extend with more seeds or more methods;
     `error` ends the program (exit 2) before anything runs."""
     try:
         saved = json.loads(path.read_text())
@@ -438,13 +438,15 @@ def earlier_runs(path: Path, args, methods: dict[str, list[str]], error) -> tupl
         error(f"--add-to {path}: ran with --budget-epochs {summary.get('budget_epochs')}")
     changed = sorted(m for m in flags_before if flags.get(m, flags_before[m]) != flags_before[m])
     missing = sorted(set(flags_before) - set(flags))
-    if changed or missing:
-        error(f"--add-to {path}: method(s) {changed + missing} ran there with other flags; "
-              "give each of its --strategy flags again")  # fmt: skip
+    if changed:
+        error(f"--add-to {path}: method(s) {changed} ran there with other flags")
+    if missing:
+        given = " ".join(f'--strategy "{m}={flags_before[m]}"' for m in missing)
+        error(f"--add-to {path}: method(s) {missing} ran there; give them again: {given}")
     new_seeds = set(range(args.first_seed, args.first_seed + args.seeds)) - set(by_seed)
     if not new_seeds and set(flags) == set(flags_before):
         error(f"--add-to {path}: has these seeds and methods already; nothing to run")
-    return by_seed, float(summary.get("wall_s", 0.0))
+    return by_seed, summary
 
 
 def main() -> int:
@@ -471,7 +473,7 @@ def main() -> int:
         if not sep or not name.strip() or name.strip() in (*methods, BASELINE):
             parser.error(f'--strategy {spec!r}: expected a new NAME="FLAGS"')
         methods[name.strip()] = shlex.split(flags)
-    earlier = earlier_runs(args.add_to, args, methods, parser.error) if args.add_to else ({}, 0.0)
+    earlier = earlier_runs(args.add_to, args, methods, parser.error) if args.add_to else ({}, {})
 
     import ray
 
@@ -495,7 +497,9 @@ def main() -> int:
     runs = [by_seed[seed] for seed in seeds]
     ray.shutdown()
     summary = summarise(runs, list(methods), args.budget_epochs)
-    summary["wall_s"] = earlier[1] + time.monotonic() - began
+    summary["wall_s"] = float(earlier[1].get("wall_s", 0.0)) + time.monotonic() - began
+    if "relabelled" in earlier[1]:
+        summary["relabelled"] = earlier[1]["relabelled"]
     summary["strategy_flags"] = {m: " ".join(f) for m, f in methods.items()}
     write_outputs(summary, runs, args.out)
     return 0

@@ -235,6 +235,34 @@ def validation_against_real(results: dict, files: list[Path], level: float = 0.9
     return rows
 
 
+RANK_EPOCHS = 6  # early-rank fidelity: trials that ran at least this many epochs
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def early_rank_fidelity(real: np.ndarray, simulated: np.ndarray) -> dict:
+    """How well a trial's value at epoch 1, 2, 3 ranks trials by their best over the first
+    RANK_EPOCHS epochs (Spearman), in real trials and in the simulator's curves for the same
+    configurations (median over the draws): what an early ASHA cut relies on. `real` is
+    (trials, epochs); `simulated` (trials, draws, epochs)."""
+    if len(real) < 5:
+        return {"trials": int(len(real))}
+    out: dict = {"trials": int(len(real)), "epochs": RANK_EPOCHS}
+    for k in (1, 2, 3):
+        sim = [
+            _spearman(simulated[:, j, k - 1], simulated[:, j].max(axis=1))
+            for j in range(simulated.shape[1])
+        ]
+        out[f"epoch{k}"] = {
+            "real": _spearman(real[:, k - 1], real.max(axis=1)),
+            "simulated": float(np.median(sim)),
+        }
+    return out
+
+
 def trial_level_check(source, files: list[Path], draws: int = 50, good: float = 0.6) -> dict:
     """Real trials against the simulator's curves for the same configuration: each real trial
     that recorded its per-epoch values (search_efficiency.py's trial_log), its best objective
@@ -243,6 +271,8 @@ def trial_level_check(source, files: list[Path], draws: int = 50, good: float = 
     `good` are also summarised alone."""
     rng = np.random.default_rng(0)
     diffs, sims = [], []
+    # objective -> first RANK_EPOCHS values of trials that ran that long (real, simulated)
+    early: dict[str, tuple[list, list]] = {}
     for path in files:
         payload = json.loads(Path(path).read_text())
         for run in payload["runs"]:
@@ -255,16 +285,24 @@ def trial_level_check(source, files: list[Path], draws: int = 50, good: float = 
                     # A rule the search did not sample is the fixed one, threshold 0.5.
                     config = {"threshold": 0.5, "top_k": None, **trial["params"]}
                     n = len(values)
-                    simulated = []
+                    simulated, curves = [], []
                     for _ in range(draws):
                         curve = source.curve(config, rng)
                         series = curve.tuned_val if key == "tuned_val_f1" else curve.own_val
                         simulated.append(float(np.max(series[:n])))
+                        curves.append(series[:RANK_EPOCHS])
                     diffs.append(max(values) - float(np.mean(simulated)))
                     sims.append(float(np.mean(simulated)))
+                    if n >= RANK_EPOCHS:
+                        early.setdefault(key, ([], []))[0].append(values[:RANK_EPOCHS])
+                        early[key][1].append(curves)
     diffs, sims = np.array(diffs), np.array(sims)
     top = sims >= good
     return {
+        "early_rank": {
+            key: early_rank_fidelity(np.array(real), np.array(sim))
+            for key, (real, sim) in sorted(early.items())
+        },
         "trials": int(len(diffs)),
         "real_minus_simulated": median_ci(diffs),
         "mean_real_minus_simulated": float(diffs.mean()) if len(diffs) else None,

@@ -104,13 +104,27 @@ def trial_check_line(t: dict) -> str:
             return "-"
         return f"{d['median']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]"
 
-    return (
+    line = (
         f"real trials' best objective minus the simulator's mean for the same configuration, "
         f"median [95% CI]: {ci(t['real_minus_simulated'])} over {t['trials']} trials (mean "
         f"{t['mean_real_minus_simulated']:+.3f}); where the simulator expects at least "
         f"{t['good_threshold']:g}: {ci(t['good_real_minus_simulated'])} over "
         f"{t['good_trials']} trials"
     )
+    for key, early in t.get("early_rank", {}).items():
+        if "epoch1" not in early:
+            continue
+        ranks = "; ".join(
+            f"epoch {k}: real {early[f'epoch{k}']['real']:.2f}, simulated "
+            f"{early[f'epoch{k}']['simulated']:.2f}"
+            for k in (1, 2, 3)
+        )
+        line += (
+            f". How well an early epoch's {key} ranks trials by their best over "
+            f"{early['epochs']} epochs (Spearman, {early['trials']} real trials that ran that "
+            f"long): {ranks}"
+        )
+    return line
 
 
 def markdown(p: dict) -> str:
