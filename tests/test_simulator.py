@@ -322,3 +322,46 @@ def test_curve_bank_recording_resumes_after_a_kill(tmp_path, isolated_cache):
     assert bank.val_f1.shape == (6, 2, len(RULES)) and np.isfinite(bank.val_f1).all()
     assert (bank.epoch_seconds > 0).all()
     assert bank.provenance["code_commit"] and bank.provenance["wall_seconds"] > 0
+
+
+def test_validation_compares_real_trials_and_their_early_ranks_with_the_simulator(tmp_path):
+    """Real trials whose recorded values are the bank's own curves agree with the simulator
+    (noise off) to the last digit; scrambling their first epoch moves only the real rank."""
+    from hposim.evaluation import trial_level_check
+
+    finals = [0.30, 0.40, 0.50, 0.60, 0.70, 0.80]
+    firsts = [0.25, 0.10, 0.35, 0.20, 0.45, 0.30]  # epoch 1 ranks the trials differently
+    curves = {
+        1e-4 * (k + 1): [f, *np.linspace(f + 0.01, v, 5).round(4).tolist()]
+        for k, (f, v) in enumerate(zip(firsts, finals, strict=True))
+    }
+    bank = hand_bank(curves)
+    settings = fit_to_bank(demo_settings([*bank_flags(bank.provenance)]), bank.genre_counts)
+    source = CurveSource(bank, settings.space, noise=False)
+
+    def write(values_of):
+        trials = [
+            {
+                "trial_id": str(k),
+                "params": {**{n: settings.baseline[n] for n in settings.space}, "lr": lr},
+                "tuned_val_f1": values_of(curve),
+            }
+            for k, (lr, curve) in enumerate(curves.items())
+        ]
+        path = tmp_path / "real.json"
+        method = {"objective": "tuned_val_f1", "trial_log": trials}
+        path.write_text(json.dumps({"runs": [{"seed": 0, "methods": {"default": method}}]}))
+        return trial_level_check(source, [path], draws=3)
+
+    same = write(list)
+    assert same["trials"] == 6 and same["real_minus_simulated"]["median"] == pytest.approx(0)
+    early = same["early_rank"]["tuned_val_f1"]
+    assert early["trials"] == 6
+    for k in (1, 2, 3):
+        assert early[f"epoch{k}"]["real"] == pytest.approx(early[f"epoch{k}"]["simulated"])
+    assert early["epoch1"]["real"] < early["epoch3"]["real"] < 1.0
+    # The first epoch in the order of the trials' best: the real rank is perfect, the
+    # simulator's is not.
+    sorted_first = write(lambda c: [c[-1] - 0.3, *c[1:]])["early_rank"]["tuned_val_f1"]
+    assert sorted_first["epoch1"]["real"] == pytest.approx(1.0)
+    assert sorted_first["epoch1"]["simulated"] == pytest.approx(early["epoch1"]["simulated"])
