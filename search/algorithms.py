@@ -142,4 +142,9 @@ def build_stoppers(s: SearchSettings) -> list:
 def build_algorithms(
     s: SearchSettings, storage: optuna.storages.BaseStorage | None
 ) -> SearchAlgorithms:
-    return SearchAlgorithms(build_searcher(s, storage), build_scheduler(s), build_stoppers(s))
+    searcher = build_searcher(s, storage)
+    if s.ramp_up:
+        from genretune.search.ramp_up import RampUpLimiter
+
+        searcher = RampUpLimiter(searcher, s.ramp_up, s.resources.max_concurrent)
+    return SearchAlgorithms(searcher, build_scheduler(s), build_stoppers(s))

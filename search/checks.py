@@ -69,6 +69,8 @@ def check_settings(s: SearchSettings) -> None:
         raise InputError("--progress-interval must be a number of seconds > 0")
     if r.max_concurrent is not None and r.max_concurrent < 1:
         raise InputError("--max-concurrent must be >= 1")
+    if s.ramp_up < 0:
+        raise InputError("--ramp-up must be >= 0 (0: every worker from the start)")
     if s.num_samples < 1:
         raise InputError("--num-samples must be >= 1")
     if s.grace_period < 1 or s.grace_period > s.base.optim.epochs:

@@ -75,7 +75,8 @@ def build_tuner(s: SearchSettings):
             search_alg=algorithms.searcher,
             scheduler=algorithms.scheduler,
             num_samples=s.num_samples,
-            max_concurrent_trials=s.resources.max_concurrent,
+            # With --ramp-up the searcher is itself the concurrency limiter (capped there).
+            max_concurrent_trials=None if s.ramp_up else s.resources.max_concurrent,
             reuse_actors=True,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),

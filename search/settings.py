@@ -70,6 +70,7 @@ class SearchSettings:
     baseline_draws: tuple[dict[str, Any], ...] = ()  # trials drawn around the baseline, next
     cut_trials_as: str = CUT_AS_COMPLETE
     late_cut: bool = False  # ASHA ranks a trial again at a rung it reached alone
+    ramp_up: int = 0  # trials running at first, one more per ended trial (0 = all at once)
     # Several objectives (metric, mode), the first one first: a multi-objective search.
     objectives: tuple[tuple[str, str], ...] = ()
 
@@ -98,6 +99,7 @@ class SearchSettings:
             "baseline_draws": list(self.baseline_draws),
             "cut_trials_as": self.cut_trials_as,
             "late_cut": self.late_cut,
+            "ramp_up": self.ramp_up,
             "objectives": [list(o) for o in self.objectives],
             "metric": self.metric,
             "mode": self.mode,
@@ -132,6 +134,7 @@ def settings_from_json(payload: dict[str, Any], **overrides: Any) -> SearchSetti
         baseline_draws=tuple(payload.get("baseline_draws", ())),
         cut_trials_as=payload.get("cut_trials_as", CUT_AS_COMPLETE),
         late_cut=payload.get("late_cut", False),
+        ramp_up=payload.get("ramp_up", 0),
         objectives=tuple(tuple(o) for o in payload.get("objectives", ())),
         metric=payload["metric"],
         mode=payload["mode"],

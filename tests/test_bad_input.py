@@ -570,6 +570,7 @@ CASES: list[Case] = [
         "--prediction-threshold must be in [0, 1]",
     ),
     ("zero samples", lambda t: _search(t, "--num-samples", "0"), "--num-samples must be >= 1"),
+    ("negative ramp-up", lambda t: _search(t, "--ramp-up", "-2"), "--ramp-up must be >= 0"),
     (
         "grace period above epochs",
         lambda t: _search(t, "--grace-period", "5"),

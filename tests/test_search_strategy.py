@@ -122,6 +122,50 @@ def test_late_cut_is_on_wherever_asha_ranks_one_objective(tmp_path):
     assert settings_from_json(old).late_cut is False
 
 
+def test_ramp_up_admits_one_more_trial_for_every_trial_that_ends(tmp_path):
+    from genretune.search.algorithms import build_algorithms
+    from genretune.search.ramp_up import RampUpLimiter
+    from genretune.search.settings import settings_from_json
+
+    s = search_settings(tmp_path, "--ramp-up", "2", "--max-concurrent", "3", "--num-samples", "30")
+    assert settings_from_json(json.loads(json.dumps(s.to_json()))).ramp_up == 2
+    searcher = build_algorithms(s, storage=None).searcher
+    assert isinstance(searcher, RampUpLimiter)
+    ids = (f"t{i}" for i in range(100))
+    done = {s.metric: 0.5, "training_iteration": 1, "epochs_since_best": 0}
+
+    def admitted() -> list[str]:
+        out = []
+        while searcher.suggest(trial_id := next(ids)) is not None:
+            out.append(trial_id)
+        return out
+
+    first = admitted()
+    assert len(first) == 2  # the start
+    searcher.on_trial_complete(first[0], result=done)
+    second = admitted()
+    assert len(second) == 2  # one ended: a limit of 3 with 1 running
+    searcher.on_trial_complete(first[1], result=done)
+    assert len(admitted()) == 1  # --max-concurrent caps the ramp
+    # A resumed search gets the count and the running trials back: Ray saves a wrapper's
+    # get_state and the wrapped searcher's save with the experiment, and restores both.
+    resumed = build_algorithms(s, storage=None).searcher
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    resumed.set_state(searcher.get_state())
+    assert (resumed.ended, len(resumed.live_trials)) == (2, 3)
+    assert resumed.suggest("again") is None
+    resumed.on_trial_complete(second[0], result=done)
+    assert resumed.ended == 3 and resumed.suggest("again") is not None
+    # Without the flag, Ray's --max-concurrent alone limits the search.
+    assert not isinstance(build_algorithms(search_settings(tmp_path), None).searcher, RampUpLimiter)
+    from genretune.data import InputError
+    from genretune.search.checks import check_settings
+
+    with pytest.raises(InputError, match="--ramp-up must be >= 0"):
+        check_settings(search_settings(tmp_path, "--ramp-up", "-1"))
+
+
 def _finished(exp: Path) -> int:
     return sum(
         len(p.read_text().strip().splitlines()) > 1 for p in exp.glob("trial_*/progress.csv")
@@ -132,7 +176,7 @@ def test_resume_keeps_the_draws_and_the_pruned_states(local_ray, tmp_path, isola
     args = [
         *TINY_SEARCH,
         *("--epochs", "4", "--patience", "4", "--grace-period", "1", "--reduction-factor", "2"),
-        *("--num-samples", "6", "--max-concurrent", "1", "--baseline-draws", "2"),
+        *("--num-samples", "6", "--max-concurrent", "2", "--ramp-up", "1", "--baseline-draws", "2"),
         *("--cut-trials-as", "pruned", "--tpe-constant-liar"),
         *("--name", "again", "--storage-path", str(tmp_path)),
     ]
@@ -142,7 +186,7 @@ def test_resume_keeps_the_draws_and_the_pruned_states(local_ray, tmp_path, isola
     saved = json.loads((exp / "genretune_search.json").read_text())
     assert saved["cut_trials_as"] == "pruned" and len(saved["baseline_draws"]) == 2
     assert saved["tpe_constant_liar"] is True and saved["tpe_multivariate"] is False
-    assert saved["late_cut"] is True
+    assert saved["late_cut"] is True and saved["ramp_up"] == 1
     assert len(_study(exp).trials) < 6
 
     code = main(["search", "--resume", "again", "--storage-path", str(tmp_path)])
@@ -157,3 +201,10 @@ def test_resume_keeps_the_draws_and_the_pruned_states(local_ray, tmp_path, isola
         cut = reasons[_ray_trial_of(exp, t.params)]["end_reason"] == END_ASHA
         assert t.state == (PRUNED if cut else COMPLETE), t.number
     assert any(t.state == PRUNED for t in finished), "ASHA cut no trial"
+    # --ramp-up 1: the baseline ran alone; the draws started once it had ended.
+    rows = {
+        i: pd.read_csv(exp / f"trial_{_ray_trial_of(exp, t.params)}" / "progress.csv")
+        for i, t in enumerate(first)
+    }
+    assert rows[1]["timestamp"].min() >= rows[0]["timestamp"].max()
+    assert rows[2]["timestamp"].min() >= rows[0]["timestamp"].max()

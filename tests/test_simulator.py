@@ -365,3 +365,27 @@ def test_validation_compares_real_trials_and_their_early_ranks_with_the_simulato
     sorted_first = write(lambda c: [c[-1] - 0.3, *c[1:]])["early_rank"]["tuned_val_f1"]
     assert sorted_first["epoch1"]["real"] == pytest.approx(1.0)
     assert sorted_first["epoch1"]["simulated"] == pytest.approx(early["epoch1"]["simulated"])
+
+
+def test_summary_gives_the_budget_and_the_wall_time_to_random_fifos_final_best():
+    from hposim.evaluation import summarise
+
+    def run(best, seconds):
+        best = np.array(best)
+        return {
+            4: {"best": best, "chosen_test": best - 0.1, "trials": 2, "seconds": np.array(seconds)}
+        }
+
+    results = {
+        "random-fifo": {0: run([0.2, 0.3, 0.5, 0.6], [1, 2, 3, 10])},
+        "random-asha": {0: run([0.2, 0.3, 0.5, 0.5], [1, 2, 3, 4])},
+        # Reaches 0.6 at its 2nd result (half the budget), 4 s into random-fifo's 10 s.
+        "ramped": {0: run([0.4, 0.6, 0.7, 0.7], [2, 4, 6, 8])},
+    }
+    summary = summarise(results, [4], oracle_test_f1=0.9)
+    ramped = summary["ramped"]["4"]
+    assert ramped["fraction_to_random_final"]["median"] == 0.5
+    assert ramped["wall_to_random_final"]["median"] == 0.4
+    assert ramped["wall_seconds"]["median"] == 8
+    assert summary["random-asha"]["4"]["wall_to_random_final"]["median"] is None  # never
+    assert summary["random-fifo"]["4"]["wall_to_random_final"]["median"] == 1.0

@@ -135,6 +135,12 @@ def first_reach(best: np.ndarray, target: float, budget: int) -> float:
     return float((hit[0] + 1) / budget) if len(hit) else float("inf")
 
 
+def seconds_to_reach(best: np.ndarray, seconds: np.ndarray, target: float) -> float:
+    """Simulated wall time of the first result at or above `target` (not reached: inf)."""
+    hit = np.flatnonzero(best >= target - 1e-12)
+    return float(seconds[hit[0]]) if len(hit) else float("inf")
+
+
 def summarise(results: dict, budgets: list[int], oracle_test_f1: float) -> dict:
     """strategy -> budget -> statistics, paired by seed."""
     out: dict = {}
@@ -155,8 +161,16 @@ def summarise(results: dict, budgets: list[int], oracle_test_f1: float) -> dict:
                 first_reach(r["chosen_test"], f["chosen_test"][-1], b)
                 for r, f in zip(rows, fifo, strict=True)
             ]
+            # Wall time as a share of random-fifo's whole search (same seed): what the
+            # concurrency costs or saves, where the budget fraction counts trial-epochs.
+            wall = [
+                seconds_to_reach(r["best"], r["seconds"], f["best"][-1]) / f["seconds"][-1]
+                for r, f in zip(rows, fifo, strict=True)
+            ]
             out[name][str(b)] = {
                 "fraction_to_random_final": median_ci(fraction),
+                "wall_to_random_final": median_ci(wall),
+                "wall_seconds": median_ci([r["seconds"][-1] for r in rows]),
                 "fraction_to_random_final_test": median_ci(fraction_test),
                 "test_f1": median_ci(test),
                 "regret": median_ci(oracle_test_f1 - test),
@@ -170,6 +184,7 @@ def summarise(results: dict, budgets: list[int], oracle_test_f1: float) -> dict:
                 # Per seed (in seed order), for paired comparisons of any two strategies.
                 "per_seed": {
                     "fraction_to_random_final": [f if np.isfinite(f) else None for f in fraction],
+                    "wall_to_random_final": [w if np.isfinite(w) else None for w in wall],
                     "fraction_to_random_final_test": [
                         f if np.isfinite(f) else None for f in fraction_test
                     ],

@@ -146,6 +146,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "unranked) is ranked again as others approach and reach that rung, and stopped if "
         "below its cutoff (default: on with ASHA and one objective; --no-late-cut: Ray's ASHA)",
     )
+    g.add_argument(
+        "--ramp-up",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run N trials at first and one more for every trial that ends, up to "
+        "--max-concurrent: fewer trial-epochs to a good result on a large cluster, more wall "
+        "time (default 0: every worker from the start)",
+    )
     g.add_argument("--max-failures", type=int, default=2, help="restarts of a failed trial")
     g.add_argument(
         "--progress-interval", type=float, default=30.0, help="seconds between status lines"
@@ -308,6 +317,7 @@ def settings_from_args(
         baseline_draws=draws,
         cut_trials_as=args.cut_trials_as,
         late_cut=late_cut,
+        ramp_up=args.ramp_up,
         objectives=objectives,
         metric=metric,
         mode=mode,
