@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+import sqlalchemy
 from helpers import TINY_SEARCH, interrupt_search
 
 from genretune.search.cli import main
@@ -38,6 +39,10 @@ def _finished_count(exp: Path) -> int:
     try:
         return sum(t.state.name == "COMPLETE" for t in _study(exp).trials)
     except KeyError:  # the database exists, the study not yet
+        return 0
+    except sqlalchemy.exc.SQLAlchemyError:
+        # The search is creating the database: opening it at that moment races to stamp its
+        # schema version (a unique row). Ask again at the next poll.
         return 0
 
 
