@@ -152,6 +152,13 @@ def run_search(
         experiment.write_settings(exp_path, s.to_json())
     from ray import tune
 
+    if s.ramp_up:
+        cap = f", up to {s.resources.max_concurrent}" if s.resources.max_concurrent else ""
+        print(
+            f"--ramp-up {s.ramp_up}: {s.ramp_up} trial(s) at first, one more for every trial "
+            f"that ends{cap}",
+            file=sys.stderr,
+        )
     began = time.monotonic()
     if resume:
         if not tune.Tuner.can_restore(s.experiment_path):
