@@ -24,6 +24,12 @@ which a retrain reproduces exactly (each seed checks this on the baseline).
     # one more method on the seeds of an earlier run (only what a seed lacks is run):
     python benchmarks/search_efficiency.py --seeds 5 --strategy "g1=--grace-period 1" \
         --add-to benchmarks/results/search_efficiency.json
+    # more seeds for some methods only (random-fifo and random-asha always run):
+    python benchmarks/search_efficiency.py --first-seed 5 --seeds 5 --methods default \
+        --add-to benchmarks/results/search_efficiency.json   (+ its --strategy flags)
+
+The tables give each method's median over the seeds it ran, with a bootstrap 95% CI, and its
+test F1 minus random-asha's paired by seed.
 
 Writes benchmarks/results/search_efficiency[_budgetN].json, .md and .png.
 """
@@ -42,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from hposim.stats import median_ci
-from hposim.strategies import STRATEGIES
+from hposim.strategies import REFERENCES, STRATEGIES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -311,10 +317,13 @@ def run_seed(
 
 
 def summarise(runs: list[dict], methods: list[str], budget: int) -> dict:
+    """Each method over the seeds it ran; its difference with random-asha paired by seed."""
     table = {}
     for method in methods:
-        rows = [r["methods"][method] for r in runs]
+        ran = [r for r in runs if method in r["methods"]]
+        rows = [r["methods"][method] for r in ran]
         table[method] = {
+            "seeds": [int(r["seed"]) for r in ran],
             "trials": [r["trials"] for r in rows],
             "fraction_to_random_final": [r["fraction_to_random_final"] for r in rows],
             **{
@@ -325,7 +334,7 @@ def summarise(runs: list[dict], methods: list[str], budget: int) -> dict:
                 for f in map(str, FRACTIONS)
             },
         }
-        asha = [r["methods"]["random-asha"]["points"]["1.0"]["test_f1"] for r in runs]
+        asha = [r["methods"]["random-asha"]["points"]["1.0"]["test_f1"] for r in ran]
         diffs = np.array(table[method]["1.0"]["test_f1"]) - np.array(asha)
         table[method]["paired_test_f1_diff_vs_random_asha"] = diffs.tolist()
     table[BASELINE] = {"test_f1": [r["methods"][BASELINE]["test_f1"] for r in runs]}
@@ -340,27 +349,33 @@ def summarise(runs: list[dict], methods: list[str], budget: int) -> dict:
 
 
 def _vals(values: list[float]) -> str:
+    """Median [bootstrap 95% CI of the median] (every seed's value)."""
     shown = ", ".join("never" if v == float("inf") else f"{v:.3f}" for v in values)
-    med = median_ci(values)["median"]
-    return f"{'never' if med is None else f'{med:.3f}'} ({shown})"
+    ci = median_ci(values)
+    as_text = lambda v: "never" if v is None else f"{v:.3f}"  # noqa: E731
+    return f"{as_text(ci['median'])} [{as_text(ci['ci_low'])}, {as_text(ci['ci_high'])}] ({shown})"
 
 
 def print_tables(summary: dict) -> str:
     lines = [
         f"budget: {summary['budget_epochs']} trial-epochs per search, {summary['seeds']} seeds; "
-        "median (per seed)",
+        "median [bootstrap 95% CI of the median] (each seed's value, seeds in order)",
         "",
-        "| method | trials | best val objective at 100% | test F1 at 25% / 50% / 100% "
-        "| budget fraction to random-fifo's final best | test F1 - random-asha |",
-        "|---|---|---|---|---|---|",
+        "| method | seeds | trials | best val objective at 100% | test F1 at 25% / 50% / 100% "
+        "| budget fraction to random-fifo's final best | test F1 - random-asha (paired) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for method, t in summary["table"].items():
         if method == BASELINE:
-            lines.append(f"| {method} (trained alone) | 1 | - | {_vals(t['test_f1'])} | - | - |")
+            lines.append(
+                f"| {method} (trained alone) | {len(t['test_f1'])} | 1 | - "
+                f"| {_vals(t['test_f1'])} | - | - |"
+            )
             continue
         test = " / ".join(f"{np.median(t[f]['test_f1']):.3f}" for f in map(str, FRACTIONS))
         lines.append(
-            f"| {method} | {np.median(t['trials']):.0f} | {_vals(t['1.0']['best'])} | {test} "
+            f"| {method} | {len(t['seeds'])} | {np.median(t['trials']):.0f} "
+            f"| {_vals(t['1.0']['best'])} | {test} "
             f"({', '.join(f'{v:.3f}' for v in t['1.0']['test_f1'])}) "
             f"| {_vals(t['fraction_to_random_final'])} "
             f"| {_vals(t['paired_test_f1_diff_vs_random_asha'])} |"
@@ -389,7 +404,7 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
     budget = summary["budget_epochs"]
     methods = [m for m in summary["table"] if m != BASELINE]
     for k, method in enumerate(methods):
-        for i, run in enumerate(runs):
+        for i, run in enumerate(r for r in runs if method in r["methods"]):
             curve = run["methods"][method]["curve"][:budget]
             ys = np.maximum.accumulate([v for _, v in curve])
             left.plot([e for e, _ in curve], ys, color=f"C{k}", alpha=0.8,
@@ -443,9 +458,6 @@ def earlier_runs(path: Path, args, methods: dict[str, list[str]], error) -> tupl
     if missing:
         given = " ".join(f'--strategy "{m}={flags_before[m]}"' for m in missing)
         error(f"--add-to {path}: method(s) {missing} ran there; give them again: {given}")
-    new_seeds = set(range(args.first_seed, args.first_seed + args.seeds)) - set(by_seed)
-    if not new_seeds and set(flags) == set(flags_before):
-        error(f"--add-to {path}: has these seeds and methods already; nothing to run")
     return by_seed, summary
 
 
@@ -464,6 +476,11 @@ def main() -> int:
         help="an earlier run's JSON (same budget): its results are kept; its seeds get the "
         "methods it lacks (--strategy) and new seeds (--first-seed, --seeds) every method",
     )  # fmt: skip
+    parser.add_argument(
+        "--methods", metavar="NAME,...",
+        help="run only these methods (random-fifo and random-asha always run: the others are "
+        "measured against them); with --add-to the others keep the seeds they have",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.seeds < 1 or args.budget_epochs < 4:
         parser.error("--seeds must be >= 1 and --budget-epochs >= 4")
@@ -473,7 +490,20 @@ def main() -> int:
         if not sep or not name.strip() or name.strip() in (*methods, BASELINE):
             parser.error(f'--strategy {spec!r}: expected a new NAME="FLAGS"')
         methods[name.strip()] = shlex.split(flags)
+    to_run = dict(methods)
+    if args.methods:
+        names = [n.strip() for n in args.methods.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(methods))
+        if unknown or not names:
+            parser.error(f"--methods: unknown {unknown or args.methods!r}; known: {list(methods)}")
+        to_run = {m: f for m, f in methods.items() if m in (*REFERENCES, *names)}
     earlier = earlier_runs(args.add_to, args, methods, parser.error) if args.add_to else ({}, {})
+    # Seeds of the earlier run get the methods they lack; new seeds get every method to run.
+    by_seed = dict(earlier[0])
+    seeds = sorted({*by_seed, *range(args.first_seed, args.first_seed + args.seeds)})
+    pending = [s for s in seeds if s not in by_seed or set(to_run) - set(by_seed[s]["methods"])]
+    if not pending:
+        parser.error(f"--add-to {args.add_to}: has these seeds and methods already; nothing to run")
 
     import ray
 
@@ -484,16 +514,11 @@ def main() -> int:
     def log(text: str) -> None:
         print(f"[{time.monotonic() - began:6.0f}s] {text}", flush=True)
 
-    # Seeds of the earlier run get the methods it lacks; new seeds get every method.
-    by_seed = dict(earlier[0])
-    seeds = sorted({*by_seed, *range(args.first_seed, args.first_seed + args.seeds)})
     with tempfile.TemporaryDirectory(prefix="genretune-bench-") as storage:
-        for seed in seeds:
-            run = by_seed.get(seed)
-            if run is None or set(methods) - set(run["methods"]):
-                by_seed[seed] = run_seed(
-                    Path(storage), seed, args.budget_epochs, methods, log, earlier=run
-                )
+        for seed in pending:
+            by_seed[seed] = run_seed(
+                Path(storage), seed, args.budget_epochs, to_run, log, earlier=by_seed.get(seed)
+            )
     runs = [by_seed[seed] for seed in seeds]
     ray.shutdown()
     summary = summarise(runs, list(methods), args.budget_epochs)

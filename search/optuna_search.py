@@ -7,6 +7,9 @@ result, so a trial ASHA cut at epoch 5 ranks beside one that trained all its epo
 per-epoch values (including the one it was cut on) kept as intermediate values: Optuna's TPE
 then ranks every finished trial above every pruned one, pruned ones by how far they got and
 then by their last value. Trials that ended on their own (patience, last epoch) stay COMPLETE.
+
+A resumed search reruns the epochs after a trial's last checkpoint; an epoch the study already
+holds is not told again (Optuna would keep the first value and warn; the rerun's is the same).
 """
 
 from __future__ import annotations
@@ -44,7 +47,17 @@ class PruningOptunaSearch(OptunaSearch):
             self._remember_best(trial_id, result)
         else:
             self.last_step[trial_id] = result.get("training_iteration")
+            if self._study_holds_epoch(trial_id, result.get("training_iteration")):
+                return
         super().on_trial_result(trial_id, result)
+
+    def _study_holds_epoch(self, trial_id: str, step: int | None) -> bool:
+        """Whether the study has this epoch of the trial already (read from its storage: the
+        trial object a resumed search unpickled may lag behind it)."""
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None or step is None or trial_id in self._completed_trials:
+            return False
+        return step in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
@@ -75,8 +88,11 @@ class PruningOptunaSearch(OptunaSearch):
         ot_trial = self._ot_trials[trial_id]
         # Ray does not pass the result a trial is stopped on to on_trial_result (a trial the
         # budget ends had its last result reported already).
-        if self.last_step.pop(trial_id, None) != result["training_iteration"]:
-            ot_trial.report(result[self.metric], result["training_iteration"])
+        step = result["training_iteration"]
+        if self.last_step.pop(trial_id, None) != step and not self._study_holds_epoch(
+            trial_id, step
+        ):
+            ot_trial.report(result[self.metric], step)
         self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
 

@@ -166,6 +166,44 @@ def test_ramp_up_admits_one_more_trial_for_every_trial_that_ends(tmp_path):
         check_settings(search_settings(tmp_path, "--ramp-up", "-1"))
 
 
+def test_an_epoch_rerun_after_a_resume_is_not_told_to_optuna_again(tmp_path):
+    """A driver stopped between a result and its checkpoint reruns that epoch on --resume: the
+    study keeps every epoch once, and Optuna is not asked to store one twice (it warns)."""
+    import warnings
+
+    from genretune.search.algorithms import build_searcher
+
+    s = search_settings(
+        tmp_path, *("--name", "rerun", "--epochs", "5", "--cut-trials-as", "pruned")
+    )
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    searcher = build_searcher(s, storage)
+    for trial_id in ("saved-late", "saved-early"):
+        assert searcher.suggest(trial_id) is not None
+    epoch = lambda n, v: {s.metric: v, "training_iteration": n}  # noqa: E731
+    searcher.on_trial_result("saved-early", epoch(1, 0.40))
+    for n, v in ((1, 0.50), (2, 0.60)):
+        searcher.on_trial_result("saved-late", epoch(n, v))
+    searcher.save(str(tmp_path / "searcher.pkl"))  # the experiment state, saved now
+    searcher.on_trial_result("saved-early", epoch(2, 0.45))
+    # Stopped here. Each trial resumes from its epoch-1 checkpoint and runs epoch 2 again.
+    resumed = build_searcher(s, storage)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for trial_id, rerun in (("saved-late", 0.60), ("saved-early", 0.45)):
+            resumed.on_trial_result(trial_id, epoch(2, rerun))
+            resumed.on_trial_result(trial_id, epoch(3, rerun + 0.1))
+        resumed.on_trial_complete("saved-late", epoch(5, 0.70))  # ran its epochs
+        # Cut by ASHA on an epoch that arrived only with the stop: told as pruned with it.
+        resumed.on_trial_complete("saved-early", {**epoch(4, 0.5), "epochs_since_best": 1})
+    trials = {t.number: t for t in optuna.load_study(study_name="rerun", storage=storage).trials}
+    assert trials[0].intermediate_values == {1: 0.50, 2: 0.60, 3: 0.70}
+    assert trials[0].state == COMPLETE
+    assert trials[1].intermediate_values == {1: 0.40, 2: 0.45, 3: 0.55, 4: 0.5}
+    assert trials[1].state == PRUNED
+
+
 def _finished(exp: Path) -> int:
     return sum(
         len(p.read_text().strip().splitlines()) > 1 for p in exp.glob("trial_*/progress.csv")

@@ -326,8 +326,9 @@ def test_curve_bank_recording_resumes_after_a_kill(tmp_path, isolated_cache):
 
 def test_validation_compares_real_trials_and_their_early_ranks_with_the_simulator(tmp_path):
     """Real trials whose recorded values are the bank's own curves agree with the simulator
-    (noise off) to the last digit; scrambling their first epoch moves only the real rank."""
-    from hposim.evaluation import trial_level_check
+    (noise off) to the last digit. Early ranks: the real trials that ran RANK_EPOCHS epochs
+    against the survivors of replays of the file's strategies at its budget, 10 per seed."""
+    from hposim.evaluation import RANK_EPOCHS, SURVIVOR_REPLAYS, trial_level_check
 
     finals = [0.30, 0.40, 0.50, 0.60, 0.70, 0.80]
     firsts = [0.25, 0.10, 0.35, 0.20, 0.45, 0.30]  # epoch 1 ranks the trials differently
@@ -338,8 +339,13 @@ def test_validation_compares_real_trials_and_their_early_ranks_with_the_simulato
     bank = hand_bank(curves)
     settings = fit_to_bank(demo_settings([*bank_flags(bank.provenance)]), bank.genre_counts)
     source = CurveSource(bank, settings.space, noise=False)
+    asked = []
 
-    def write(values_of):
+    def survivors(flags, budget, seeds):  # the replays' survivors: the bank's curves
+        asked.append((flags, budget, seeds))
+        return {"tuned_val_f1": [np.array(c) for c in curves.values()]} if seeds else {}
+
+    def write(values_of, summary=True):
         trials = [
             {
                 "trial_id": str(k),
@@ -348,23 +354,54 @@ def test_validation_compares_real_trials_and_their_early_ranks_with_the_simulato
             }
             for k, (lr, curve) in enumerate(curves.items())
         ]
+        cut = {**trials[0], "trial_id": "cut", "tuned_val_f1": [0.9, 0.1]}  # ran 2 epochs
         path = tmp_path / "real.json"
-        method = {"objective": "tuned_val_f1", "trial_log": trials}
-        path.write_text(json.dumps({"runs": [{"seed": 0, "methods": {"default": method}}]}))
-        return trial_level_check(source, [path], draws=3)
+        method = {"objective": "tuned_val_f1", "trial_log": [*trials, cut]}
+        flags = {"budget_epochs": 150, "strategy_flags": {"default": "", "unrun": "--x"}}
+        runs = [{"seed": 0, "methods": {"default": method}}]
+        path.write_text(json.dumps({"runs": runs, **({"summary": flags} if summary else {})}))
+        return trial_level_check(source, [path], draws=3, survivors=survivors)
 
     same = write(list)
-    assert same["trials"] == 6 and same["real_minus_simulated"]["median"] == pytest.approx(0)
+    assert same["trials"] == 7 and same["real_minus_simulated"]["median"] == pytest.approx(0)
+    # Each strategy the file ran replayed at its budget, 10 replays per seed it logged.
+    assert asked == [("", 150, range(SURVIVOR_REPLAYS)), ("--x", 150, range(0))]
     early = same["early_rank"]["tuned_val_f1"]
-    assert early["trials"] == 6
+    assert (early["trials"], early["simulated_trials"], early["epochs"]) == (6, 6, RANK_EPOCHS)
     for k in (1, 2, 3):
         assert early[f"epoch{k}"]["real"] == pytest.approx(early[f"epoch{k}"]["simulated"])
+        low, high = early[f"epoch{k}"]["real_ci"]
+        assert low <= early[f"epoch{k}"]["real"] <= high
     assert early["epoch1"]["real"] < early["epoch3"]["real"] < 1.0
     # The first epoch in the order of the trials' best: the real rank is perfect, the
     # simulator's is not.
     sorted_first = write(lambda c: [c[-1] - 0.3, *c[1:]])["early_rank"]["tuned_val_f1"]
     assert sorted_first["epoch1"]["real"] == pytest.approx(1.0)
     assert sorted_first["epoch1"]["simulated"] == pytest.approx(early["epoch1"]["simulated"])
+    # A file that does not say how its searches ran: no early ranks from it.
+    assert write(list, summary=False)["early_rank"] == {}
+
+
+def test_survivors_are_the_replayed_trials_that_ran_six_epochs():
+    """Two workers, every trial runs every epoch, epochs of a second each: after 11
+    trial-epochs one trial has run 6 epochs; after 12, two; after 20, still two (the next two
+    ran 2 each), whose first 6 values come back, under the search's objective."""
+    import simulate
+
+    curves = {1e-4 * (k + 1): list(np.linspace(0.1, 0.2 + 0.1 * k, 8)) for k in range(4)}
+    bank = hand_bank(curves)
+    space = fit_to_bank(demo_settings(bank_flags(bank.provenance)), bank.genre_counts).space
+    simulate._STATE.update(bank=bank, source=CurveSource(bank, space, noise=False))
+    fifo = "--scheduler fifo --patience {epochs} --sampler random --no-baseline"
+    for budget, expected in ((11, 1), (12, 2), (20, 2)):
+        got = simulate.simulated_survivors(fifo, budget, range(1))
+        assert list(got) == ["tuned_val_f1"] and len(got["tuned_val_f1"]) == expected, budget
+        assert all(c.shape == (6,) for c in got["tuned_val_f1"])
+    own_rule = simulate.simulated_survivors(fifo + " --decision space", 20, range(3))
+    assert list(own_rule) == ["val_f1"] and len(own_rule["val_f1"]) == 6
+    # ASHA cuts at epoch 1 and 2: fewer trials get to 6 epochs on the same budget.
+    asha = simulate.simulated_survivors("--grace-period 1 --no-late-cut", 20, range(3))
+    assert sum(map(len, asha.values())) < 6
 
 
 def test_summary_gives_the_budget_and_the_wall_time_to_random_fifos_final_best():
@@ -389,3 +426,69 @@ def test_summary_gives_the_budget_and_the_wall_time_to_random_fifos_final_best()
     assert ramped["wall_seconds"]["median"] == 8
     assert summary["random-asha"]["4"]["wall_to_random_final"]["median"] is None  # never
     assert summary["random-fifo"]["4"]["wall_to_random_final"]["median"] == 1.0
+
+
+def _real_method(test_f1: float, fraction: float) -> dict:
+    points = {str(f): {"best": test_f1 + 0.05, "test_f1": test_f1} for f in (0.25, 0.5, 1.0)}
+    return {"trials": 3, "fraction_to_random_final": fraction, "points": points}
+
+
+def test_real_benchmark_tables_take_methods_run_on_fewer_seeds():
+    """search_efficiency.py --methods: a method run on some seeds only is summarised over
+    those, paired with random-asha seed by seed."""
+    import search_efficiency as se
+
+    runs = [
+        {
+            "seed": s,
+            "methods": {
+                "random-fifo": _real_method(0.60, 0.9),
+                "random-asha": _real_method(0.61 + 0.01 * s, 0.8),
+                "default": _real_method(0.65 + 0.02 * s, 0.3),
+                se.BASELINE: {"test_f1": 0.58},
+            },
+        }
+        for s in range(4)
+    ]
+    runs[0]["methods"]["g1"] = _real_method(0.70, 0.2)
+    runs[2]["methods"]["g1"] = _real_method(0.60, float("inf"))
+    summary = se.summarise(runs, ["random-fifo", "random-asha", "default", "g1"], 150)
+    table = summary["table"]
+    assert table["g1"]["seeds"] == [0, 2] and table["default"]["seeds"] == [0, 1, 2, 3]
+    assert table["g1"]["paired_test_f1_diff_vs_random_asha"] == pytest.approx([0.09, -0.03])
+    assert table["default"]["paired_test_f1_diff_vs_random_asha"] == pytest.approx(
+        [0.04, 0.05, 0.06, 0.07]
+    )
+    text = se.print_tables(summary)
+    g1 = next(line for line in text.splitlines() if line.startswith("| g1 |"))
+    assert g1.startswith("| g1 | 2 | 3 |") and "(0.200, never)" in g1
+    default = next(line for line in text.splitlines() if line.startswith("| default |"))
+    assert "0.055 [" in default  # the median paired difference, with its CI
+
+
+def test_real_benchmark_refuses_unknown_methods_and_runs_with_nothing_to_do(tmp_path):
+    from hposim.strategies import STRATEGIES
+
+    script = REPO / "benchmarks" / "search_efficiency.py"
+    earlier = tmp_path / "earlier.json"
+    methods = {m: _real_method(0.6, 0.5) for m in STRATEGIES}
+    saved = {
+        "summary": {"budget_epochs": 150, "strategy_flags": dict(STRATEGIES)},
+        "runs": [{"seed": 0, "methods": methods}],
+    }
+    earlier.write_text(json.dumps(saved))
+    before = earlier.read_bytes()
+    out = tmp_path / "out"
+    for flags, message in (
+        (["--methods", "nope"], "--methods: unknown ['nope']"),
+        (["--methods", "default", "--add-to", str(earlier)], "nothing to run"),
+    ):
+        res = subprocess.run(
+            [sys.executable, str(script), "--seeds", "1", "--out", str(out), *flags],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert res.returncode == 2 and message in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+    assert earlier.read_bytes() == before and not out.exists()

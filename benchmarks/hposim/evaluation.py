@@ -251,6 +251,7 @@ def validation_against_real(results: dict, files: list[Path], level: float = 0.9
 
 
 RANK_EPOCHS = 6  # early-rank fidelity: trials that ran at least this many epochs
+SURVIVOR_REPLAYS = 10  # replayed searches per real search, for the early-rank fidelity
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -258,40 +259,68 @@ def _spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+def _epoch_rank(curves: np.ndarray, k: int) -> float:
+    """Spearman of (trials, epochs) curves' epoch-k values with their best."""
+    return _spearman(curves[:, k - 1], curves.max(axis=1))
+
+
 def early_rank_fidelity(real: np.ndarray, simulated: np.ndarray) -> dict:
     """How well a trial's value at epoch 1, 2, 3 ranks trials by their best over the first
-    RANK_EPOCHS epochs (Spearman), in real trials and in the simulator's curves for the same
-    configurations (median over the draws): what an early ASHA cut relies on. `real` is
-    (trials, epochs); `simulated` (trials, draws, epochs)."""
-    if len(real) < 5:
-        return {"trials": int(len(real))}
-    out: dict = {"trials": int(len(real)), "epochs": RANK_EPOCHS}
+    RANK_EPOCHS epochs (Spearman): what an early ASHA cut relies on. Both arrays are
+    (trials, RANK_EPOCHS) curves of the trials that ran that long, `real` in real searches and
+    `simulated` in replays of the same strategies and budgets: an early cut chose both sets
+    on their early values the same way (the ranks of unselected curves are higher). The real
+    values come with a bootstrap 95% CI over trials."""
+    if len(real) < 5 or len(simulated) < 5:
+        return {"trials": int(len(real)), "simulated_trials": int(len(simulated))}
+    out: dict = {
+        "trials": int(len(real)),
+        "simulated_trials": int(len(simulated)),
+        "epochs": RANK_EPOCHS,
+    }
+    rng = np.random.default_rng(0)
+    resamples = rng.integers(len(real), size=(400, len(real)))
     for k in (1, 2, 3):
-        sim = [
-            _spearman(simulated[:, j, k - 1], simulated[:, j].max(axis=1))
-            for j in range(simulated.shape[1])
-        ]
+        boot = [_epoch_rank(real[i], k) for i in resamples]
+        low, high = np.nanpercentile(boot, [2.5, 97.5])
         out[f"epoch{k}"] = {
-            "real": _spearman(real[:, k - 1], real.max(axis=1)),
-            "simulated": float(np.median(sim)),
+            "real": _epoch_rank(real, k),
+            "real_ci": [float(low), float(high)],
+            "simulated": _epoch_rank(simulated, k),
         }
     return out
 
 
-def trial_level_check(source, files: list[Path], draws: int = 50, good: float = 0.6) -> dict:
+def trial_level_check(
+    source, files: list[Path], draws: int = 50, good: float = 0.6, survivors=None
+) -> dict:
     """Real trials against the simulator's curves for the same configuration: each real trial
     that recorded its per-epoch values (search_efficiency.py's trial_log), its best objective
     over the epochs it ran minus the mean of the simulator's over `draws` curves. A search is
     only as right as this is where it looks, so the trials whose simulated mean is at least
-    `good` are also summarised alone."""
+    `good` are also summarised alone.
+
+    With `survivors(flags, budget, seeds) -> {objective: [curves]}` (the trials that ran
+    RANK_EPOCHS epochs in replays of a strategy), the early-rank fidelity of every objective:
+    the real searches' trials that ran that long against the replays' of the same strategies
+    (their flags as the file records them) and budgets, SURVIVOR_REPLAYS per real seed."""
     rng = np.random.default_rng(0)
     diffs, sims = [], []
     # objective -> first RANK_EPOCHS values of trials that ran that long (real, simulated)
     early: dict[str, tuple[list, list]] = {}
     for path in files:
         payload = json.loads(Path(path).read_text())
+        summary = payload.get("summary", {})
+        budget = summary.get("budget_epochs")
+        # Older files did not record their strategies' flags: no early ranks from them.
+        flags_of = summary.get("strategy_flags", {}) if survivors and budget else {}
+        for method, flags in flags_of.items():
+            logged = [r for r in payload["runs"] if r["methods"].get(method, {}).get("trial_log")]
+            replays = range(SURVIVOR_REPLAYS * len(logged))
+            for key, curves in survivors(flags, budget, replays).items():
+                early.setdefault(key, ([], []))[1].extend(curves)
         for run in payload["runs"]:
-            for real in run["methods"].values():
+            for method, real in run["methods"].items():
                 key = real.get("objective")
                 for trial in real.get("trial_log", []):
                     values = trial.get(key)
@@ -300,17 +329,15 @@ def trial_level_check(source, files: list[Path], draws: int = 50, good: float = 
                     # A rule the search did not sample is the fixed one, threshold 0.5.
                     config = {"threshold": 0.5, "top_k": None, **trial["params"]}
                     n = len(values)
-                    simulated, curves = [], []
+                    simulated = []
                     for _ in range(draws):
                         curve = source.curve(config, rng)
                         series = curve.tuned_val if key == "tuned_val_f1" else curve.own_val
                         simulated.append(float(np.max(series[:n])))
-                        curves.append(series[:RANK_EPOCHS])
                     diffs.append(max(values) - float(np.mean(simulated)))
                     sims.append(float(np.mean(simulated)))
-                    if n >= RANK_EPOCHS:
+                    if n >= RANK_EPOCHS and method in flags_of:
                         early.setdefault(key, ([], []))[0].append(values[:RANK_EPOCHS])
-                        early[key][1].append(curves)
     diffs, sims = np.array(diffs), np.array(sims)
     top = sims >= good
     return {

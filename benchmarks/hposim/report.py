@@ -117,14 +117,16 @@ def trial_check_line(t: dict) -> str:
         if "epoch1" not in early:
             continue
         ranks = "; ".join(
-            f"epoch {k}: real {early[f'epoch{k}']['real']:.2f}, simulated "
-            f"{early[f'epoch{k}']['simulated']:.2f}"
+            f"epoch {k}: real {early[f'epoch{k}']['real']:.2f} "
+            f"[{early[f'epoch{k}']['real_ci'][0]:.2f}, {early[f'epoch{k}']['real_ci'][1]:.2f}], "
+            f"simulated {early[f'epoch{k}']['simulated']:.2f}"
             for k in (1, 2, 3)
         )
         line += (
-            f". How well an early epoch's {key} ranks trials by their best over "
-            f"{early['epochs']} epochs (Spearman, {early['trials']} real trials that ran that "
-            f"long): {ranks}"
+            f". How well an early epoch's {key} ranks the trials that ran {early['epochs']} "
+            f"epochs by their best over them (Spearman; {early['trials']} real trials, 95% CI; "
+            f"{early['simulated_trials']} in replays of the same strategies and budgets): "
+            f"{ranks}"
         )
     return line
 
