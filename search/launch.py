@@ -18,7 +18,7 @@ from genretune.search.checks import (
     check_settings,
     fit_space_to_data,
 )
-from genretune.search.ray_cluster import check_trial_fits, connect_ray
+from genretune.search.ray_cluster import check_trial_fits, connect_ray, trials_at_once
 from genretune.search.settings import SearchSettings
 
 
@@ -102,6 +102,25 @@ def finished_trials(experiment_path: str) -> int:
     return sum(trial.status == "TERMINATED" for trial in analysis.trials)
 
 
+# With fewer trial-epochs than this many whole trials per trial running at once, most trials
+# start before any has ended and the search has little to learn from (measured on the
+# simulator, benchmarks/README.md: the default reaches random search's final best within a third
+# of the budget with 3 or more, at 2, 8 and 32 workers, and not below).
+WHOLE_TRIALS_PER_SLOT = 3
+
+
+def thin_budget_note(budget: int | None, at_once: int, epochs: int) -> str | None:
+    """A note when --budget-epochs spreads too thin over the trials running at once."""
+    if not budget or at_once < 2 or budget >= WHOLE_TRIALS_PER_SLOT * epochs * at_once:
+        return None
+    return (
+        f"note: --budget-epochs {budget} over {at_once} trials at once is {budget / at_once:.1f} "
+        f"epochs each, under {WHOLE_TRIALS_PER_SLOT} whole trials of {epochs} epoch(s): most "
+        "trials will start before any has ended, so TPE and ASHA learn little; --ramp-up N "
+        "starts N and adds one as each ends, --max-concurrent N caps how many run at once"
+    )
+
+
 def run_search(
     s: SearchSettings, resume: bool = False, overwrite: bool = False, verbose: bool = False
 ):
@@ -152,6 +171,11 @@ def run_search(
         experiment.write_settings(exp_path, s.to_json())
     from ray import tune
 
+    if not s.ramp_up:
+        at_once = min(trials_at_once(s.resources), s.num_samples)
+        note = thin_budget_note(s.budget_epochs, at_once, s.base.optim.epochs)
+        if note:
+            print(note, file=sys.stderr)
     if s.ramp_up:
         cap = f", up to {s.resources.max_concurrent}" if s.resources.max_concurrent else ""
         print(

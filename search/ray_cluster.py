@@ -13,6 +13,7 @@ from genretune.data import InputError
 from genretune.search.settings import Resources
 
 LOOPBACK = "127.0.0.1"
+UNBOUNDED = 10**6  # trials a node holds when a trial asks for neither CPUs nor GPUs
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -30,6 +31,22 @@ def check_address(address: str, timeout: float = 5.0) -> None:
     except OSError as exc:
         reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc)
         raise InputError(f"--address {address}: no Ray cluster answers there ({reason})") from None
+
+
+def trials_at_once(resources: Resources) -> int:
+    """How many trials the cluster's live nodes can run side by side now, capped by
+    --max-concurrent (a node holds as many as its CPUs and GPUs allow)."""
+    import ray
+
+    total = 0
+    for node in (n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")):
+        fits = [
+            node.get(kind, 0) // need
+            for kind, need in (("CPU", resources.cpus_per_trial), ("GPU", resources.gpus_per_trial))
+            if need
+        ]
+        total += int(min(fits)) if fits else UNBOUNDED
+    return min(total, resources.max_concurrent or total)
 
 
 def check_trial_fits(resources: Resources) -> None:

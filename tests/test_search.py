@@ -232,9 +232,9 @@ def test_a_space_that_excludes_the_baseline_values_runs(local_ray, tmp_path):
     assert any(all(r.config[k] == v for k, v in s.baseline.items()) for r in results)
 
 
-def test_budget_random_sampler_and_fifo_scheduler(local_ray, tmp_path):
+def test_budget_random_sampler_and_fifo_scheduler(local_ray, tmp_path, capsys):
     """The baselines of the efficiency benchmark: random sampling, no ASHA, no patience stop,
-    and a search that ends on a total trial-epoch budget."""
+    and a search that ends on a total trial-epoch budget (spread thin: a note says so)."""
     s = settings(
         tmp_path,
         "--name",
@@ -255,6 +255,8 @@ def test_budget_random_sampler_and_fifo_scheduler(local_ray, tmp_path):
         "2",
     )
     results = run_search(s)
+    note = "note: --budget-epochs 7 over 2 trials at once is 3.5 epochs each, under 3 whole"
+    assert note in capsys.readouterr().err
     df = results.get_dataframe()
     history = load_experiment(tmp_path / "budget").history
     spent = len(history)
@@ -365,3 +367,31 @@ def test_trials_share_one_zero_copy_feature_array(local_ray):
     writeable, nbytes = ray.get(features_flags.remote(ray.put(dataset)))
     assert nbytes == dataset.features.nbytes
     assert not writeable, "read-only = mapped from the object store, not copied"
+
+
+def test_trials_at_once_and_when_a_budget_is_spread_too_thin(local_ray, tmp_path, capsys):
+    from genretune.search.launch import thin_budget_note
+    from genretune.search.ray_cluster import trials_at_once
+    from genretune.search.settings import Resources
+
+    # The session's local Ray has 2 CPUs and no GPU.
+    assert trials_at_once(Resources(1, 0, None)) == 2
+    assert trials_at_once(Resources(0.5, 0, None)) == 4
+    assert trials_at_once(Resources(0.5, 0, 3)) == 3
+    assert trials_at_once(Resources(2, 0, None)) == 1
+    assert trials_at_once(Resources(1, 0.5, None)) == 0
+    # Under 3 whole trials of epochs per trial running at once: a note, else none.
+    note = thin_budget_note(90, 32, 15)
+    assert note.startswith("note: --budget-epochs 90 over 32 trials at once is 2.8 epochs each")
+    assert "--ramp-up" in note and "\n" not in note
+    assert thin_budget_note(1439, 32, 15) and not thin_budget_note(1440, 32, 15)
+    assert not thin_budget_note(90, 2, 15) and thin_budget_note(89, 2, 15)
+    assert not thin_budget_note(None, 32, 15) and not thin_budget_note(5, 1, 15)
+    # A search that runs one trial at a time on this budget says nothing.
+    s = settings(
+        tmp_path,
+        *("--name", "one", "--num-samples", "1", "--epochs", "1", "--budget-epochs", "1"),
+    )
+    capsys.readouterr()
+    assert run_search(s) is not None
+    assert "note: --budget-epochs" not in capsys.readouterr().err
