@@ -55,6 +55,9 @@ def table_rows(p: dict, budget: str) -> list[list[str]]:
                 _ci(r["fraction_to_random_final"], percent=True),
                 f"{r['reached_random_final'] * 100:.0f}%",
                 _ci(r["wall_to_random_final"], percent=True) if "wall_to_random_final" in r else "",
+                _ci(r["fraction_to_random_final_tuned_rule"], percent=True)
+                if "fraction_to_random_final_tuned_rule" in r
+                else "",
                 _ci(r["fraction_to_random_final_test"], percent=True),
                 _ci(r["test_f1"]),
                 _ci(r["regret"]),
@@ -70,6 +73,7 @@ COLUMNS = [
     "budget fraction to random-fifo's final best (val)",
     "seeds that reach it",
     "wall time to it (share of random-fifo's)",
+    "the same, both on the tuned-rule val F1",
     "budget fraction to random-fifo's final test F1",
     "test F1",
     "regret vs oracle",
