@@ -439,6 +439,10 @@ def test_summary_gives_the_budget_and_the_wall_time_to_random_fifos_final_best()
     assert both["fraction_to_random_final"]["median"] == 0.5
     assert both["fraction_to_random_final_tuned_rule"]["median"] == 0.75
     assert both["per_seed"]["fraction_to_random_final_tuned_rule"] == [0.75]
+    # Its pick after a third of the budget (result 1: 0.3 test F1) against random-fifo's at
+    # its end (0.5).
+    third = both["paired_test_f1_at_third_vs_random_fifo_final"]["median"]
+    assert third == pytest.approx(-0.2)
 
 
 def _real_method(test_f1: float, fraction: float) -> dict:

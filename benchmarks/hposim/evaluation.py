@@ -189,6 +189,12 @@ def summarise(results: dict, budgets: list[int], oracle_test_f1: float) -> dict:
                 "paired_test_f1_diff_vs_random_asha": median_ci(
                     test - np.array([a["chosen_test"][-1] for a in asha])
                 ),
+                # The one-third goal on held-out test F1, paired: the pick after a third of
+                # the budget against random-fifo's pick at its end (same seed).
+                "paired_test_f1_at_third_vs_random_fifo_final": median_ci(
+                    np.array([r["chosen_test"][: max(b // 3, 1)][-1] for r in rows])
+                    - np.array([f["chosen_test"][-1] for f in fifo])
+                ),
                 "reached_random_final": float(np.mean(np.isfinite(fraction))),
                 "seeds": len(seeds),
                 # Per seed (in seed order), for paired comparisons of any two strategies.

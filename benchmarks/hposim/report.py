@@ -62,6 +62,9 @@ def table_rows(p: dict, budget: str) -> list[list[str]]:
                 _ci(r["test_f1"]),
                 _ci(r["regret"]),
                 _signed(r["paired_test_f1_diff_vs_random_asha"]),
+                _signed(r["paired_test_f1_at_third_vs_random_fifo_final"])
+                if "paired_test_f1_at_third_vs_random_fifo_final" in r
+                else "",
             ]
         )
     return rows
@@ -78,6 +81,7 @@ COLUMNS = [
     "test F1",
     "regret vs oracle",
     "test F1 - random-asha (paired)",
+    "test F1 at a third of the budget - random-fifo's at its end (paired)",
 ]
 
 
