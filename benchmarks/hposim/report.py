@@ -76,7 +76,7 @@ COLUMNS = [
     "budget fraction to random-fifo's final best (val)",
     "seeds that reach it",
     "wall time to it (share of random-fifo's)",
-    "the same, both on the tuned-rule val F1",
+    "budget fraction to random-fifo's final best, both on the tuned-rule val F1",
     "budget fraction to random-fifo's final test F1",
     "test F1",
     "regret vs oracle",
