@@ -509,3 +509,23 @@ def test_real_benchmark_refuses_unknown_methods_and_runs_with_nothing_to_do(tmp_
         assert res.returncode == 2 and message in res.stderr, res.stderr
         assert "Traceback" not in res.stderr
     assert earlier.read_bytes() == before and not out.exists()
+
+
+def test_real_benchmark_measures_every_search_at_the_tuned_rule_where_recorded():
+    from search_efficiency import tuned_rule_fraction
+
+    run = {
+        "methods": {
+            "random-fifo": {"objective": "val_f1", "curve_tuned_rule": [0.5, 0.7, 0.6]},
+            "default": {"objective": "tuned_val_f1", "curve": [(1, 0.6), (2, 0.72)]},
+            "old-asha": {"objective": "val_f1", "curve": [(1, 0.8)]},
+            "asha": {"objective": "val_f1", "curve": [(1, 0.1)], "curve_tuned_rule": [0.6, 0.7]},
+        }
+    }
+    assert tuned_rule_fraction(run, "default", 4) == 0.5
+    assert tuned_rule_fraction(run, "asha", 4) == 0.5  # reaches 0.7 at its 2nd result
+    assert tuned_rule_fraction(run, "old-asha", 4) is None  # its tuned-rule order is unknown
+    # An older run kept random-fifo's values per trial only: its best is all that is needed.
+    fifo = {"objective": "val_f1", "trial_log": [{"tuned_val_f1": [0.5, 0.73]}]}
+    older = {"methods": {**run["methods"], "random-fifo": fifo}}
+    assert tuned_rule_fraction(older, "default", 4) == float("inf")
