@@ -529,3 +529,53 @@ def test_real_benchmark_measures_every_search_at_the_tuned_rule_where_recorded()
     fifo = {"objective": "val_f1", "trial_log": [{"tuned_val_f1": [0.5, 0.73]}]}
     older = {"methods": {**run["methods"], "random-fifo": fifo}}
     assert tuned_rule_fraction(older, "default", 4) == float("inf")
+
+
+def test_all_knowing_search_runs_the_configurations_best_first_at_each_depth():
+    from genretune.search.algorithms import build_algorithms
+    from hposim.all_knowing import FLAGS, KnownOrderSearcher, rankings
+
+    late, early, middling = 1e-3, 5e-4, 2e-4
+    bank = hand_bank({late: [0.1, 0.2, 0.9], early: [0.5, 0.5, 0.6], middling: [0.3, 0.4, 0.4]})
+    settings = fit_to_bank(demo_settings([*bank_flags(bank.provenance), *FLAGS]), bank.genre_counts)
+    source = CurveSource(bank, settings.space, noise=False)
+    lr_of = lambda order: [source.configs.knobs[i]["lr"] for i in order]  # noqa: E731
+    ranked = rankings(source.configs)
+    assert lr_of(ranked["best of epochs 1-1"]) == [early, middling, late]
+    assert lr_of(ranked["best of epochs 1-all"]) == [late, early, middling]
+
+    algorithms = build_algorithms(settings, storage=None)
+    order = ranked["best of epochs 1-all"]
+    algorithms.searcher = KnownOrderSearcher(
+        [source.configs.knobs[i] for i in order], settings.metric
+    )
+    log = replay(settings, source, 2, np.random.default_rng(0), algorithms=algorithms)
+    assert [t.config["lr"] for t in log.trials][:3] == [late, early, middling]
+    # Two workers: the late bloomer's epoch 3 (0.9) is the search's best, reached at the
+    # fifth result (both first trials' epochs 1 and 2, then its epoch 3).
+    best = np.maximum.accumulate(log.objective)
+    assert best[-1] == pytest.approx(0.9)
+    assert int(np.argmax(best >= 0.9 - 1e-12)) + 1 == 5
+
+
+@pytest.mark.slow
+def test_all_knowing_benchmark_bounds_the_default_on_the_committed_bank(tmp_path):
+    out = tmp_path / "ak.json"
+    res = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "all_knowing.py"), "--workers", "2,8",
+         "--seeds", "3", "--budget-epochs", "30,60", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    summary = json.loads(out.read_text())["summary"]
+    assert set(summary) == {"2", "8"} and set(summary["2"]) == {"30", "60"}
+    for by_budget in summary.values():
+        for by_measure in by_budget.values():
+            for entry in by_measure.values():
+                assert entry["seeds"] == 3
+                known = entry["all-knowing"]["median"]
+                # The per-seed best ranking is never later than any single ranking's median.
+                singles = [v for v in entry["rankings"].values() if v is not None]
+                assert known is not None and known <= min(singles) + 1e-12
+    assert out.with_suffix(".png").stat().st_size > 0
+    assert "| 8 | 60 |" in out.with_suffix(".md").read_text()

@@ -1,0 +1,239 @@
+"""How soon could any search reach random-fifo's final best with W workers? A bound for the
+budget-fraction measure of simulate.py, next to the default's, on the same paired seeds.
+
+The all-knowing search (hposim/all_knowing.py) proposes the bank's configurations best first,
+ranked on their recorded curves, and keeps every worker busy as `genretune search` does. For
+each seed it is replayed once per ranking and the ranking that reaches the target soonest is
+kept: a search that knew, before it started, which configurations to run and how deep to
+look. A real search cannot do better without leaving workers idle (`--ramp-up`), so where this
+bound sits above a third of the budget, the one-third goal is out of reach at full concurrency.
+
+    python benchmarks/all_knowing.py                         # 200 seeds; 2, 8, 32 workers
+    python benchmarks/all_knowing.py --workers 32 --seeds 20
+
+Writes --json (default benchmarks/results/all_knowing.json) and a .md and .png beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import simulate
+
+from hposim.all_knowing import FLAGS, RANKING_EPOCHS, KnownOrderSearcher, rankings
+from hposim.bank import DEFAULT_PATH, load_bank
+from hposim.evaluation import first_reach
+from hposim.stats import median_ci
+from hposim.strategies import STRATEGIES
+
+RESULTS = Path(__file__).resolve().parent / "results"
+THIRD = 1 / 3
+# (name in the output, key of a replay's best-so-far series): the goal's reading (each search's
+# own objective) and every search at the rule tuned on validation.
+MEASURES = (("own objective", "best"), ("tuned rule", "best_tuned"))
+
+
+def all_knowing_bests(seed: int, budget: int, workers: int) -> dict[str, dict[str, np.ndarray]]:
+    """Ranking name -> {"best": ..., "best_tuned": ...} best-so-far series of its replay (the
+    all-knowing search's objective is the tuned-rule F1, so the two are the same)."""
+    from genretune.search.algorithms import build_algorithms
+    from hposim.replay import replay
+
+    bank, source = simulate._STATE["bank"], simulate._STATE["source"]
+    knobs = source.configs.knobs
+    out = {}
+    for name, order in rankings(source.configs).items():
+        s = simulate.settings_for(FLAGS, seed, budget, workers, bank)
+        algorithms = build_algorithms(s, storage=None)
+        algorithms.searcher = KnownOrderSearcher([knobs[i] for i in order], s.metric, s.mode)
+        log = replay(s, source, workers, np.random.default_rng(seed), algorithms=algorithms)
+        best = np.maximum.accumulate(np.array(log.objective))
+        out[name] = {"best": best, "best_tuned": best}
+    return out
+
+
+def seed_task(task: tuple) -> dict:
+    """One seed at one worker count: the budget fractions of the default, of the all-knowing
+    search under each ranking, and of the best ranking, on both measures."""
+    workers, seed, budgets = task
+    epochs = simulate._STATE["bank"].epochs
+    flags = shlex.split(STRATEGIES["random-fifo"].replace("{epochs}", str(epochs)))
+    fifo = simulate.simulate_task(("random-fifo", flags, seed, budgets, workers))["budgets"]
+    default = simulate.simulate_task(("default", [], seed, budgets, workers))["budgets"]
+    known = all_knowing_bests(seed, max(budgets), workers)
+    out: dict = {"workers": workers, "seed": seed, "budgets": {}}
+    for b in budgets:
+        row = {}
+        for measure, key in MEASURES:
+            target = fifo[b][key][-1]
+            by_ranking = {n: first_reach(r[key][:b], target, b) for n, r in known.items()}
+            row[measure] = {
+                "default": first_reach(default[b][key], target, b),
+                "all-knowing": min(by_ranking.values()),
+                "rankings": by_ranking,
+            }
+        out["budgets"][b] = row
+    return out
+
+
+def summarise(outs: list[dict], workers: list[int], budgets: list[int]) -> dict:
+    summary: dict = {}
+    for w in workers:
+        rows = sorted((o for o in outs if o["workers"] == w), key=lambda o: o["seed"])
+        for b in budgets:
+            for measure, _ in MEASURES:
+                cells = [o["budgets"][b][measure] for o in rows]
+                entry = {}
+                for search in ("default", "all-knowing"):
+                    values = np.array([c[search] for c in cells])
+                    entry[search] = {
+                        **median_ci(values),
+                        "share_within_a_third": float(np.mean(values <= THIRD + 1e-9)),
+                    }
+                entry["rankings"] = {
+                    name: median_ci([c["rankings"][name] for c in cells])["median"]
+                    for name in cells[0]["rankings"]
+                }
+                entry["seeds"] = len(cells)
+                summary.setdefault(str(w), {}).setdefault(str(b), {})[measure] = entry
+    return summary
+
+
+def _pct(v) -> str:
+    return "never" if v is None else f"{v * 100:.0f}%"
+
+
+def markdown(payload: dict) -> str:
+    s = payload["settings"]
+    lines = [
+        f"# How soon any search could reach random-fifo's final best ({s['seeds']} paired seeds)",
+        "",
+        "Budget fraction (trial-epochs) at which a search first reaches random-fifo's final",
+        "best validation value, same seed; median [95% bootstrap CI] and the share of seeds",
+        "within a third of the budget. The all-knowing search proposes the bank's",
+        "configurations best first, ranked on their recorded curves, with every worker busy",
+        "(benchmarks/all_knowing.py).",
+        "",
+    ]
+    for measure, _ in MEASURES:
+        lines += [
+            f"## {measure}",
+            "",
+            "| workers | budget | default | within a third | all-knowing | within a third "
+            "| single rankings (medians) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for w, by_budget in payload["summary"].items():
+            for b, by_measure in by_budget.items():
+                e = by_measure[measure]
+                d, a = e["default"], e["all-knowing"]
+                singles = ", ".join(
+                    f"{n.removeprefix('best of epochs ')}: {_pct(v)}"
+                    for n, v in e["rankings"].items()
+                )
+                lines.append(
+                    f"| {w} | {b} | {_pct(d['median'])} [{_pct(d['ci_low'])}, "
+                    f"{_pct(d['ci_high'])}] | {d['share_within_a_third'] * 100:.0f}% | "
+                    f"{_pct(a['median'])} [{_pct(a['ci_low'])}, {_pct(a['ci_high'])}] | "
+                    f"{a['share_within_a_third'] * 100:.0f}% | {singles} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(payload: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = payload["summary"]
+    workers = list(summary)
+    budgets = list(next(iter(summary.values())))
+    fig, axes = plt.subplots(1, len(workers), figsize=(4 * len(workers), 3.5), sharey=True)
+    axes = np.atleast_1d(axes)
+    for ax, w in zip(axes, workers, strict=True):
+        x = np.arange(len(budgets))
+        for offset, search in ((-0.2, "default"), (0.2, "all-knowing")):
+            stats = [summary[w][b]["own objective"][search] for b in budgets]
+            med = np.array([st["median"] if st["median"] is not None else 1.5 for st in stats])
+            low = np.array([st["ci_low"] if st["ci_low"] is not None else 1.5 for st in stats])
+            high = np.array([st["ci_high"] if st["ci_high"] is not None else 1.5 for st in stats])
+            ax.bar(x + offset, med, width=0.4, label=search)
+            ax.errorbar(x + offset, med, yerr=[med - low, high - med], fmt="none", color="k")
+        ax.axhline(THIRD, color="grey", linestyle="--", label="a third")
+        ax.set_xticks(x, budgets)
+        ax.set_xlabel("budget (trial-epochs)")
+        ax.set_title(f"{w} workers")
+    axes[0].set_ylabel("budget fraction to random-fifo's final best")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bank", type=Path, default=DEFAULT_PATH, help="the curve bank (.npz)")
+    p.add_argument("--workers", default="2,8,32", help="concurrent trials (simulated), a list")
+    p.add_argument("--budget-epochs", default="90,150,300", help="budgets in trial-epochs")
+    p.add_argument("--seeds", type=int, default=200)
+    p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--json", type=Path, default=RESULTS / "all_knowing.json")
+    args = p.parse_args(argv)
+    try:
+        workers = sorted({int(w) for w in args.workers.split(",")})
+        budgets = sorted({int(b) for b in args.budget_epochs.split(",")})
+    except ValueError:
+        p.error("--workers and --budget-epochs take integers like 2,8,32 and 90,150,300")
+    if min(workers) < 1 or min(budgets) < 1 or args.seeds < 1 or args.processes < 1:
+        p.error("--workers, --budget-epochs, --seeds and --processes must be >= 1")
+    if not args.bank.is_file():
+        p.error(f"--bank {args.bank}: not found (record it with benchmarks/curve_bank.py)")
+    began = time.monotonic()
+    bank = load_bank(args.bank)
+    tasks = [(w, seed, budgets) for w in workers for seed in range(args.seeds)]
+    print(
+        f"replaying the default, random-fifo and the all-knowing search: {len(tasks)} "
+        f"(workers, seed) pairs, budgets {budgets}, on {args.bank.name} ({bank.n_runs} runs)",
+        file=sys.stderr,
+    )
+    ctx = multiprocessing.get_context("spawn")
+    initargs = (str(args.bank), None, True)
+    outs = []
+    with ctx.Pool(args.processes, initializer=simulate._init, initargs=initargs) as pool:
+        for n, out in enumerate(pool.imap_unordered(seed_task, tasks, chunksize=2), 1):
+            outs.append(out)
+            if n % max(1, len(tasks) // 10) == 0 or n == len(tasks):
+                print(f"  {n}/{len(tasks)} ({time.monotonic() - began:.0f}s)", file=sys.stderr)
+    payload = {
+        "settings": {
+            "bank": args.bank.name,
+            "seeds": args.seeds,
+            "workers": workers,
+            "budgets": budgets,
+            "ranking_epochs": [str(k) for k in RANKING_EPOCHS],
+        },
+        "summary": summarise(outs, workers, budgets),
+        "wall_seconds": round(time.monotonic() - began, 1),
+    }
+    text = markdown(payload)
+    print(text)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(payload, indent=1) + "\n")
+    args.json.with_suffix(".md").write_text(text)
+    plot(payload, args.json.with_suffix(".png"))
+    print(f"wrote {args.json} (.md, .png) in {payload['wall_seconds']:.0f}s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
