@@ -7,6 +7,11 @@ k epochs, for several k: which depth matters depends on how far a trial gets bef
 target is reached. Every trial runs to its end (no ASHA: cutting a trial only frees its worker
 for another, which consumes trial-epochs at the same rate). Whatever a real search learns, it
 cannot propose better than this while every worker is busy.
+
+`FirstWaveThenKnowing` is the bound for a search without prior knowledge: its first wave (one
+trial per worker, proposed before any result exists) is the default's own, and every later
+proposal is all-knowing, under the default's ASHA. What it misses of a third of the budget,
+no choice of later proposals can win back.
 """
 
 from __future__ import annotations
@@ -57,3 +62,27 @@ class KnownOrderSearcher(Searcher):
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         pass
+
+
+class FirstWaveThenKnowing(Searcher):
+    """`first` (a searcher) proposes the first `n_first` trials, `known` every later one; the
+    results of `first`'s trials go back to it, as they would in a search of its own."""
+
+    def __init__(self, first: Searcher, known: KnownOrderSearcher, n_first: int, metric: str):
+        super().__init__(metric=metric, mode="max")
+        self._first, self._known, self._n_first = first, known, n_first
+        self._first_trials: set[str] = set()
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if len(self._first_trials) < self._n_first:
+            self._first_trials.add(trial_id)
+            return self._first.suggest(trial_id)
+        return self._known.suggest(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id in self._first_trials:
+            self._first.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        if trial_id in self._first_trials:
+            self._first.on_trial_complete(trial_id, result=result, error=error)
