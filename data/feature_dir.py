@@ -121,6 +121,8 @@ def load_feature_dir(
 ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...], np.ndarray | None]:
     """Validated (features memmap, labels, genres, split or None) of a feature dir."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise InputError(f"{directory}: a file, not a data directory (a feature dir)")
     if not directory.is_dir():
         raise InputError(f"{directory}: data directory not found")
     features_path = directory / FEATURES_FILE

@@ -87,6 +87,8 @@ def save_predictions(directory: Path, split: str, y_true: np.ndarray, y_score: n
 
 
 def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    if path.is_dir():
+        raise InputError(f"{path}: a directory, not a {what}")
     if not path.is_file():
         raise InputError(f"{path}: {what} not found")
     try:

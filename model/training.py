@@ -64,6 +64,13 @@ def _reported_metrics() -> tuple[str, ...]:
 # trainable to Ray Tune); names are an interface: results, export and --metric read them.
 REPORTED_METRICS = _reported_metrics()
 
+
+def natural_mode(metric: str) -> str:
+    """The direction in which a reported metric is better: min for a loss (val_hamming_loss,
+    train_loss), max for every other (F1s, precision, recall, coverage, PR-AUC)."""
+    return "min" if metric.endswith("loss") else "max"
+
+
 STOP_PATIENCE = "patience"
 STOP_MAX_EPOCHS = "max_epochs"
 

@@ -86,8 +86,12 @@ class Experiment:
 
     def best(self, metric: str | None = None, mode: str | None = None) -> pd.Series:
         """The row of `trials` with the best value of `metric` over all epochs."""
+        from genretune.model.training import natural_mode
+
         given = metric is not None and metric != self.metric
-        metric, mode = metric or self.metric, mode or self.mode
+        metric = metric or self.metric
+        # Another metric than the search's is better in its own direction (min for a loss).
+        mode = mode or (natural_mode(metric.removeprefix("best_")) if given else self.mode)
         self.check_metric(metric, given)
         column = f"best_{metric}" if not metric.startswith("best_") else f"max_{metric}"
         scores = self.trials[column] if column in self.trials else self._extreme(metric, mode)

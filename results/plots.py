@@ -195,20 +195,32 @@ def plot_pareto(exp: Experiment, path: Path) -> Path:
     return path
 
 
+# The files write_plots may write, in its order.
+PLOT_FILES = (
+    "search_progress.png",
+    "learning_curves.png",
+    "params_vs_objective.png",
+    "param_importances.png",
+    "pareto_front.png",
+    "best_trial_decision_rules.png",
+)
+
+
 def write_plots(exp: Experiment, out_dir: Path, decision_plot: bool = True) -> list[Path]:
+    progress, curves, params, importances, pareto, decision = (out_dir / f for f in PLOT_FILES)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = [
-        plot_search_progress(exp, out_dir / "search_progress.png"),
-        plot_learning_curves(exp, out_dir / "learning_curves.png"),
-        plot_params(exp, out_dir / "params_vs_objective.png"),
+        plot_search_progress(exp, progress),
+        plot_learning_curves(exp, curves),
+        plot_params(exp, params),
     ]
-    importance = plot_importances(exp, out_dir / "param_importances.png")
+    importance = plot_importances(exp, importances)
     if importance:
         written.append(importance)
     if len(exp.settings.get("objectives") or []) >= 2:
-        written.append(plot_pareto(exp, out_dir / "pareto_front.png"))
+        written.append(plot_pareto(exp, pareto))
     if decision_plot:
         from genretune.results.export import best_trial_decision_plot
 
-        written.append(best_trial_decision_plot(exp, out_dir / "best_trial_decision_rules.png"))
+        written.append(best_trial_decision_plot(exp, decision))
     return written

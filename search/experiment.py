@@ -18,6 +18,9 @@ from genretune.data.outputs import write_text_atomically
 
 SETTINGS_FILE = "genretune_search.json"
 OPTUNA_DB = "optuna.db"
+# Written when a search ends on its own (sample count, budget or searcher), not when it is
+# interrupted: `--resume` of an experiment that has it has nothing to do.
+FINISHED_FILE = "search_finished.json"
 # What a resume needs of the settings file (the rest has defaults).
 SETTINGS_KEYS = ("name", "storage_path", "profile", "base_config", "space", "metric", "mode")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -104,6 +107,15 @@ def remove_experiment(path: Path) -> None:
 def write_settings(path: Path, settings: dict[str, Any]) -> None:
     path.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path / SETTINGS_FILE, json.dumps(settings, indent=2, default=str) + "\n")
+
+
+def mark_finished(path: Path, trials: int, seconds: float) -> None:
+    payload = {"trials": trials, "seconds": round(seconds, 1)}
+    write_text_atomically(path / FINISHED_FILE, json.dumps(payload) + "\n")
+
+
+def is_finished(path: Path) -> bool:
+    return (path / FINISHED_FILE).is_file()
 
 
 def read_settings(path: Path, flag: str = "") -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -94,6 +96,77 @@ def build_tuner(s: SearchSettings):
     )
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """The search was stopped by Ctrl-C (SIGINT) or SIGUSR1 before it ended on its own; Ray
+    saved its state, so `genretune search --resume NAME` finishes it. `results` holds what the
+    trials reported so far."""
+
+    def __init__(self, results, unfinished: int):
+        super().__init__(f"{unfinished} trial(s) unfinished")
+        self.results = results
+        self.unfinished = unfinished
+
+
+class InterruptWatch:
+    """Tells whether Ray Tune's fit() inside was stopped by a signal. Ray catches Ctrl-C
+    (SIGINT) and SIGUSR1, saves the experiment and returns from fit() as if it had finished;
+    its handler then puts back the SIGINT handler that was in place before fit(). A sentinel
+    installed here is therefore in place after fit() only if Ray's handler ran. (Where Ray
+    installs no handler, off the main thread or with TUNE_DISABLE_SIGINT_HANDLER=1, Ctrl-C
+    raises KeyboardInterrupt through fit() instead.)"""
+
+    def __enter__(self) -> InterruptWatch:
+        self.interrupted = False
+        self._watching = threading.current_thread() is threading.main_thread() and not int(
+            os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0") or 0
+        )
+        if self._watching:
+            self._previous = signal.getsignal(signal.SIGINT)
+
+            def sentinel(signum, frame):
+                raise KeyboardInterrupt
+
+            self._sentinel = sentinel
+            signal.signal(signal.SIGINT, sentinel)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._watching:
+            self.interrupted = signal.getsignal(signal.SIGINT) is self._sentinel
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def unfinished_trials(results) -> int:
+    """Trials of a ResultGrid that neither ended nor errored (left running or pending)."""
+    return len(results) - results.num_terminated - results.num_errors
+
+
+SAMPLER_NAMES = {"tpe": "TPE", "random": "random sampling", "gp": "GP-BO", "nsga2": "NSGA-II"}
+
+
+def strategy_line(s: SearchSettings) -> str:
+    """One line saying what the search will do: sampler, early stopping, objective."""
+    sampler = SAMPLER_NAMES.get(s.sampler, s.sampler)
+    if s.sampler in ("tpe", "gp"):
+        sampler += f" after {s.tpe_startup_trials} random start-up trial(s)"
+    if s.scheduler == "asha":
+        late = ", late cut" if s.late_cut else ""
+        stop = f"ASHA from epoch {s.grace_period} (reduction factor {s.reduction_factor}{late})"
+    else:
+        stop = "no ASHA"
+    budget = f", at most {s.budget_epochs} trial-epochs" if s.budget_epochs else ""
+    objective = (
+        ", ".join(f"{m} ({mode})" for m, mode in s.objectives)
+        if s.objectives
+        else f"{s.metric} ({s.mode})"
+    )
+    return (
+        f"search {s.name}: {s.num_samples} trial(s){budget} of up to {s.base.optim.epochs} "
+        f"epochs; {sampler} over {', '.join(s.space)}; {stop}, patience "
+        f"{s.base.optim.patience}; objective {objective}"
+    )
+
+
 def finished_trials(experiment_path: str) -> int:
     """Trials of an experiment that ended without error (read from its saved state)."""
     from ray import tune
@@ -131,7 +204,9 @@ def run_search(
     replace = False
     if local:
         replace = experiment.check_experiment_dir(exp_path, resume=resume, overwrite=overwrite)
-        if resume and finished_trials(s.experiment_path) >= s.num_samples:
+        if resume and (
+            experiment.is_finished(exp_path) or finished_trials(s.experiment_path) >= s.num_samples
+        ):
             # Restoring would rewrite the experiment state; a finished search is left as it is.
             print(f"experiment {s.name} already finished: nothing to resume", file=sys.stderr)
             return None
@@ -171,6 +246,7 @@ def run_search(
         experiment.write_settings(exp_path, s.to_json())
     from ray import tune
 
+    print(strategy_line(s), file=sys.stderr)
     if s.ramp_up:
         cap = f", up to {s.resources.max_concurrent}" if s.resources.max_concurrent else ""
         print(
@@ -192,7 +268,8 @@ def run_search(
         )
     else:
         tuner = build_tuner(s)
-    results = tuner.fit()
+    with InterruptWatch() as watch:
+        results = tuner.fit()
     if local:
         for trial, rows in experiment.drop_rerun_rows(exp_path).items():
             print(
@@ -200,9 +277,16 @@ def run_search(
                 "run again; the history keeps the rerun's rows",
                 file=sys.stderr,
             )
+    seconds = time.monotonic() - began
+    unfinished = unfinished_trials(results)
+    if watch.interrupted or unfinished:
+        print(f"search interrupted after {seconds:.0f}s", file=sys.stderr)
+        raise SearchInterrupted(results, unfinished)
     if resume:
         from genretune.search.optuna_search import close_orphaned_optuna_trials
 
         close_orphaned_optuna_trials(s, results)
-    print(f"search finished in {time.monotonic() - began:.0f}s", file=sys.stderr)
+    if local:
+        experiment.mark_finished(exp_path, len(results), seconds)
+    print(f"search finished in {seconds:.0f}s", file=sys.stderr)
     return results

@@ -154,12 +154,13 @@ class TrialMonitor(tune.Callback):
         self.last_print = now
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         running = sum(t.status == "RUNNING" for t in trials)
+        waiting = len(trials) - done - running
         scored = [t for t in trials if (t.last_result or {}).get(self.metric) is not None]
         best = (max if self.mode == "max" else min)(
             scored, key=lambda t: t.last_result[self.metric], default=None
         )
-        best_text = f"best {self._best(best.last_result)} ({best.trial_id})" if best else ""
-        self._say(f"{done} finished, {running} running, {len(trials)} started; {best_text}")
+        best_text = f"; best {self._best(best.last_result)} ({best.trial_id})" if best else ""
+        self._say(f"{done} finished, {running} running, {waiting} waiting{best_text}")
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         reason = end_reason(trial.last_result, self.epochs, self.patience)

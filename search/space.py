@@ -246,7 +246,20 @@ def read_baseline_file(path: Path) -> dict[str, Any]:
     unknown = sorted(set(payload) - set(FLAT_KEYS))
     if unknown:
         raise InputError(f"--baseline {path}: unknown parameter(s) {', '.join(map(str, unknown))}")
+    from genretune.model.config import config_from_flat
+
+    try:
+        config_from_flat(payload)  # each value's type and domain, as `genretune train` checks
+    except InputError as exc:
+        raise InputError(f"--baseline {path}: {exc}") from None
     return payload
+
+
+def moved_baseline_values(given: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """`key value -> used` for each searched value of a --baseline file that the space does
+    not hold (the baseline trial runs the nearest value it does)."""
+    moved = [k for k in baseline if k in given and given[k] != baseline[k]]
+    return [f"{k} {given[k]!r} -> {baseline[k]!r}" for k in moved]
 
 
 def apply_space_file(

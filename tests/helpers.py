@@ -57,10 +57,10 @@ def default_sigint() -> None:
 
 def interrupt_search(
     argv: list[str], env: dict, ready: Callable[[], bool], sig: int = signal.SIGINT
-) -> str:
+) -> subprocess.CompletedProcess:
     """Run `genretune ARGV` in a process group of its own, send it `sig` once ready() holds
     (within 300 s), wait for it, and kill what is left of the group (its own local Ray, nothing
-    else). Returns what it printed."""
+    else). Returns its exit code and what it printed (stdout and stderr together)."""
     genretune = str(Path(sys.executable).with_name("genretune"))
     proc = subprocess.Popen([genretune, *argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, start_new_session=True,
@@ -73,7 +73,7 @@ def interrupt_search(
             time.sleep(0.5)
         proc.send_signal(sig)
         out, _ = proc.communicate(timeout=120)
-        return out
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -572,6 +572,18 @@ CASES: list[Case] = [
     ("zero samples", lambda t: _search(t, "--num-samples", "0"), "--num-samples must be >= 1"),
     ("negative ramp-up", lambda t: _search(t, "--ramp-up", "-2"), "--ramp-up must be >= 0"),
     (
+        "a directory as the config file",
+        lambda t: ["train", "--config", str(t)],
+        ": a directory, not a config file",
+    ),
+    (
+        "a file as the data directory",
+        lambda t: _train(t, "--data", _write(t, "features.txt", "x\n")),
+        "features.txt: a file, not a data directory",
+    ),
+    ("grace period 0", lambda t: _search(t, "--grace-period", "0"), "--grace-period must be in"),
+    ("reduction factor 0", lambda t: _search(t, "--reduction-factor", "0"), "--reduction-factor"),
+    (
         "grace period above epochs",
         lambda t: _search(t, "--grace-period", "5"),
         "--grace-period must be in [1, epochs=2]",
@@ -615,6 +627,39 @@ CASES: list[Case] = [
         "baseline file with an unknown key",
         lambda t: _search(t, "--baseline", _write(t, "b.yaml", "learning_rate: 0.1\n")),
         "unknown parameter(s) learning_rate",
+    ),
+    (
+        "baseline value of the wrong type",
+        lambda t: _search(t, "--baseline", _write(t, "b.json", '{"lr": "x"}')),
+        "b.json: lr must be a number, got 'x'",
+    ),
+    (
+        "baseline value null",
+        lambda t: _search(t, "--baseline", _write(t, "b.json", '{"base_channels": null}')),
+        "b.json: base_channels",
+    ),
+    (
+        "baseline integer given as a string",
+        lambda t: _search(t, "--baseline", _write(t, "b.yaml", 'base_channels: "16"\n')),
+        "b.yaml: base_channels must be an integer",
+    ),
+    (
+        "resume with flags that would change the experiment",
+        lambda t: _with_fake_experiment(
+            t,
+            [
+                "search",
+                "--resume",
+                "exp",
+                "--storage-path",
+                str(t / "runs"),
+                "--num-samples",
+                "40",
+                "--lr",
+                "0.01",
+            ],  # fmt: skip
+        ),
+        "--num-samples, --lr cannot be changed",
     ),
     (
         "baseline draws without a baseline",

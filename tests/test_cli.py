@@ -240,3 +240,37 @@ def test_ctrl_c_during_train_leaves_no_model_dir(tmp_path, isolated_cache):
     assert proc.wait(timeout=60) == 130, rest
     assert "interrupted" in rest and "Traceback" not in rest, rest
     assert not out.exists() or not any(out.iterdir()), list(out.iterdir())
+
+
+def test_a_loss_is_minimised_unless_told_otherwise():
+    from genretune.search.cli.search import parse_objectives, settings_from_argv
+
+    assert settings_from_argv([]).mode == "max"
+    assert settings_from_argv(["--metric", "val_hamming_loss"]).mode == "min"
+    assert settings_from_argv(["--metric", "val_hamming_loss", "--mode", "max"]).mode == "max"
+    assert settings_from_argv(["--metric", "val_pr_auc_macro"]).mode == "max"
+    assert parse_objectives("val_f1,val_hamming_loss") == (
+        ("val_f1", "max"),
+        ("val_hamming_loss", "min"),
+    )
+
+
+def test_a_baseline_outside_the_space_runs_its_nearest_point_and_says_so(tmp_path, capsys):
+    from genretune.search.cli.search import settings_from_argv
+
+    inside = tmp_path / "inside.json"
+    inside.write_text(json.dumps({"lr": 0.001, "base_channels": 8}))
+    s = settings_from_argv(["--baseline", str(inside)])
+    assert (s.baseline["lr"], s.baseline["base_channels"]) == (0.001, 8)
+    assert "note:" not in capsys.readouterr().err
+
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps({"lr": 5.0, "base_channels": 1000, "pos_weight_power": 0.5}))
+    s = settings_from_argv(["--baseline", str(outside)])
+    high = s.space["lr"].high
+    assert s.baseline["lr"] == high and s.baseline["pos_weight_power"] == 0.5
+    assert s.baseline["base_channels"] == max(s.space["base_channels"].choices)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"note: --baseline {outside}: ")
+    assert f"lr 5.0 -> {high!r}" in err[0] and "base_channels 1000 -> " in err[0]
+    assert "pos_weight_power" not in err[0]

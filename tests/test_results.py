@@ -81,6 +81,16 @@ def test_load_experiment_trials_and_history(experiment):
         exp.best("val_hamming_loss", "min")["best_val_hamming_loss"]
         == t["best_val_hamming_loss"].min()
     )
+    # A loss is better low without being told: export --metric val_hamming_loss picks the
+    # lowest, not the search's max.
+    assert (
+        exp.best("val_hamming_loss")["trial_id"] == exp.best("val_hamming_loss", "min")["trial_id"]
+    )
+    if t["best_val_hamming_loss"].nunique() > 1:
+        assert (
+            exp.best("val_hamming_loss")["trial_id"]
+            != exp.best("val_hamming_loss", "max")["trial_id"]
+        )
 
 
 def test_a_copied_experiment_reads_in_another_process_without_ray(experiment, tmp_path):
@@ -137,6 +147,20 @@ def test_results_command_table_curve_and_exports(experiment, tmp_path, capsys):
         assert len(back) == 5 and "best_val_f1" in back
     assert main(["results", str(experiment), "--format", "csv", "--output", str(out_file)]) == 2
     assert "already exists" in capsys.readouterr().err
+    # A filter nothing matches says so, in words.
+    assert main(["results", str(experiment), "--filter", "lr > 1"]) == 0
+    out = capsys.readouterr().out
+    assert "no trial matches --filter 'lr > 1'" in out and "Empty DataFrame" not in out
+    # Plots already in --plots are replaced only with --force, as -o/--output files are.
+    plots = tmp_path / "plots"
+    assert main(["results", str(experiment), "--plots", str(plots)]) == 0
+    written = {p: p.stat().st_mtime_ns for p in plots.iterdir()}
+    capsys.readouterr()
+    assert main(["results", str(experiment), "--plots", str(plots)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "search_progress.png" in err[0] and "--force" in err[0]
+    assert {p: p.stat().st_mtime_ns for p in plots.iterdir()} == written
+    assert main(["results", str(experiment), "--plots", str(plots), "--force"]) == 0
 
 
 def test_plots_are_written(experiment, tmp_path):

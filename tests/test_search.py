@@ -395,3 +395,32 @@ def test_trials_at_once_and_when_a_budget_is_spread_too_thin(local_ray, tmp_path
     capsys.readouterr()
     assert run_search(s) is not None
     assert "note: --budget-epochs" not in capsys.readouterr().err
+
+
+def test_a_search_its_budget_ended_summarises_and_resume_leaves_it_alone(
+    local_ray, tmp_path, capsys
+):
+    """A budget ends a search with a trial started that never reported (no config, no
+    metrics: Ray warns it cannot fetch them): the summary skips it, and the search is finished,
+    so --resume has nothing to do."""
+    from helpers import TINY_SEARCH
+
+    from genretune.search.cli import main
+
+    exp = tmp_path / "bud"
+    argv = ["search", *TINY_SEARCH, "--storage-path", str(tmp_path), "--name", "bud",
+            "--epochs", "4", "--patience", "4", "--num-samples", "6", "--budget-epochs", "5",
+            "--progress-interval", "1000"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr()
+    assert "best trial" in out.out and f"genretune export bud --storage-path {tmp_path}" in out.out
+    assert "search finished" in out.err
+    # What the search does, said before it starts: --epochs 4 and --patience 4 make the
+    # grace period 2 (the demo's rule: the smaller of patience and half the epochs).
+    assert "search bud: 6 trial(s), at most 5 trial-epochs of up to 4 epochs; TPE after " in out.err
+    assert "ASHA from epoch 2 (reduction factor 3, late cut), patience 4" in out.err
+    assert json.loads((exp / "search_finished.json").read_text())["trials"] >= 2
+    before = {p: p.stat().st_mtime_ns for p in exp.rglob("*")}
+    assert main(["search", "--resume", "bud", "--storage-path", str(tmp_path)]) == 0
+    assert "experiment bud already finished: nothing to resume" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in exp.rglob("*")} == before

@@ -51,22 +51,23 @@ def test_interrupted_search_resumes_to_completion(local_ray, tmp_path, isolated_
     env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
     exp = tmp_path / "inter"
     argv = ["search", *ARGS, "--name", "inter", "--storage-path", str(tmp_path)]
-    interrupt_search(argv, env, lambda: len(_finished(exp)) >= 2, sig)
+    stopped = interrupt_search(argv, env, lambda: len(_finished(exp)) >= 2, sig)
     finished_before = _finished(exp)
     assert 2 <= len(finished_before) < 5
+    if sig == signal.SIGINT:
+        # Ray catches Ctrl-C and returns as if the search had ended: genretune tells it apart,
+        # says how to finish it (exit 130, as for any Ctrl-C) and does not mark it finished.
+        assert stopped.returncode == 130, stopped.stdout[-3000:]
+        assert "search interrupted" in stopped.stdout
+        assert "genretune search --resume inter" in stopped.stdout
+        assert "Traceback" not in stopped.stdout
+        assert "genretune export" not in stopped.stdout
+        assert not (exp / "search_finished.json").exists()
 
-    code = main(
-        [
-            "search",
-            "--resume",
-            "inter",
-            "--storage-path",
-            str(tmp_path),
-            "--progress-interval",
-            "1000",
-        ]
-    )
+    resume = ["search", "--resume", "inter", "--storage-path", str(tmp_path)]
+    code = main([*resume, "--progress-interval", "1000"])
     assert code == 0
+    assert (exp / "search_finished.json").is_file()
     trial_dirs = sorted(p.name for p in exp.glob("trial_*") if p.is_dir())
     assert len(trial_dirs) == 5, trial_dirs
     for name, before in finished_before.items():

@@ -15,7 +15,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-path", default="runs")
     p.add_argument("-o", "--output", type=Path, default=Path("best.json"))
     p.add_argument("--metric", help="choose the best trial by this metric (default: the search's)")
-    p.add_argument("--mode", choices=("max", "min"))
+    p.add_argument(
+        "--mode",
+        choices=("max", "min"),
+        help="with --metric: better high or low (default: min for a loss, else max)",
+    )
     p.add_argument("--trial", help="export this trial instead of the best")
     p.add_argument(
         "--with-checkpoint",

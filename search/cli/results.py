@@ -40,7 +40,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trial", help="show one trial's learning curve")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--output", type=Path, help="write the dataframe to this file")
-    p.add_argument("--force", action="store_true", help="replace an existing --output")
+    p.add_argument(
+        "--force", action="store_true", help="replace an existing --output or --plots files"
+    )
     p.add_argument("--plots", type=Path, help="write PNG plots into this directory")
     p.add_argument(
         "--pareto",
@@ -126,6 +128,13 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.output, "--output", args.force)
     if args.plots:
         check_output_dir(args.plots, "--plots")
+        from genretune.results.plots import PLOT_FILES
+
+        there = [f for f in PLOT_FILES if (args.plots / f).exists()]
+        if there and not args.force:
+            raise InputError(
+                f"--plots {args.plots}: holds {', '.join(there)} already (--force replaces them)"
+            )
     exp = load_experiment(args.experiment, args.storage_path)
     if args.trial:
         exp.trial(args.trial)
@@ -151,7 +160,10 @@ def run(args: argparse.Namespace) -> int:
     df = _select(exp, args)
     if args.format == "table" and not args.output:
         print(header)
-    _write(df, args.format, args.output)
+    if df.empty and args.format == "table" and args.filter:
+        print(f"no trial matches --filter {args.filter!r}")
+    else:
+        _write(df, args.format, args.output)
     if args.plots:
         from genretune.results.plots import write_plots
 

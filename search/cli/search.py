@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from genretune.search.space import (
     baseline_point,
     default_space,
     draws_around,
+    moved_baseline_values,
     profile_defaults,
     read_baseline_file,
 )
@@ -46,8 +48,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--profile", default="demo", help="demo (default; minutes on a CPU) or full")
     g.add_argument("--space", type=Path, help="YAML/JSON file overriding or removing parameters")
     g.add_argument("--num-samples", type=int, help="trials to run")
-    g.add_argument("--metric", help="reported key to optimise (default best_val_f1)")
-    g.add_argument("--mode", choices=("max", "min"), default="max")
+    g.add_argument(
+        "--metric",
+        help="reported key to optimise (default best_tuned_val_f1; best_val_f1 with "
+        "--decision space)",
+    )
+    g.add_argument(
+        "--mode",
+        choices=("max", "min"),
+        help="whether --metric is better high or low (default: min for a loss, else max)",
+    )
     g.add_argument(
         "--objectives",
         metavar="METRIC[:max|min],...",
@@ -201,12 +211,12 @@ def _startup(text: str) -> int | str:
 def parse_objectives(text: str) -> tuple[tuple[str, str], ...]:
     """`METRIC[:max|min],...` -> ((metric, mode), ...), checked against the reported keys."""
     from genretune.model.config import OBJECTIVES
-    from genretune.model.training import REPORTED_METRICS
+    from genretune.model.training import REPORTED_METRICS, natural_mode
 
     objectives = []
     for item in text.split(","):
         metric, _, mode = item.strip().partition(":")
-        mode = mode or "max"
+        mode = mode or natural_mode(metric)
         if mode not in ("max", "min"):
             raise InputError(f"--objectives {text}: mode of {metric} must be max or min")
         if metric not in REPORTED_METRICS:
@@ -237,6 +247,13 @@ def _baseline_and_draws(args: argparse.Namespace, profile, space, base) -> tuple
         raise InputError("--baseline-spread must be in (0, 1]")
     given = read_baseline_file(args.baseline) if args.baseline is not None else None
     baseline = baseline_point(profile, space, base.to_flat(), given)
+    moved = moved_baseline_values(given or {}, baseline)
+    if moved:
+        print(
+            f"note: --baseline {args.baseline}: outside the searched space, the baseline trial "
+            f"runs the nearest values: {', '.join(moved)}",
+            file=sys.stderr,
+        )
     draws = draws_around(space, baseline, args.baseline_draws, base.seed, args.baseline_spread)
     return baseline, tuple(draws)
 
@@ -291,7 +308,9 @@ def settings_from_args(
         metric = args.metric or "best_tuned_val_f1"
         base = config_from_flat({"objective": "tuned_val_f1"}, base=base)
     objectives = parse_objectives(args.objectives) if args.objectives else ()
-    mode = args.mode
+    from genretune.model.training import natural_mode
+
+    mode = args.mode or natural_mode(metric)
     if objectives:
         if args.metric:
             raise InputError("--objectives and --metric cannot be combined")
@@ -322,8 +341,12 @@ def settings_from_args(
         metric=metric,
         mode=mode,
         num_samples=args.num_samples if args.num_samples is not None else profile.num_samples,
-        grace_period=args.grace_period or profile.default_grace_period(epochs, patience),
-        reduction_factor=args.reduction_factor or profile.reduction_factor,
+        grace_period=profile.default_grace_period(epochs, patience)
+        if args.grace_period is None
+        else args.grace_period,
+        reduction_factor=profile.reduction_factor
+        if args.reduction_factor is None
+        else args.reduction_factor,
         seed=base.seed,
         decision=decision,
         resources=Resources(args.cpus_per_trial, args.gpus_per_trial, args.max_concurrent),
@@ -345,7 +368,32 @@ def settings_from_args(
     return settings
 
 
+# What `--resume NAME` takes besides the name: where the experiment is and how to watch it. Its
+# settings are the experiment's own; a flag that would change them is refused.
+RESUME_FLAGS = ("resume", "storage_path", "address", "progress_interval", "verbose")
+
+
+def flags_beside_resume(args: argparse.Namespace) -> list[str]:
+    """The flags given with --resume (set to other than their defaults) that it cannot take."""
+    from genretune.search.cli import build_parser
+
+    defaults = vars(build_parser().parse_args(["search", "--resume", args.resume]))
+    # Config flags have no default in the namespace: present means given.
+    given = [
+        k
+        for k, v in vars(args).items()
+        if k not in RESUME_FLAGS and (k not in defaults or defaults[k] != v)
+    ]
+    return ["--" + k.replace("_", "-") for k in given]
+
+
 def resume_settings(args: argparse.Namespace) -> SearchSettings:
+    extra = flags_beside_resume(args)
+    if extra:
+        raise InputError(
+            f"--resume {args.resume} continues the experiment with its own settings: "
+            f"{', '.join(extra)} cannot be changed (start a new search with --name to change them)"
+        )
     name = experiment.check_name(args.resume, "--resume")
     storage = experiment.resolve_storage_path(args.storage_path)
     payload = experiment.read_settings(Path(storage) / name, "--resume")
@@ -362,34 +410,49 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def summary(s: SearchSettings, results) -> list[str]:
-    df = results.get_dataframe()
-    lines = [f"experiment: {s.experiment_path} ({len(df)} trials)"]
+def _best_value(s: SearchSettings, result) -> float:
+    """A trial's best value of the search metric over its epochs."""
+    values = result.metrics_dataframe[s.metric]
+    return float(values.max() if s.mode == "max" else values.min())
+
+
+def reported_results(s: SearchSettings, results) -> list:
+    """The trials that reported the search metric at least once. A trial that never reported
+    (started when the budget or a Ctrl-C ended the search) has neither config nor metrics."""
+    out = []
+    for r in results:
+        df = r.metrics_dataframe
+        if r.config is None or df is None or s.metric not in df:
+            continue
+        if df[s.metric].notna().any():
+            out.append(r)
+    return out
+
+
+def summary(s: SearchSettings, results, interrupted: bool = False) -> list[str]:
+    lines = [f"experiment: {s.experiment_path} ({len(results)} trials)"]
     errors = [r for r in results if r.error]
     if errors:
         lines.append(f"{len(errors)} trial(s) errored; see their error.txt files")
-    try:
-        best = results.get_best_result(metric=s.metric, mode=s.mode, scope="all")
-    except RuntimeError:
+    reported = reported_results(s, results)
+    if not reported:
         return [*lines, "no trial reported a result"]
+    sign = 1 if s.mode == "max" else -1
+    best = max(reported, key=lambda r: sign * _best_value(s, r))
     lines.append(
-        f"best trial {best.metrics.get('trial_id')}: {s.metric} = "
-        f"{_fmt(best.metrics.get(s.metric))}"
+        f"best trial {best.metrics.get('trial_id')}: {s.metric} = {_fmt(_best_value(s, best))}"
     )
     lines += [f"  {k} = {_fmt(best.config[k])}" for k in s.space if k in best.config]
     if s.baseline:
         as_baseline = [
-            r for r in results if all(r.config.get(k) == v for k, v in s.baseline.items())
+            r for r in reported if all(r.config.get(k) == v for k, v in s.baseline.items())
         ]
         if as_baseline:
-            value = max(
-                r.metrics_dataframe[s.metric].max()
-                if s.mode == "max"
-                else r.metrics_dataframe[s.metric].min()
-                for r in as_baseline
-            )
+            value = max(sign * _best_value(s, r) for r in as_baseline) * sign
             lines.append(f"baseline configuration: {s.metric} = {_fmt(value)}")
     storage = f" --storage-path {s.storage_path}"
+    if interrupted:
+        return [*lines, "next:", f"  genretune search --resume {s.name}{storage}"]
     if s.objectives:
         lines += _front_lines(s)
         lines += [
@@ -438,11 +501,21 @@ def run(args: argparse.Namespace) -> int:
         settings = resume_settings(args)
     else:
         settings = settings_from_args(args, flags)
-    from genretune.search.launch import run_search
+    from genretune.search.launch import SearchInterrupted, run_search
 
-    results = run_search(
-        settings, resume=bool(args.resume), overwrite=args.overwrite, verbose=args.verbose
-    )
+    try:
+        results = run_search(
+            settings, resume=bool(args.resume), overwrite=args.overwrite, verbose=args.verbose
+        )
+    except SearchInterrupted as stop:
+        # Ray saved the experiment: what ran so far, and how to finish it.
+        print("\n".join(summary(settings, stop.results, interrupted=True)))
+        print(
+            f"genretune: search interrupted with {stop.unfinished} trial(s) unfinished; "
+            f"genretune search --resume {settings.name} finishes it",
+            file=sys.stderr,
+        )
+        return 130
     if results is None:
         return 0
     print("\n".join(summary(settings, results)))
