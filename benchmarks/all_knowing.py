@@ -13,7 +13,7 @@ above a third of the budget, so does any search of its kind at full concurrency.
 
     python benchmarks/all_knowing.py                         # 200 seeds; 2, 8, 32 workers
     python benchmarks/all_knowing.py --workers 32 --seeds 20
-    python benchmarks/all_knowing.py --flags "--grace-period 1" \
+    python benchmarks/all_knowing.py --flags="--grace-period 1" \
         --json benchmarks/results/all_knowing_grace1.json
 
 Writes --json (default benchmarks/results/all_knowing.json) and a .md and .png beside it.
@@ -219,6 +219,27 @@ def plot(payload: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def flags_problem(flags: list[str], budgets: list[int], workers: int, bank) -> str | None:
+    """Why the default's `flags` do not fit the bound, or None: its replays run once at the
+    largest budget and are cut for the others (so nothing may depend on the budget), its first
+    wave is one trial per worker at time 0 (no --ramp-up), and both measures read its
+    objective as the tuned-rule F1."""
+    from genretune.data import InputError
+
+    try:
+        low, high = (
+            simulate.settings_for(flags, 0, b, workers, bank) for b in (budgets[0], budgets[-1])
+        )
+    except (InputError, SystemExit) as exc:
+        return f"not genretune search flags ({exc})"
+    same = lambda s: json.dumps({**s.to_json(), "budget_epochs": None}, sort_keys=True, default=str)  # noqa: E731
+    if same(low) != same(high):
+        return "the search would depend on the budget (e.g. --tpe-startup auto)"
+    if low.ramp_up or low.objectives or low.metric != "best_tuned_val_f1":
+        return "the bound needs one objective, best_tuned_val_f1, and no --ramp-up"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--bank", type=Path, default=DEFAULT_PATH, help="the curve bank (.npz)")
@@ -244,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     bank = load_bank(args.bank)
     flags = shlex.split(args.flags)
+    problem = flags_problem(flags, budgets, max(workers), bank)
+    if problem:
+        p.error(f"--flags {args.flags!r}: {problem}")
     tasks = [(w, seed, budgets, flags) for w in workers for seed in range(args.seeds)]
     print(
         f"replaying the default, random-fifo and the all-knowing search: {len(tasks)} "

@@ -66,9 +66,10 @@ REPORTED_METRICS = _reported_metrics()
 
 
 def natural_mode(metric: str) -> str:
-    """The direction in which a reported metric is better: min for a loss (val_hamming_loss,
-    train_loss), max for every other (F1s, precision, recall, coverage, PR-AUC)."""
-    return "min" if metric.endswith("loss") else "max"
+    """The direction in which a reported metric is better: min for a loss or a duration
+    (val_hamming_loss, train_loss, epoch_seconds, Ray's time_total_s), max for every other
+    (F1s, precision, recall, coverage, PR-AUC)."""
+    return "min" if metric.removeprefix("best_").endswith(("loss", "seconds", "_s")) else "max"
 
 
 STOP_PATIENCE = "patience"

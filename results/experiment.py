@@ -86,15 +86,19 @@ class Experiment:
 
     def best(self, metric: str | None = None, mode: str | None = None) -> pd.Series:
         """The row of `trials` with the best value of `metric` over all epochs."""
-        from genretune.model.training import natural_mode
-
         given = metric is not None and metric != self.metric
         metric = metric or self.metric
         # Another metric than the search's is better in its own direction (min for a loss).
-        mode = mode or (natural_mode(metric.removeprefix("best_")) if given else self.mode)
+        direction = _direction(self.settings, metric)
+        mode = mode or direction
         self.check_metric(metric, given)
         column = f"best_{metric}" if not metric.startswith("best_") else f"max_{metric}"
-        scores = self.trials[column] if column in self.trials else self._extreme(metric, mode)
+        # The trials table holds each trial's best in the metric's direction; against it, the
+        # extreme asked for comes from the history.
+        if column in self.trials and mode == direction:
+            scores = self.trials[column]
+        else:
+            scores = self._extreme(metric, mode)
         scored = scores.dropna()
         if scored.empty:
             raise InputError(f"{self.path}: no trial has reported {metric} yet")
@@ -122,6 +126,14 @@ def _numeric_metrics(history: pd.DataFrame) -> list[str]:
         and not c.startswith("config/")
         and pd.api.types.is_numeric_dtype(history[c])
     ]
+
+
+def _direction(settings: dict[str, Any], metric: str) -> str:
+    """The direction the trials table takes each trial's best of `metric` in: the search's mode
+    for its own metric, the metric's natural one for any other."""
+    from genretune.model.training import natural_mode
+
+    return settings["mode"] if metric == settings["metric"] else natural_mode(metric)
 
 
 def read_json_object(path: Path) -> dict[str, Any]:
@@ -227,9 +239,7 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
             )
             frames.append(df)
             for metric in _numeric_metrics(df):
-                lower_is_better = (
-                    settings["mode"] == "min" if metric == settings["metric"] else "loss" in metric
-                )
+                lower_is_better = _direction(settings, metric) == "min"
                 row[f"best_{metric}" if not metric.startswith("best_") else metric] = (
                     df[metric].min() if lower_is_better else df[metric].max()
                 )

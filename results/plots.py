@@ -206,6 +206,12 @@ PLOT_FILES = (
 )
 
 
+def plot_files(exp: Experiment) -> tuple[str, ...]:
+    """The PLOT_FILES write_plots may write for this experiment."""
+    several = len(exp.settings.get("objectives") or []) >= 2
+    return tuple(f for f in PLOT_FILES if several or f != "pareto_front.png")
+
+
 def write_plots(exp: Experiment, out_dir: Path, decision_plot: bool = True) -> list[Path]:
     progress, curves, params, importances, pareto, decision = (out_dir / f for f in PLOT_FILES)
     out_dir.mkdir(parents=True, exist_ok=True)

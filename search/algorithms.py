@@ -135,7 +135,10 @@ def build_stoppers(s: SearchSettings) -> list:
 
     stoppers = [PatienceStopper(s.base.optim.patience)]
     if s.budget_epochs:
-        stoppers.append(BudgetStopper(s.budget_epochs))
+        from genretune.search import experiment
+
+        local = not experiment.is_uri(s.storage_path)
+        stoppers.append(BudgetStopper(s.budget_epochs, s.experiment_path if local else None))
     return stoppers
 
 

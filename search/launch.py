@@ -111,17 +111,24 @@ class InterruptWatch:
     """Tells whether Ray Tune's fit() inside was stopped by a signal. Ray catches Ctrl-C
     (SIGINT) and SIGUSR1, saves the experiment and returns from fit() as if it had finished;
     its handler then puts back the SIGINT handler that was in place before fit(). A sentinel
-    installed here is therefore in place after fit() only if Ray's handler ran. (Where Ray
-    installs no handler, off the main thread or with TUNE_DISABLE_SIGINT_HANDLER=1, Ctrl-C
-    raises KeyboardInterrupt through fit() instead.)"""
+    installed here is therefore in place after fit() only if Ray's handler ran. Not watching
+    (`interrupted` stays False) where Ray installs no handler here: off the main thread, with
+    TUNE_DISABLE_SIGINT_HANDLER=1 (Ctrl-C then raises KeyboardInterrupt through fit()), or
+    through Ray Client (fit() runs on the cluster); the saved state tells there."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.interrupted = False
 
     def __enter__(self) -> InterruptWatch:
-        self.interrupted = False
-        self._watching = threading.current_thread() is threading.main_thread() and not int(
-            os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0") or 0
+        self._watching = (
+            self.enabled
+            and threading.current_thread() is threading.main_thread()
+            and not int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0") or 0)
+            and signal.getsignal(signal.SIGINT) is not None  # None: set outside Python
         )
         if self._watching:
-            self._previous = signal.getsignal(signal.SIGINT)
+            self._previous = {s: signal.getsignal(s) for s in _CAUGHT_BY_RAY}
 
             def sentinel(signum, frame):
                 raise KeyboardInterrupt
@@ -133,12 +140,32 @@ class InterruptWatch:
     def __exit__(self, *exc) -> None:
         if self._watching:
             self.interrupted = signal.getsignal(signal.SIGINT) is self._sentinel
-            signal.signal(signal.SIGINT, self._previous)
+            # Ray leaves its own handlers behind after a finished run: put ours back.
+            for signum, handler in self._previous.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
 
 
-def unfinished_trials(results) -> int:
-    """Trials of a ResultGrid that neither ended nor errored (left running or pending)."""
-    return len(results) - results.num_terminated - results.num_errors
+_CAUGHT_BY_RAY = (signal.SIGINT, *((signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()))
+
+
+def saved_statuses(experiment_path: str) -> list[str]:
+    """Each trial's status in the experiment state Ray saved. After Ctrl-C Ray saves the state
+    before it stops the trials' actors (and marks them TERMINATED in memory), so the saved
+    state still shows which trials were running."""
+    from ray import tune
+
+    return [trial.status for trial in tune.ExperimentAnalysis(experiment_path).trials]
+
+
+def ended_on_its_own(s: SearchSettings, statuses: list[str], spent_epochs: int) -> bool:
+    """Whether every trial ended and the search ran what it was asked to: all its trials, or
+    its trial-epoch budget."""
+    if any(status not in ("TERMINATED", "ERROR") for status in statuses):
+        return False
+    return len(statuses) >= s.num_samples or bool(
+        s.budget_epochs and spent_epochs >= s.budget_epochs
+    )
 
 
 SAMPLER_NAMES = {"tpe": "TPE", "random": "random sampling", "gp": "GP-BO", "nsga2": "NSGA-II"}
@@ -268,7 +295,8 @@ def run_search(
         )
     else:
         tuner = build_tuner(s)
-    with InterruptWatch() as watch:
+    client = bool(s.address) and s.address.startswith("ray://")
+    with InterruptWatch(enabled=not client) as watch:
         results = tuner.fit()
     if local:
         for trial, rows in experiment.drop_rerun_rows(exp_path).items():
@@ -278,15 +306,20 @@ def run_search(
                 file=sys.stderr,
             )
     seconds = time.monotonic() - began
-    unfinished = unfinished_trials(results)
-    if watch.interrupted or unfinished:
+    statuses = saved_statuses(s.experiment_path)
+    unfinished = sum(status not in ("TERMINATED", "ERROR") for status in statuses)
+    spent = sum(int(r.metrics.get("training_iteration") or 0) for r in results if r.metrics)
+    # A search that ran all it was asked to is finished, even if Ctrl-C came while Ray saved
+    # its last state; otherwise a signal or a trial left unfinished means it was interrupted.
+    if not ended_on_its_own(s, statuses, spent) and (watch.interrupted or unfinished):
         print(f"search interrupted after {seconds:.0f}s", file=sys.stderr)
         raise SearchInterrupted(results, unfinished)
     if resume:
         from genretune.search.optuna_search import close_orphaned_optuna_trials
 
         close_orphaned_optuna_trials(s, results)
-    if local:
+    if local and not results.num_errors and ended_on_its_own(s, statuses, spent):
+        # Errored trials are restarted by --resume, so a search with any is not marked.
         experiment.mark_finished(exp_path, len(results), seconds)
     print(f"search finished in {seconds:.0f}s", file=sys.stderr)
     return results

@@ -3,6 +3,7 @@ compact progress printout."""
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 import time
@@ -43,15 +44,43 @@ class BudgetStopper(tune.Stopper):
     after their current epoch, so a search overshoots by at most one epoch per running trial.
     """
 
-    def __init__(self, budget_epochs: int) -> None:
+    def __init__(self, budget_epochs: int, experiment_path: str | Path | None = None) -> None:
         self.budget_epochs = budget_epochs
         self.epochs_seen: set[tuple[str, int]] = set()  # a trial's final result repeats an epoch
+        # A resumed search gets this object back as Ray last saved it with the experiment
+        # state, which can lag behind the epochs logged since: those are read from the trials'
+        # progress files (a set: nothing counts twice).
+        self.experiment_path = None if experiment_path is None else str(experiment_path)
+        self._read_logged = False
+
+    def _count_logged_epochs(self) -> None:
+        self._read_logged = True
+        if self.experiment_path is None:
+            return
+        for progress in Path(self.experiment_path).glob("trial_*/progress.csv"):
+            trial_id = progress.parent.name.removeprefix("trial_")
+            try:
+                with progress.open(newline="") as f:
+                    for row in csv.DictReader(f):
+                        iteration = row.get("training_iteration")
+                        if iteration and iteration.isdigit():
+                            self.epochs_seen.add((trial_id, int(iteration)))
+            except (OSError, csv.Error):
+                continue  # a file being written: its epochs are counted as they report
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Whenever this object is unpickled (a resume), it reads the logged epochs again.
+        return {**self.__dict__, "_read_logged": False}
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        if not self._read_logged:
+            self._count_logged_epochs()
         self.epochs_seen.add((trial_id, int(result.get("training_iteration", 0))))
         return False
 
     def stop_all(self) -> bool:
+        if not self._read_logged:
+            self._count_logged_epochs()
         return len(self.epochs_seen) >= self.budget_epochs
 
 

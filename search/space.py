@@ -140,7 +140,9 @@ def nearest(dist: od.BaseDistribution, value: Any) -> Any:
             return min(numbers, key=lambda c: abs(c - value))
         return dist.choices[0]
     if value is None:
-        return dist.low
+        # null means unbounded where a config allows it (no cap, no top-K, every genre): the
+        # space's loosest value.
+        return dist.high
     clipped = min(max(value, dist.low), dist.high)
     step = getattr(dist, "step", None)
     if step:
@@ -249,10 +251,11 @@ def read_baseline_file(path: Path) -> dict[str, Any]:
     from genretune.model.config import config_from_flat
 
     try:
-        config_from_flat(payload)  # each value's type and domain, as `genretune train` checks
+        # Each value's type and domain, as `genretune train` checks; 16.0 becomes 16.
+        flat = config_from_flat(payload).to_flat()
     except InputError as exc:
         raise InputError(f"--baseline {path}: {exc}") from None
-    return payload
+    return {k: flat[k] for k in payload}
 
 
 def moved_baseline_values(given: dict[str, Any], baseline: dict[str, Any]) -> list[str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -253,6 +255,8 @@ def test_a_loss_is_minimised_unless_told_otherwise():
         ("val_f1", "max"),
         ("val_hamming_loss", "min"),
     )
+    # Durations are better short: accuracy against speed minimises the epoch time.
+    assert parse_objectives("val_f1,epoch_seconds")[1] == ("epoch_seconds", "min")
 
 
 def test_a_baseline_outside_the_space_runs_its_nearest_point_and_says_so(tmp_path, capsys):
@@ -274,3 +278,37 @@ def test_a_baseline_outside_the_space_runs_its_nearest_point_and_says_so(tmp_pat
     assert len(err) == 1 and err[0].startswith(f"note: --baseline {outside}: ")
     assert f"lr 5.0 -> {high!r}" in err[0] and "base_channels 1000 -> " in err[0]
     assert "pos_weight_power" not in err[0]
+
+    # 16.0 is the integer 16 (as a config file's value is); null is "no cap", the loosest cap.
+    loose = tmp_path / "loose.json"
+    loose.write_text(json.dumps({"base_channels": 16.0, "pos_weight_cap": None}))
+    s = settings_from_argv(["--baseline", str(loose)])
+    assert s.baseline["base_channels"] == 16 and isinstance(s.baseline["base_channels"], int)
+    assert s.baseline["pos_weight_cap"] == s.space["pos_weight_cap"].high
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGUSR1], ids=["sigint", "sigusr1"])
+def test_interrupt_watch_tells_a_signal_ray_caught_from_a_run_that_ended(signum):
+    """Ray Tune's own signal catching (what Tuner.fit() installs): a run that ends leaves
+    its handler behind; one stopped by a signal has put back the handler it found."""
+    from ray.tune.tune import _setup_signal_catching
+
+    from genretune.search.launch import InterruptWatch
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
+    with InterruptWatch() as watch:
+        _setup_signal_catching()
+    assert not watch.interrupted
+    with InterruptWatch() as watch:
+        caught = _setup_signal_catching()
+        os.kill(os.getpid(), signum)
+        assert caught.wait(5)
+    assert watch.interrupted
+    assert {s: signal.getsignal(s) for s in before} == before
+    with InterruptWatch(enabled=False) as watch:
+        caught = _setup_signal_catching()
+        os.kill(os.getpid(), signum)
+        assert caught.wait(5)
+    assert not watch.interrupted
+    for s, handler in before.items():
+        signal.signal(s, handler)

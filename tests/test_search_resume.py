@@ -94,3 +94,35 @@ def test_interrupted_search_resumes_to_completion(local_ray, tmp_path, isolated_
         for _, row in exp_view.trials.iterrows()
     )
     assert len(set(ran)) == 5 and len(set(completed)) == 5
+
+
+def test_a_resumed_budget_search_spends_only_what_is_left(local_ray, tmp_path, isolated_cache):
+    """The budget counts the epochs run before an interrupt: resumed, the search stops at its
+    budget in total, not after a fresh budget."""
+    env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
+    exp = tmp_path / "bud"
+    budget = 12
+    argv = ["search", *ARGS[:4], "--epochs", "3", "--patience", "3", "--scheduler", "fifo",
+            "--num-samples", "50", "--budget-epochs", str(budget), "--max-concurrent", "2",
+            "--progress-interval", "1000", "--name", "bud",
+            "--storage-path", str(tmp_path)]  # fmt: skip
+    stopped = interrupt_search(argv, env, lambda: len(_finished_at(exp, 3)) >= 2)
+    assert stopped.returncode == 130, stopped.stdout[-3000:]
+    spent_before = len(load_experiment(exp).history)
+    assert 6 <= spent_before < budget
+
+    assert main(["search", "--resume", "bud", "--storage-path", str(tmp_path)]) == 0
+    history = load_experiment(exp).history
+    assert not history.duplicated(["trial_id", "training_iteration"]).any()
+    # At most one epoch over per trial running when the budget ran out (2 at once).
+    assert budget <= len(history) <= budget + 2, len(history)
+    assert (exp / "search_finished.json").is_file()
+    assert main(["search", "--resume", "bud", "--storage-path", str(tmp_path)]) == 0
+
+
+def _finished_at(exp: Path, epochs: int) -> list[Path]:
+    return [
+        p
+        for p in exp.glob("trial_*/progress.csv")
+        if len(p.read_text().strip().splitlines()) - 1 >= epochs
+    ]

@@ -54,7 +54,9 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = argv  # what was given, not just the values (--resume checks it)
     try:
         code = args.handler(args)
         sys.stdout.flush()

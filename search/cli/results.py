@@ -128,14 +128,15 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.output, "--output", args.force)
     if args.plots:
         check_output_dir(args.plots, "--plots")
-        from genretune.results.plots import PLOT_FILES
+    exp = load_experiment(args.experiment, args.storage_path)
+    if args.plots and not args.trial:
+        from genretune.results.plots import plot_files
 
-        there = [f for f in PLOT_FILES if (args.plots / f).exists()]
+        there = [f for f in plot_files(exp) if (args.plots / f).exists()]
         if there and not args.force:
             raise InputError(
                 f"--plots {args.plots}: holds {', '.join(there)} already (--force replaces them)"
             )
-    exp = load_experiment(args.experiment, args.storage_path)
     if args.trial:
         exp.trial(args.trial)
         curve = exp.history[exp.history["trial_id"] == args.trial]
@@ -160,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
     df = _select(exp, args)
     if args.format == "table" and not args.output:
         print(header)
-    if df.empty and args.format == "table" and args.filter:
+    if df.empty and args.format == "table" and args.filter and not args.output:
         print(f"no trial matches --filter {args.filter!r}")
     else:
         _write(df, args.format, args.output)

@@ -374,17 +374,26 @@ RESUME_FLAGS = ("resume", "storage_path", "address", "progress_interval", "verbo
 
 
 def flags_beside_resume(args: argparse.Namespace) -> list[str]:
-    """The flags given with --resume (set to other than their defaults) that it cannot take."""
+    """The flags given with --resume that it cannot take, as the user spelt them out (a flag
+    given with its default value counts too: it would be ignored just the same)."""
     from genretune.search.cli import build_parser
 
-    defaults = vars(build_parser().parse_args(["search", "--resume", args.resume]))
-    # Config flags have no default in the namespace: present means given.
-    given = [
-        k
-        for k, v in vars(args).items()
-        if k not in RESUME_FLAGS and (k not in defaults or defaults[k] != v)
-    ]
-    return ["--" + k.replace("_", "-") for k in given]
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    search = commands.choices["search"]
+    names = {}
+    for action in search._actions:
+        action.default = argparse.SUPPRESS  # parsed back, only what was given is present
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long:
+            names[action.dest] = long[0]
+    command_line = getattr(args, "command_line", None)
+    if command_line is None:  # not from the command line: compare with the defaults
+        defaults = vars(build_parser().parse_args(["search", f"--resume={args.resume}"]))
+        given = [k for k, v in vars(args).items() if k not in defaults or defaults[k] != v]
+    else:
+        given = list(vars(parser.parse_args(command_line)))
+    return [names[k] for k in given if k in names and k not in RESUME_FLAGS]
 
 
 def resume_settings(args: argparse.Namespace) -> SearchSettings:
@@ -510,9 +519,10 @@ def run(args: argparse.Namespace) -> int:
     except SearchInterrupted as stop:
         # Ray saved the experiment: what ran so far, and how to finish it.
         print("\n".join(summary(settings, stop.results, interrupted=True)))
+        running = f" ({stop.unfinished} trial(s) were running)" if stop.unfinished else ""
         print(
-            f"genretune: search interrupted with {stop.unfinished} trial(s) unfinished; "
-            f"genretune search --resume {settings.name} finishes it",
+            f"genretune: search interrupted{running}; genretune search --resume "
+            f"{settings.name} finishes it",
             file=sys.stderr,
         )
         return 130
