@@ -219,21 +219,19 @@ def plot(payload: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _without_budget(s) -> str:
+    return json.dumps({**s.to_json(), "budget_epochs": None}, sort_keys=True, default=str)
+
+
 def flags_problem(flags: list[str], budgets: list[int], workers: int, bank) -> str | None:
     """Why the default's `flags` do not fit the bound, or None: its replays run once at the
     largest budget and are cut for the others (so nothing may depend on the budget), its first
     wave is one trial per worker at time 0 (no --ramp-up), and both measures read its
     objective as the tuned-rule F1."""
-    from genretune.data import InputError
-
-    try:
-        low, high = (
-            simulate.settings_for(flags, 0, b, workers, bank) for b in (budgets[0], budgets[-1])
-        )
-    except (InputError, SystemExit) as exc:
-        return f"not genretune search flags ({exc})"
-    same = lambda s: json.dumps({**s.to_json(), "budget_epochs": None}, sort_keys=True, default=str)  # noqa: E731
-    if same(low) != same(high):
+    low, high = (
+        simulate.settings_for(flags, 0, b, workers, bank) for b in (budgets[0], budgets[-1])
+    )
+    if _without_budget(low) != _without_budget(high):
         return "the search would depend on the budget (e.g. --tpe-startup auto)"
     if low.ramp_up or low.objectives or low.metric != "best_tuned_val_f1":
         return "the bound needs one objective, best_tuned_val_f1, and no --ramp-up"
@@ -248,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=200)
     p.add_argument(
         "--flags", default="", help='genretune search flags for the default and its first wave, '
-        'e.g. "--grace-period 1"',
+        'given as --flags="--grace-period 1"',
     )  # fmt: skip
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     p.add_argument("--json", type=Path, default=RESULTS / "all_knowing.json")
@@ -264,8 +262,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--bank {args.bank}: not found (record it with benchmarks/curve_bank.py)")
     began = time.monotonic()
     bank = load_bank(args.bank)
-    flags = shlex.split(args.flags)
-    problem = flags_problem(flags, budgets, max(workers), bank)
+    try:
+        flags = shlex.split(args.flags)
+    except ValueError as exc:
+        p.error(f"--flags {args.flags!r}: {exc}")
+    problem = simulate.strategy_problem(flags, budgets[0], max(workers), bank) or flags_problem(
+        flags, budgets, max(workers), bank
+    )
     if problem:
         p.error(f"--flags {args.flags!r}: {problem}")
     tasks = [(w, seed, budgets, flags) for w in workers for seed in range(args.seeds)]

@@ -81,7 +81,7 @@ def parse_strategies(names: str, custom: list[str], epochs: int) -> dict[str, li
     for spec in custom:
         name, sep, flags = spec.partition("=")
         if not sep or not name.strip():
-            raise SystemExit(f'--strategy {spec!r}: expected NAME="FLAGS"')
+            raise ValueError(f'--strategy {spec!r}: expected NAME="FLAGS"')
         defined[name.strip()] = flags
     chosen = [n.strip() for n in names.split(",") if n.strip()]
     chosen += [
@@ -89,12 +89,41 @@ def parse_strategies(names: str, custom: list[str], epochs: int) -> dict[str, li
     ]
     unknown = [n for n in chosen if n not in defined]
     if unknown:
-        raise SystemExit(
+        raise ValueError(
             f"--strategies: unknown {', '.join(unknown)} (built in: {', '.join(BUILTIN)}; "
             'define others with --strategy NAME="FLAGS")'
         )
     ordered = [*REFERENCES, *[n for n in chosen if n not in REFERENCES]]
-    return {n: shlex.split(defined[n].replace("{epochs}", str(epochs))) for n in ordered}
+    out = {}
+    for n in ordered:
+        try:
+            out[n] = shlex.split(defined[n].replace("{epochs}", str(epochs)))
+        except ValueError as exc:
+            raise ValueError(f"--strategy {n}: {exc}") from None
+    return out
+
+
+def strategy_problem(flags: list[str], budget: int, workers: int, bank) -> str | None:
+    """Why `flags` are not `genretune search` flags the simulator can replay, or None (checked
+    before the pool starts: an error inside a pool process would stall the run)."""
+    import contextlib
+    import io
+
+    from genretune.data import InputError
+    from hposim.replay import SIMULATED_METRICS
+
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            s = settings_for(flags, 0, budget, workers, bank)
+    except (InputError, SystemExit) as exc:
+        lines = [line for line in said.getvalue().splitlines() if "error:" in line]
+        return lines[-1].split("error:", 1)[1].strip() if lines else str(exc)
+    if s.objectives:
+        return "--objectives: the simulator replays single-objective searches"
+    if s.metric not in SIMULATED_METRICS:
+        return f"--metric {s.metric}: the simulator replays {', '.join(SIMULATED_METRICS)}"
+    return None
 
 
 def fill_placeholders(strategies: dict[str, list[str]], bank, directory: Path):
@@ -103,6 +132,14 @@ def fill_placeholders(strategies: dict[str, list[str]], bank, directory: Path):
         return strategies
     path = str(worst_baseline_file(bank, directory))
     return {n: [a.replace("{worst_baseline}", path) for a in f] for n, f in strategies.items()}
+
+
+def _is_surrogate_file(path: str) -> bool:
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(payload, dict) and {"bank_sha256", "weights"} <= set(payload)
 
 
 def settings_for(flags: list[str], seed: int, budget: int, workers: int, bank):
@@ -248,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=200)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--json", type=Path, default=RESULTS / "simulate.json")
+    p.add_argument(
+        "--json",
+        type=Path,
+        help="output (default benchmarks/results/simulate.json; with --quick a temporary dir)",
+    )
     p.add_argument("--surrogate", help="surrogate parameters file (default: beside the bank)")
     p.add_argument("--no-noise", action="store_true", help="surrogate curves without noise")
     p.add_argument(
@@ -266,12 +307,28 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--budget-epochs, --workers, --seeds and --processes must be >= 1")
     if not args.bank.is_file():
         p.error(f"--bank {args.bank}: not found (record it with benchmarks/curve_bank.py)")
+    missing = [f for f in args.validate.split(",") if f and not Path(f).is_file()]
+    if missing:
+        p.error(f"--validate {missing[0]}: file not found")
+    if args.surrogate and Path(args.surrogate).exists() and not _is_surrogate_file(args.surrogate):
+        p.error(f"--surrogate {args.surrogate}: not a surrogate parameters file (not replaced)")
+    if args.json is None:
+        quick = Path(tempfile.mkdtemp(prefix="simulate-quick-")) if args.quick else RESULTS
+        args.json = quick / "simulate.json"
     began = time.monotonic()
     bank = load_bank(args.bank)
-    strategies = parse_strategies(args.strategies, args.strategy, bank.epochs)
+    try:
+        strategies = parse_strategies(args.strategies, args.strategy, bank.epochs)
+    except ValueError as exc:
+        p.error(str(exc))
     shown_flags = {n: " ".join(f) for n, f in strategies.items()}  # placeholders unfilled
     scratch = Path(tempfile.mkdtemp(prefix="simulate-"))
     strategies = fill_placeholders(strategies, bank, scratch)
+    for name, flags in strategies.items():
+        problem = strategy_problem(flags, budgets[0], args.workers, bank)
+        if problem:
+            shutil.rmtree(scratch, ignore_errors=True)
+            p.error(f"--strategy {name}: {problem}")
     print(
         f"simulating {len(strategies)} strategies x {args.seeds} seeds, budgets "
         f"{budgets} trial-epochs, {args.workers} workers, on {args.bank.name} "

@@ -49,6 +49,9 @@ def resolve_runtime(
         dev = torch.device(device)
     except RuntimeError:
         raise InputError(f"--device {device}: not a torch device (use auto, cpu or cuda)") from None
+    if dev.type not in ("cpu", "cuda"):
+        # torch parses mps, xpu, meta, ...; the training loop supports CPU and CUDA.
+        raise InputError(f"--device {device}: not supported (use auto, cpu or cuda)")
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device}: CUDA is not available on this machine")
     on_gpu = dev.type == "cuda"

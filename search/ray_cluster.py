@@ -61,7 +61,11 @@ def check_trial_fits(resources: Resources) -> None:
     gpus = max((node.get("GPU", 0) for node in nodes), default=0)
     cpus = max((node.get("CPU", 0) for node in nodes), default=0)
     if resources.gpus_per_trial > gpus:
-        where = "this machine has no GPU" if not gpus else f"its nodes have at most {gpus:g}"
+        where = (
+            ("this machine has no GPU" if len(nodes) == 1 else "no node of the cluster has a GPU")
+            if not gpus
+            else f"its nodes have at most {gpus:g}"
+        )
         raise InputError(f"--gpus-per-trial {resources.gpus_per_trial:g}: {where}")
     raise InputError(
         f"--cpus-per-trial {resources.cpus_per_trial:g}: the nodes have at most {cpus:g} CPUs"

@@ -104,6 +104,15 @@ def _fma(tmp: Path, edit: Callable[[Path], None] | None, *extra: str) -> list[st
     ]
 
 
+def _model_dir_with_report(tmp: Path) -> Path:
+    """A model dir as `genretune train` leaves it: weights, config and a test report."""
+    d = tmp / "model"
+    d.mkdir()
+    for name in ("model.pt", "config.json", "metrics.json", "history.csv"):
+        (d / name).write_text("x\n")
+    return d
+
+
 def _break_genre_list(metadata: Path) -> None:
     path = metadata / "tracks.csv"
     text = path.read_text()
@@ -581,6 +590,16 @@ CASES: list[Case] = [
         lambda t: _train(t, "--data", _write(t, "features.txt", "x\n")),
         "features.txt: a file, not a data directory",
     ),
+    (
+        "a device torch knows but training does not",
+        lambda t: _train(t, "--device", "mps"),
+        "--device mps: not supported",
+    ),  # fmt: skip
+    (
+        "prepare-fma on a cluster nobody answers",
+        lambda t: _fma(t, None, "--address", "127.0.0.1:1"),
+        "--address 127.0.0.1:1: no Ray cluster answers there",
+    ),
     ("grace period 0", lambda t: _search(t, "--grace-period", "0"), "--grace-period must be in"),
     ("reduction factor 0", lambda t: _search(t, "--reduction-factor", "0"), "--reduction-factor"),
     (
@@ -937,6 +956,46 @@ CASES: list[Case] = [
         "results sorted by an unknown column",
         lambda t: ["results", _real_experiment(t), "--sort", "nope"],
         "--sort nope: no such column",
+    ),
+    (
+        "results of a trial with a table's options",
+        lambda t: ["results", _real_experiment(t), "--trial", "deadbeef", "--sort", "lr"],
+        "--trial shows one trial's curve: --sort do not apply",
+    ),
+    (
+        "results with no column named",
+        lambda t: ["results", _real_experiment(t), "--columns", ","],
+        "--columns ',': no column named",
+    ),
+    (
+        "results --format contradicting the --output extension",
+        lambda t: [
+            "results",
+            _real_experiment(t),
+            "--format",
+            "csv",
+            "--output",
+            str(t / "r.json"),
+        ],  # fmt: skip
+        "r.json: a json file, but --format csv",
+    ),
+    (
+        "results sorted by an empty column name",
+        lambda t: ["results", _real_experiment(t), "--sort", ""],
+        "--sort : no such column",
+    ),
+    (
+        "export --with-checkpoint --force into a model dir with a test report",
+        lambda t: [
+            "export",
+            _real_experiment(t),
+            "-o",
+            str(t / "b.json"),
+            "--force",
+            "--with-checkpoint",
+            str(_model_dir_with_report(t)),
+        ],  # fmt: skip
+        "holds files an export would not replace (history.csv, metrics.json)",
     ),
     (
         "results with a broken filter",

@@ -150,6 +150,12 @@ def test_results_command_table_curve_and_exports(experiment, tmp_path, capsys):
         assert len(back) == 5 and "best_val_f1" in back
     assert main(["results", str(experiment), "--format", "csv", "--output", str(out_file)]) == 2
     assert "already exists" in capsys.readouterr().err
+    # The format follows --output's extension; a column named twice is shown once.
+    out_json = tmp_path / "picked.json"
+    argv = ["results", str(experiment), "--columns", "trial_id,lr,lr", "--output", str(out_json)]
+    assert main(argv) == 0
+    assert f"wrote {out_json} (json, 5 rows)" in capsys.readouterr().err
+    assert list(pd.read_json(out_json).columns) == ["trial_id", "lr"]
     # A filter nothing matches says so, in words.
     assert main(["results", str(experiment), "--filter", "lr > 1"]) == 0
     out = capsys.readouterr().out

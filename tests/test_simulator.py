@@ -603,3 +603,27 @@ def test_all_knowing_benchmark_bounds_the_default_on_the_committed_bank(tmp_path
                     assert known is not None and known <= min(singles) + 1e-12
     assert out.with_suffix(".png").stat().st_size > 0
     assert "| 8 | 60 |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_simulate_refuses_bad_strategies_before_any_replay_and_quick_writes_elsewhere(tmp_path):
+    """A strategy's flags are parsed before the pool starts (an error in a pool process would
+    stall the run); a --quick smoke run leaves the committed results alone."""
+    script = str(REPO / "benchmarks" / "simulate.py")
+    for argv, said in (
+        (["--strategy", "x=--nonsense"], "--strategy x: unrecognized arguments: --nonsense"),
+        (["--strategy", 'x=--grace-period "1'], "--strategy x: No closing quotation"),
+        (["--strategies", "nope"], "--strategies: unknown nope"),
+        (["--validate", str(tmp_path / "nope.json")], "--validate"),
+    ):
+        res = subprocess.run([sys.executable, script, "--quick", *argv], capture_output=True,
+                             text=True, timeout=120, cwd=tmp_path)  # fmt: skip
+        assert res.returncode == 2, res.stderr[-2000:]
+        assert said in res.stderr.strip().splitlines()[-1] and "Traceback" not in res.stderr
+    committed = (REPO / "benchmarks" / "results" / "simulate.json").stat().st_mtime_ns
+    res = subprocess.run([sys.executable, script, "--quick", "--seeds", "1"], capture_output=True,
+                         text=True, timeout=600, cwd=tmp_path)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (REPO / "benchmarks" / "results" / "simulate.json").stat().st_mtime_ns == committed
+    wrote = re.search(r"wrote (\S+simulate\.json)", res.stderr)
+    assert wrote and Path(wrote.group(1)).is_file()

@@ -56,6 +56,9 @@ def _pareto_choice(exp, where: str | None):
     return front.iloc[0]  # the front is sorted best first by the first objective
 
 
+EXPORTED_FILES = ("model.pt", "config.json")  # what --with-checkpoint writes (write_model_dir)
+
+
 def run(args: argparse.Namespace) -> int:
     import json
 
@@ -70,6 +73,18 @@ def run(args: argparse.Namespace) -> int:
                 "replace it)"
             )
         check_output_dir(args.with_checkpoint, "--with-checkpoint")
+        if args.with_checkpoint.is_dir():
+            # --force replaces an export; a model dir with a test report or other files would
+            # be left describing another model.
+            others = sorted(
+                p.name for p in args.with_checkpoint.iterdir() if p.name not in EXPORTED_FILES
+            )
+            if others:
+                listed = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
+                raise InputError(
+                    f"--with-checkpoint {args.with_checkpoint}: holds files an export would not "
+                    f"replace ({listed}): use a new or empty directory"
+                )
     exp = load_experiment(args.experiment, args.storage_path)
     metric = args.metric or exp.metric
     if args.where and not args.pareto:

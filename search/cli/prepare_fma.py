@@ -59,6 +59,10 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
         address=args.address,
     )
+    if args.address:
+        from genretune.search.ray_cluster import check_address
+
+        check_address(args.address)  # before anything is written: ray.init would retry minutes
     prepare_fma(settings, log=lambda text: print(text, file=sys.stderr, flush=True))
     print(f"next: genretune data stats --data {args.out}")
     return 0

@@ -38,7 +38,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--columns", help="comma-separated columns to show")
     p.add_argument("--top", type=int, help="show the N first rows")
     p.add_argument("--trial", help="show one trial's learning curve")
-    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="table (default), csv, json or parquet; with --output, its extension's by default",
+    )
     p.add_argument("--output", type=Path, help="write the dataframe to this file")
     p.add_argument(
         "--force", action="store_true", help="replace an existing --output or --plots files"
@@ -73,12 +77,14 @@ def _select(exp: Experiment, args: argparse.Namespace) -> pd.DataFrame:
             df = df.query(args.filter, engine="python")
         except Exception as exc:  # pandas raises many types for a bad expression
             raise InputError(f"--filter {args.filter!r}: {type(exc).__name__}: {exc}") from None
-    if args.sort:
+    if args.sort is not None:
         if args.sort not in df:
             raise InputError(f"--sort {args.sort}: no such column (see --format csv)")
         df = df.sort_values(args.sort, ascending=args.ascending, na_position="last")
     if args.columns:
-        cols = [c.strip() for c in args.columns.split(",") if c.strip()]
+        cols = list(dict.fromkeys(c.strip() for c in args.columns.split(",") if c.strip()))
+        if not cols:
+            raise InputError(f"--columns {args.columns!r}: no column named")
         missing = [c for c in cols if c not in df]
         if missing:
             raise InputError(f"--columns: unknown column(s) {', '.join(missing)}")
@@ -93,6 +99,12 @@ def _select(exp: Experiment, args: argparse.Namespace) -> pd.DataFrame:
 
 
 def _write(df: pd.DataFrame, fmt: str, output: Path | None) -> None:
+    _write_frame(df, fmt, output)
+    if output:
+        print(f"wrote {output} ({fmt}, {len(df)} rows)", file=sys.stderr)
+
+
+def _write_frame(df: pd.DataFrame, fmt: str, output: Path | None) -> None:
     if fmt == "table":
         text = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
         if output:
@@ -121,8 +133,30 @@ def _with_trials(exp, trials):
     return replace(exp, trials=trials)
 
 
+EXTENSION_FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def output_format(args: argparse.Namespace) -> str:
+    """--format, else the one --output's extension names, else table; a --format that the
+    extension contradicts is refused."""
+    named = EXTENSION_FORMATS.get(args.output.suffix.lower()) if args.output else None
+    if args.format and named and args.format != named:
+        raise InputError(f"--output {args.output}: a {named} file, but --format {args.format}")
+    return args.format or named or "table"
+
+
 def run(args: argparse.Namespace) -> int:
     from genretune.data.outputs import check_output_dir, check_output_file
+
+    args.format = output_format(args)
+    if args.trial:
+        curve_only = [
+            f"--{k}" for k in ("filter", "sort", "columns", "top") if getattr(args, k) is not None
+        ]
+        if curve_only:
+            raise InputError(
+                f"--trial shows one trial's curve: {', '.join(curve_only)} do not apply"
+            )
 
     if args.output:
         check_output_file(args.output, "--output", args.force)
