@@ -244,14 +244,21 @@ def test_budget_ends_the_search_after_that_many_trial_epochs():
 
 @pytest.mark.slow
 def test_simulate_quick_runs_on_the_committed_bank(tmp_path):
-    out = tmp_path / "sim.json"
+    committed = (REPO / "benchmarks" / "results" / "simulate.json").stat().st_mtime_ns
     res = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "simulate.py"), "--quick", "--json", str(out)],
+        [sys.executable, str(REPO / "benchmarks" / "simulate.py"), "--quick"],
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr[-2000:]
+    # A smoke run writes into a temporary directory, never over the committed results.
+    assert (REPO / "benchmarks" / "results" / "simulate.json").stat().st_mtime_ns == committed
+    wrote = re.search(r"wrote (\S+simulate\.json)", res.stderr)
+    assert wrote, res.stderr[-2000:]
+    out = Path(wrote.group(1))
+    assert out.parent != REPO / "benchmarks" / "results"
     payload = json.loads(out.read_text())
     for key in ("oracle_test_f1", "baseline_test_f1", "noise_sd", "surrogate", "strategies"):
         assert key in payload
@@ -605,25 +612,18 @@ def test_all_knowing_benchmark_bounds_the_default_on_the_committed_bank(tmp_path
     assert "| 8 | 60 |" in out.with_suffix(".md").read_text()
 
 
-@pytest.mark.slow
-def test_simulate_refuses_bad_strategies_before_any_replay_and_quick_writes_elsewhere(tmp_path):
+def test_simulate_refuses_bad_strategies_before_any_replay(tmp_path, capsys):
     """A strategy's flags are parsed before the pool starts (an error in a pool process would
-    stall the run); a --quick smoke run leaves the committed results alone."""
-    script = str(REPO / "benchmarks" / "simulate.py")
+    stall the run)."""
+    import simulate
+
     for argv, said in (
         (["--strategy", "x=--nonsense"], "--strategy x: unrecognized arguments: --nonsense"),
         (["--strategy", 'x=--grace-period "1'], "--strategy x: No closing quotation"),
         (["--strategies", "nope"], "--strategies: unknown nope"),
         (["--validate", str(tmp_path / "nope.json")], "--validate"),
     ):
-        res = subprocess.run([sys.executable, script, "--quick", *argv], capture_output=True,
-                             text=True, timeout=120, cwd=tmp_path)  # fmt: skip
-        assert res.returncode == 2, res.stderr[-2000:]
-        assert said in res.stderr.strip().splitlines()[-1] and "Traceback" not in res.stderr
-    committed = (REPO / "benchmarks" / "results" / "simulate.json").stat().st_mtime_ns
-    res = subprocess.run([sys.executable, script, "--quick", "--seeds", "1"], capture_output=True,
-                         text=True, timeout=600, cwd=tmp_path)  # fmt: skip
-    assert res.returncode == 0, res.stderr[-2000:]
-    assert (REPO / "benchmarks" / "results" / "simulate.json").stat().st_mtime_ns == committed
-    wrote = re.search(r"wrote (\S+simulate\.json)", res.stderr)
-    assert wrote and Path(wrote.group(1)).is_file()
+        with pytest.raises(SystemExit) as stopped:
+            simulate.main(["--quick", *argv])  # refused before anything starts
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and said in err.strip().splitlines()[-1], err
