@@ -101,7 +101,7 @@ def test_a_resumed_budget_search_spends_only_what_is_left(local_ray, tmp_path, i
     budget in total, not after a fresh budget."""
     env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
     exp = tmp_path / "bud"
-    budget = 12
+    budget = 30  # far from spent when the signal lands (2 trials of 3 epochs)
     argv = ["search", *ARGS[:4], "--epochs", "3", "--patience", "3", "--scheduler", "fifo",
             "--num-samples", "50", "--budget-epochs", str(budget), "--max-concurrent", "2",
             "--progress-interval", "1000", "--name", "bud",
