@@ -41,7 +41,7 @@ from hposim.all_knowing import (
     rankings,
 )
 from hposim.bank import DEFAULT_PATH, load_bank
-from hposim.evaluation import first_reach
+from hposim.evaluation import baseline_and_oracle, first_reach
 from hposim.stats import median_ci
 from hposim.strategies import STRATEGIES
 
@@ -55,15 +55,16 @@ MEASURES = (("own objective", "best"), ("tuned rule", "best_tuned"))
 # The bounds replayed beside the default: name -> whether its first wave is the default's.
 BOUNDS = {"all-knowing": False, "first wave, then all-knowing": True}
 SEARCHES = ("default", *BOUNDS)
+TEST = "test F1 of the pick"  # the key of the pick's test F1 in each seed's and summary's row
 
 
 def bound_bests(
     seed: int, budget: int, workers: int, first_wave: bool, flags: list[str]
-) -> dict[str, np.ndarray]:
-    """Ranking name -> best-so-far series (tuned-rule validation F1, the default's objective)
-    of the all-knowing search's replay, or with `first_wave` of the search whose first
-    `workers` trials are those of the default search (with `flags`) and every later one
-    all-knowing, under that search's ASHA."""
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Ranking name -> (best-so-far series of the tuned-rule validation F1, the default's
+    objective; the test F1 of the pick after each result) of the all-knowing search's replay,
+    or with `first_wave` of the search whose first `workers` trials are those of the default
+    search (with `flags`) and every later one all-knowing, under that search's ASHA."""
     from genretune.search.algorithms import build_algorithms
     from hposim.replay import replay
 
@@ -78,7 +79,8 @@ def bound_bests(
             known = FirstWaveThenKnowing(algorithms.searcher, known, workers, s.metric)
         algorithms.searcher = known
         log = replay(s, source, workers, np.random.default_rng(seed), algorithms=algorithms)
-        out[name] = np.maximum.accumulate(np.array(log.objective))
+        best = np.maximum.accumulate(np.array(log.objective))
+        out[name] = (best, simulate.chosen_test_f1(log, s))
     return out
 
 
@@ -101,15 +103,22 @@ def seed_task(task: tuple) -> dict:
             target = fifo[b][key][-1]
             cell = {"default": first_reach(default[b][key], target, b), "rankings": {}}
             for bound, by_ranking in bounds.items():
-                reach = {n: first_reach(best[:b], target, b) for n, best in by_ranking.items()}
+                reach = {n: first_reach(bt[0][:b], target, b) for n, bt in by_ranking.items()}
                 cell[bound] = min(reach.values())
                 cell["rankings"][bound] = reach
             row[measure] = cell
+        # The test F1 of each search's pick at the end of the budget (a bound: its best
+        # ranking's), for the goal of closing the baseline-to-oracle gap.
+        row[TEST] = {"default": float(default[b]["chosen_test"][-1])} | {
+            bound: max(float(bt[1][:b][-1]) for bt in by_ranking.values())
+            for bound, by_ranking in bounds.items()
+        }
         out["budgets"][b] = row
     return out
 
 
 def summarise(outs: list[dict], workers: list[int], budgets: list[int]) -> dict:
+    """workers -> budget -> measure (and TEST) -> search -> median, CI and share."""
     summary: dict = {}
     for w in workers:
         rows = sorted((o for o in outs if o["workers"] == w), key=lambda o: o["seed"])
@@ -131,6 +140,10 @@ def summarise(outs: list[dict], workers: list[int], budgets: list[int]) -> dict:
                     for bound in BOUNDS
                 }
                 summary.setdefault(str(w), {}).setdefault(str(b), {})[measure] = entry
+            tests = [o["budgets"][b][TEST] for o in rows]
+            summary[str(w)][str(b)][TEST] = {
+                search: median_ci([t[search] for t in tests]) for search in SEARCHES
+            }
     return summary
 
 
@@ -143,6 +156,13 @@ def _cell(stat: dict) -> str:
         f"{_pct(stat['median'])} [{_pct(stat['ci_low'])}, {_pct(stat['ci_high'])}]; "
         f"{stat['share_within_a_third'] * 100:.0f}%"
     )
+
+
+def _gap_cell(stat: dict, baseline: float, oracle: float) -> str:
+    """'0.650 [0.640, 0.660]; 59%': median test F1 [95% CI]; the share of the gap from the
+    baseline's test F1 to the oracle's that the median closes."""
+    closed = (stat["median"] - baseline) / (oracle - baseline)
+    return f"{stat['median']:.3f} [{stat['ci_low']:.3f}, {stat['ci_high']:.3f}]; {closed:.0%}"
 
 
 def markdown(payload: dict) -> str:
@@ -181,6 +201,24 @@ def markdown(payload: dict) -> str:
                 cells = " | ".join(_cell(e[search]) for search in SEARCHES)
                 lines.append(f"| {w} | {b} | {cells} | {singles} |")
         lines.append("")
+    baseline, oracle = s["baseline_test_f1"], s["oracle_test_f1"]
+    lines += [
+        f"## {TEST}",
+        "",
+        "Held-out test F1 of the configuration each search picks at the end of the budget",
+        "(retrained to the end): median [95% CI] over seeds; the share of the gap from the",
+        f"baseline's test F1 ({baseline:.3f}) to the bank's oracle ({oracle:.3f}) it closes.",
+        "A bound takes, per seed, its best ranking's pick.",
+        "",
+        "| workers | budget | " + " | ".join(SEARCHES) + " |",
+        "|---|---|" + "---|" * len(SEARCHES),
+    ]
+    for w, by_budget in payload["summary"].items():
+        for b, by_measure in by_budget.items():
+            stats = by_measure[TEST]
+            cells = " | ".join(_gap_cell(stats[x], baseline, oracle) for x in SEARCHES)
+            lines.append(f"| {w} | {b} | {cells} |")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -262,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--bank {args.bank}: not found (record it with benchmarks/curve_bank.py)")
     began = time.monotonic()
     bank = load_bank(args.bank)
+    simulate._init(str(args.bank), None, True)
+    baseline_test_f1, oracle_test_f1 = baseline_and_oracle(bank, simulate._STATE["source"])
     try:
         flags = shlex.split(args.flags)
     except ValueError as exc:
@@ -293,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             "budgets": budgets,
             "default_flags": args.flags,
             "ranking_epochs": [str(k) for k in RANKING_EPOCHS],
+            "baseline_test_f1": baseline_test_f1,
+            "oracle_test_f1": oracle_test_f1,
         },
         "summary": summarise(outs, workers, budgets),
         "wall_seconds": round(time.monotonic() - began, 1),

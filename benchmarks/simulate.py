@@ -203,6 +203,21 @@ def _init(bank_path: str, surrogate_file: str | None, noise: bool) -> None:
     _STATE.update(bank=bank, source=source)
 
 
+def chosen_test_f1(log, s) -> np.ndarray:
+    """After each result of a replay `log` of a search with settings `s`: the test F1 of the
+    configuration the search would then pick (the trial with the best objective so far),
+    retrained to the end as `genretune train` does."""
+    objective, patience = s.base.objective, s.base.optim.patience
+    final_test = np.array([t.curve.trained_to_end(objective, patience)[2] for t in log.trials])
+    values = np.array(log.objective)
+    best = np.maximum.accumulate(values)
+    # The first result that reached each best-so-far value names the chosen trial.
+    leader = np.zeros(len(values), dtype=int)
+    for i in range(1, len(values)):
+        leader[i] = i if values[i] > best[i - 1] else leader[i - 1]
+    return final_test[np.array(log.trial_of)[leader]]
+
+
 def simulate_task(task: tuple) -> dict:
     """One strategy and seed over every budget: one replay per group of budgets whose
     settings differ only in the budget (a shorter budget is then a prefix of the longer)."""
@@ -221,16 +236,10 @@ def simulate_task(task: tuple) -> dict:
     for group in by_settings.values():
         s = built[max(group)]
         log = replay(s, _STATE["source"], workers, np.random.default_rng(seed))
-        objective, patience = s.base.objective, s.base.optim.patience
-        final_test = np.array([t.curve.trained_to_end(objective, patience)[2] for t in log.trials])
         values = np.array(log.objective)
         trial_of = np.array(log.trial_of)
         best = np.maximum.accumulate(values)
-        # The first result that reached each best-so-far value names the chosen trial.
-        leader = np.zeros(len(values), dtype=int)
-        for i in range(1, len(values)):
-            leader[i] = i if values[i] > best[i - 1] else leader[i - 1]
-        chosen_test = final_test[trial_of[leader]]
+        chosen_test = chosen_test_f1(log, s)
         # Every result on one validation measure, whatever the search optimised: F1 at the
         # rule tuned on validation (the rule does not change training, so this is the same
         # models measured alike).

@@ -599,8 +599,15 @@ def test_all_knowing_benchmark_bounds_the_default_on_the_committed_bank(tmp_path
     assert res.returncode == 0, res.stderr[-2000:]
     summary = json.loads(out.read_text())["summary"]
     assert set(summary) == {"2", "8"} and set(summary["2"]) == {"30", "60"}
+    payload = json.loads(out.read_text())
+    baseline, oracle = (payload["settings"][k] for k in ("baseline_test_f1", "oracle_test_f1"))
+    assert 0 < baseline < oracle < 1
     for by_budget in summary.values():
         for by_measure in by_budget.values():
+            # The pick's test F1: every search's median is a test F1 of the bank's range.
+            picks = by_measure.pop("test F1 of the pick")
+            assert set(picks) == {"default", "all-knowing", "first wave, then all-knowing"}
+            assert all(0 < p["ci_low"] <= p["median"] <= p["ci_high"] < 1 for p in picks.values())
             for entry in by_measure.values():
                 assert entry["seeds"] == 3
                 for bound in ("all-knowing", "first wave, then all-knowing"):
@@ -609,7 +616,8 @@ def test_all_knowing_benchmark_bounds_the_default_on_the_committed_bank(tmp_path
                     singles = [v for v in entry["rankings"][bound].values() if v is not None]
                     assert known is not None and known <= min(singles) + 1e-12
     assert out.with_suffix(".png").stat().st_size > 0
-    assert "| 8 | 60 |" in out.with_suffix(".md").read_text()
+    md = out.with_suffix(".md").read_text()
+    assert "| 8 | 60 |" in md and f"baseline's test F1 ({baseline:.3f})" in md
 
 
 def test_simulate_refuses_bad_strategies_before_any_replay(tmp_path, capsys):

@@ -95,9 +95,21 @@ def noise(bank: CurveBank, source: CurveSource) -> dict:
     }
 
 
+def baseline_runs_trained(bank: CurveBank) -> list:
+    """(best epoch, val F1, test F1) of `genretune train` on each recorded run of the
+    baseline (at its fixed rule, threshold 0.5)."""
+    return [_per_run(bank, int(r), rule_index(0.5, None)) for r in bank.baseline_runs()]
+
+
+def baseline_and_oracle(bank: CurveBank, source: CurveSource) -> tuple[float, float]:
+    """The baseline's mean test F1 over its recorded runs and the bank's oracle test F1."""
+    base = baseline_runs_trained(bank)
+    return float(np.mean([b[2] for b in base])), oracle(bank, source)["test_f1"]
+
+
 def bank_summary(bank: CurveBank, source: CurveSource) -> dict:
     base_runs = bank.baseline_runs()
-    base = [_per_run(bank, int(r), rule_index(0.5, None)) for r in base_runs]
+    base = baseline_runs_trained(bank)
     model = source.surrogate
     accuracy = check(source.configs, model, noise_floor_mae(bank, source.configs))
     best = oracle(bank, source)
