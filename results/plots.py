@@ -167,18 +167,22 @@ def _matches(table, point: dict) -> np.ndarray:
 def plot_pareto(exp: Experiment, path: Path) -> Path:
     """Every finished trial on the first two objectives, the Pareto front joined and
     highlighted, the baseline marked."""
-    from genretune.results.pareto import non_dominated, objective_table
+    from genretune.results.pareto import non_dominated, objective_table, objectives_of
 
     plt = _pyplot()
-    (x_metric, x_mode), (y_metric, y_mode) = exp.settings["objectives"][:2]
     table = objective_table(exp)
-    modes = [m for _, m in exp.settings["objectives"]]
-    metrics = [m for m, _ in exp.settings["objectives"]]
+    objectives = objectives_of(exp)
+    (x_metric, x_mode), (y_metric, y_mode) = objectives[:2]
+    modes = [m for _, m in objectives]
+    metrics = [m for m, _ in objectives]
     front = table[non_dominated(table[metrics].to_numpy(dtype=float), modes)]
     fig, ax = plt.subplots(figsize=(6.5, 5), dpi=120)
     ax.scatter(table[x_metric], table[y_metric], s=22, color="0.6", label="trials")
     line = front.sort_values(x_metric)
-    ax.plot(line[x_metric], line[y_metric], "-o", color="C3", label="Pareto front")
+    # Two objectives: the front is a staircase, joined. Three: its points seen on the first
+    # two are not a line (a point may be on the front for the third alone), so not joined.
+    style = "-o" if len(metrics) == 2 else "o"
+    ax.plot(line[x_metric], line[y_metric], style, color="C3", label="Pareto front", zorder=4)
     baseline = exp.settings.get("baseline") or {}
     if baseline:
         rows = table[_matches(table, baseline)]

@@ -149,13 +149,19 @@ class InterruptWatch:
 _CAUGHT_BY_RAY = (signal.SIGINT, *((signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()))
 
 
-def saved_statuses(experiment_path: str) -> list[str]:
+def saved_statuses(experiment_path: str, results=None) -> list[str]:
     """Each trial's status in the experiment state Ray saved. After Ctrl-C Ray saves the state
     before it stops the trials' actors (and marks them TERMINATED in memory), so the saved
-    state still shows which trials were running."""
+    state still shows which trials were running. A trial whose worker died for good is saved
+    as RUNNING (Ray does not save a trial's state again when it errors without a live actor):
+    the errors in `results` (a ResultGrid) say which."""
     from ray import tune
 
-    return [trial.status for trial in tune.ExperimentAnalysis(experiment_path).trials]
+    errored = {Path(r.path).name.removeprefix("trial_") for r in results or [] if r.error}
+    return [
+        "ERROR" if trial.trial_id in errored else trial.status
+        for trial in tune.ExperimentAnalysis(experiment_path).trials
+    ]
 
 
 def ended_on_its_own(s: SearchSettings, statuses: list[str], spent_epochs: int) -> bool:
@@ -291,7 +297,7 @@ def run_search(
         if not tune.Tuner.can_restore(s.experiment_path):
             raise InputError(f"--resume {s.name}: {s.experiment_path} cannot be restored")
         tuner = tune.Tuner.restore(
-            s.experiment_path, _trainable(s), resume_unfinished=True, restart_errored=True
+            s.experiment_path, _trainable(s), resume_unfinished=True, resume_errored=True
         )
     else:
         tuner = build_tuner(s)
@@ -306,7 +312,7 @@ def run_search(
                 file=sys.stderr,
             )
     seconds = time.monotonic() - began
-    statuses = saved_statuses(s.experiment_path)
+    statuses = saved_statuses(s.experiment_path, results)
     unfinished = sum(status not in ("TERMINATED", "ERROR") for status in statuses)
     spent = sum(int(r.metrics.get("training_iteration") or 0) for r in results if r.metrics)
     # A search that ran all it was asked to is finished, even if Ctrl-C came while Ray saved
@@ -314,9 +320,11 @@ def run_search(
     if not ended_on_its_own(s, statuses, spent) and (watch.interrupted or unfinished):
         print(f"search interrupted after {seconds:.0f}s", file=sys.stderr)
         raise SearchInterrupted(results, unfinished)
-    if resume:
-        from genretune.search.optuna_search import close_orphaned_optuna_trials
+    from genretune.search.optuna_search import close_orphaned_optuna_trials, settle_stopped_trials
 
+    # Trials Ray stopped as the budget ran out are in the study before its front is read.
+    settle_stopped_trials(s, results)
+    if resume:
         close_orphaned_optuna_trials(s, results)
     if local and not results.num_errors and ended_on_its_own(s, statuses, spent):
         # Errored trials are restarted by --resume, so a search with any is not marked.

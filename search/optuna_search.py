@@ -10,6 +10,12 @@ then by their last value. Trials that ended on their own (patience, last epoch) 
 
 A resumed search reruns the epochs after a trial's last checkpoint; an epoch the study already
 holds is not told again (Optuna would keep the first value and warn; the rerun's is the same).
+A trial that errored is told FAIL; when `--resume` runs it again, it gets a new study trial with
+its parameters and the epochs it had reported (Optuna cannot reopen a finished trial).
+
+Each study trial carries its Ray trial's id (user attribute `ray_trial_id`) from the moment it is
+drawn, so `settle_stopped_trials` can tell the study what became of the trials Ray stopped
+without telling the searcher (when the search budget ran out).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
@@ -42,7 +49,47 @@ class PruningOptunaSearch(OptunaSearch):
         if best is None or sign * result[first] > sign * best[first]:
             self.best_results[trial_id] = {m: result.get(m) for m in self.metric}
 
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        config = super().suggest(trial_id)
+        if trial_id in self._ot_trials:
+            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
+        return config
+
+    def _open_trial(self, trial_id: str, result: dict[str, Any] | None) -> bool:
+        """Whether the study has an open trial for `trial_id`, opening one when Ray runs again
+        a trial whose study trial failed (`--resume` of an errored trial) or one the searcher
+        never drew (its parameters from the result's config)."""
+        known = self._ot_trials.get(trial_id)
+        if known is not None and trial_id not in self._completed_trials:
+            return True
+        if known is not None:
+            old = known.storage.get_trial(known._trial_id)
+            if old.state != TrialState.FAIL:
+                return False  # finished for good: Ray's OptunaSearch warns and ignores it
+            params, distributions = old.params, old.distributions
+            reported = dict(old.intermediate_values)
+        else:
+            config = _config_of(result)
+            if callable(self._space) or not config or any(k not in config for k in self._space):
+                return False
+            params = {k: config[k] for k in self._space}
+            distributions, reported = dict(self._space), {}
+        frozen = optuna.trial.create_trial(
+            state=TrialState.RUNNING,
+            params=params,
+            distributions=distributions,
+            intermediate_values=reported,
+            user_attrs={RAY_TRIAL_ID: trial_id},
+        )
+        storage = self._ot_study._storage
+        number = storage.create_new_trial(self._ot_study._study_id, template_trial=frozen)
+        self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, number)
+        self._completed_trials.discard(trial_id)
+        return True
+
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if not self._open_trial(trial_id, result):
+            return
         if isinstance(self.metric, list):
             self._remember_best(trial_id, result)
         else:
@@ -64,9 +111,10 @@ class PruningOptunaSearch(OptunaSearch):
     ) -> None:
         from genretune.search.algorithms import trial_was_cut
 
-        if trial_id in self._ot_trials:
-            # Ties the study's trial to Ray's (genretune results reads the front this way).
-            self._ot_trials[trial_id].set_user_attr("ray_trial_id", trial_id)
+        if error and trial_id in self._completed_trials:
+            return  # failed again before a result: the study has it as FAIL already
+        if not self._open_trial(trial_id, result):
+            return
         if isinstance(self.metric, list) and not error:
             # Ray does not pass the result a trial is stopped on to on_trial_result.
             self._remember_best(trial_id, result)
@@ -95,6 +143,98 @@ class PruningOptunaSearch(OptunaSearch):
             ot_trial.report(result[self.metric], step)
         self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         self._completed_trials.add(trial_id)
+
+
+RAY_TRIAL_ID = "ray_trial_id"  # the user attribute tying a study trial to its Ray trial
+
+
+def _config_of(result: dict[str, Any] | None) -> dict[str, Any]:
+    """A Ray result's config, nested (on_trial_result) or flattened (on_trial_complete)."""
+    if not result:
+        return {}
+    if isinstance(result.get("config"), dict):
+        return result["config"]
+    return {k.removeprefix("config/"): v for k, v in result.items() if k.startswith("config/")}
+
+
+def _history(result) -> list[dict[str, Any]]:
+    """A Ray Result's rows, one per epoch in order (a rerun epoch's last row)."""
+    frame = result.metrics_dataframe
+    if frame is None or frame.empty or "training_iteration" not in frame:
+        return [result.metrics] if result.metrics else []
+    frame = frame.drop_duplicates("training_iteration", keep="last")
+    return frame.sort_values("training_iteration").to_dict("records")
+
+
+def stopped_trial_outcome(s, rows: list[dict[str, Any]]) -> tuple[TrialState, Any]:
+    """(state, value or values) the searcher would have told the study for a trial that ended
+    with these results: what PruningOptunaSearch.on_trial_complete decides."""
+    from genretune.search.algorithms import trial_was_cut
+
+    if not rows:
+        return TrialState.FAIL, None  # drawn but never ran
+    last = rows[-1]
+    if s.objectives:
+        first, mode = s.objectives[0]
+        sign = 1.0 if mode == "max" else -1.0
+        best = None
+        for row in rows:  # the first epoch with the best first objective, as training keeps
+            if _number(row.get(first)) is not None and (
+                best is None or sign * row[first] > sign * best[first]
+            ):
+                best = row
+        values = [_number((best or last).get(m)) for m, _ in s.objectives]
+        if any(v is None for v in values):
+            return TrialState.PRUNED, None
+        return TrialState.COMPLETE, values
+    value = _number(last.get(s.metric))
+    if value is None:
+        return TrialState.PRUNED, None
+    cut = trial_was_cut(last, s.base.optim.epochs, s.base.optim.patience)
+    if s.cut_trials_as == "pruned" and cut:
+        return TrialState.PRUNED, value
+    return TrialState.COMPLETE, value
+
+
+def _number(v) -> float | None:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) else None
+
+
+def settle_stopped_trials(s, results) -> int:
+    """Tell the study the outcome of every trial it still holds as running once a search has
+    ended (not interrupted): Ray stops the trials that run when the search budget is spent
+    without telling the searcher, which would leave them out of the study (and of a
+    multi-objective search's Pareto front). Returns how many trials were settled."""
+    study = optuna.load_study(study_name=s.name, storage=s.optuna_url())
+    open_trials = {
+        t.user_attrs[RAY_TRIAL_ID]: t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        if RAY_TRIAL_ID in t.user_attrs
+    }
+    if not open_trials:
+        return 0
+    rows_of = {}
+    for r in results:
+        if r.metrics and r.metrics.get("trial_id") in open_trials:
+            rows_of[r.metrics["trial_id"]] = _history(r)
+    for trial_id, frozen in open_trials.items():
+        state, value = stopped_trial_outcome(s, rows_of.get(trial_id, []))
+        trial = optuna.trial.Trial(study, frozen._trial_id)
+        if state == TrialState.PRUNED and value is not None:
+            step = int(rows_of[trial_id][-1]["training_iteration"])
+            if step not in frozen.intermediate_values:
+                trial.report(value, step)
+            value = None
+        study.tell(trial, value, state=state)
+    print(
+        f"told Optuna the outcome of {len(open_trials)} trial(s) the search stopped when it ended",
+        file=sys.stderr,
+    )
+    return len(open_trials)
 
 
 def close_orphaned_optuna_trials(s, results) -> int:

@@ -11,6 +11,7 @@ nothing modified, nothing deleted (an existing experiment survives a bad `--over
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -1048,7 +1049,91 @@ CASES: list[Case] = [
         lambda t: ["export", _real_experiment(t), "--where", "val_f1 > 0", "-o", str(t / "b.json")],
         "--where needs --pareto",
     ),
+    (
+        "objectives with --mode",
+        lambda t: _search(t, "--objectives", "val_f1,val_coverage", "--mode", "min"),
+        "drop --mode",
+    ),
+    (
+        "objectives with --objective",
+        lambda t: _search(t, "--objectives", "val_f1,val_coverage", "--objective", "val_f1_macro"),
+        "drop --objective",
+    ),
+    (
+        "objectives with trials cut as pruned",
+        lambda t: _search(t, "--objectives", "val_f1,val_coverage", "--cut-trials-as", "pruned"),
+        "--cut-trials-as pruned needs one objective",
+    ),
+    (
+        "empty objectives",
+        lambda t: _search(t, "--objectives", ""),
+        "(empty) is not a reported metric",
+    ),
+    (
+        "an objective mode in capitals",
+        lambda t: _search(t, "--objectives", "val_f1:MAX,val_coverage"),
+        "must be max or min, got 'MAX'",
+    ),
+    (
+        "export --pareto with --mode",
+        lambda t: ["export", _real_experiment(t), "--pareto", "--mode", "min"],
+        "drop --trial/--metric/--mode",
+    ),
+    (
+        "an empty --where",
+        lambda t: ["export", _real_experiment(t), "--pareto", "--where", " "],
+        "--where: empty",
+    ),
+    (
+        "results --trial with --pareto",
+        lambda t: ["results", _real_experiment(t), "--trial", "x", "--pareto"],
+        "--pareto do not apply",
+    ),
+    (
+        "a Pareto front without its study",
+        lambda t: ["results", _two_objective_copy(t, "missing"), "--pareto"],
+        "optuna.db: no such file",
+    ),
+    (
+        "a Pareto front from an empty study file (Optuna would fill it)",
+        lambda t: ["results", _two_objective_copy(t, "empty"), "--pareto"],
+        "optuna.db: not an SQLite database",
+    ),
+    (
+        "plots of two objectives from a damaged study, before any plot",
+        lambda t: ["results", _two_objective_copy(t, "garbage"), "--plots", str(t / "plots")],
+        "optuna.db: not an SQLite database",
+    ),
+    (
+        "a damaged objectives entry in the settings",
+        lambda t: ["results", _two_objective_copy(t, "intact", [["val_f1"]]), "--pareto"],
+        "'objectives' must be a list of [metric, max|min] pairs",
+    ),
+    (
+        "a study with one value per trial for two objectives",
+        lambda t: ["results", _two_objective_copy(t, "intact"), "--pareto"],
+        "values per trial",
+    ),
 ]
+
+
+def _two_objective_copy(tmp: Path, study: str, objectives=None) -> str:
+    """A copy of the real experiment whose settings say two objectives, its study file
+    `study`: missing, empty, garbage or intact (the single-objective study)."""
+    exp = Path(_real_experiment(tmp))
+    settings_file = exp / "genretune_search.json"
+    settings = json.loads(settings_file.read_text())
+    settings["objectives"] = objectives or [["val_f1", "max"], ["val_coverage", "max"]]
+    settings["optuna_storage"] = f"sqlite:///{exp / 'optuna.db'}"
+    settings_file.write_text(json.dumps(settings))
+    db = exp / "optuna.db"
+    if study == "missing":
+        db.unlink()
+    elif study == "empty":
+        db.write_bytes(b"")
+    elif study == "garbage":
+        db.write_bytes(b"not a database at all" * 100)
+    return str(exp)
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:

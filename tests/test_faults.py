@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import torch
@@ -80,6 +81,47 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
     prepared = prepare_data(load_dataset(cfg.data), cfg.filter, cfg.loss)
     clean = fit(prepared, cfg, Runtime(device="cpu", channels_last=True, num_threads=1))
     assert list(history["val_f1"]) == pytest.approx([r["val_f1"] for r in clean.history], abs=1e-9)
+
+
+def test_resume_continues_an_errored_trial_and_the_study_gets_its_values(local_ray, tmp_path):
+    """A trial that errored (its worker killed, no retries left) is continued from its last
+    checkpoint by --resume under its own id; the study, which holds it as FAIL, gets a new trial
+    with its parameters and every epoch's value."""
+    s = settings(tmp_path, "--name", "errored", "--num-samples", "1", "--epochs", "4",
+                 "--patience", "4", "--grace-period", "4", "--max-failures", "0")  # fmt: skip
+    outcome = {}
+    runner = threading.Thread(target=lambda: outcome.setdefault("results", run_search(s)))
+    runner.start()
+    exp = tmp_path / "errored"
+    deadline = time.monotonic() + 300
+    while runner.is_alive() and time.monotonic() < deadline:
+        rows = _rows(next(iter(exp.glob("trial_*/progress.csv")), Path("/nonexistent")))
+        if len(rows) >= 2:
+            os.kill(int(rows["pid"].iloc[-1]), signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    runner.join(timeout=600)
+    (errored,) = list(outcome["results"])
+    assert errored.error is not None, "the killed trial was not retried (--max-failures 0)"
+
+    (result,) = list(run_search(s, resume=True))
+    assert result.error is None
+    trial_id = result.metrics["trial_id"]
+    assert trial_id == errored.metrics["trial_id"], "the same trial, continued"
+    history = pd.read_csv(result.path + "/progress.csv")
+    assert list(history["training_iteration"]) == [1, 2, 3, 4]
+    study = optuna.load_study(study_name="errored", storage=f"sqlite:///{exp / 'optuna.db'}")
+    states = sorted(t.state.name for t in study.trials)
+    assert states == ["COMPLETE", "FAIL"]
+    failed, done = sorted(study.trials, key=lambda t: t.state.name != "FAIL")
+    assert failed.user_attrs["ray_trial_id"] == done.user_attrs["ray_trial_id"] == trial_id
+    assert done.params == failed.params
+    # The epochs reported before the kill come along, then those run after the resume (Ray
+    # tells a trial's last epoch as its value, not as an epoch).
+    assert failed.intermediate_values
+    assert failed.intermediate_values.items() <= done.intermediate_values.items()
+    assert sorted(done.intermediate_values) == [1, 2, 3]
+    assert done.value == pytest.approx(history[s.metric].iloc[-1])
 
 
 def _checkpoint_dir(root: Path, epoch: int, state: dict | None) -> Path:

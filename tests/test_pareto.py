@@ -169,3 +169,33 @@ def test_resume_keeps_the_front(local_ray, tmp_path, isolated_cache):
     out = tmp_path / "front.csv"
     assert main(["results", str(exp), "--pareto", "--format", "csv", "--output", str(out)]) == 0
     assert set(pd.read_csv(out)["trial_id"]) == _brute_force_front(after)
+
+
+def test_trials_the_budget_stopped_are_on_the_front(local_ray, tmp_path, capsys):
+    """Ray stops the trials running when the budget is spent without telling the searcher: they
+    still reach the study, with the values of their best epoch, and the front."""
+    argv = ["search", *TINY_SEARCH, "--epochs", "3", "--patience", "3", "--scheduler", "fifo",
+            "--objectives", OBJECTIVES, "--num-samples", "6",
+            "--budget-epochs", "5", "--max-concurrent", "2", "--name", "bud",
+            "--storage-path", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 0
+    exp = tmp_path / "bud"
+    study = _study(exp)
+    assert [t.number for t in study.trials if t.state.name == "RUNNING"] == []
+    by_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    points, cut = {}, 0
+    for progress in exp.glob("trial_*/progress.csv"):
+        curve = pd.read_csv(progress)
+        tid = progress.parent.name.removeprefix("trial_")
+        t = by_id[tid]
+        assert t.state.name == "COMPLETE", (tid, t.state)
+        best = curve.loc[curve["val_f1"].idxmax()]
+        assert t.values == pytest.approx([best["val_f1"], best["val_coverage"]])
+        points[tid] = tuple(t.values)
+        cut += len(curve) < 3  # fifo, patience 3: fewer than 3 epochs = stopped by the budget
+    # Two trials at once and 5 epochs: one of the first two cannot have finished its 3.
+    assert cut >= 1 and len(points) >= 2
+    capsys.readouterr()
+    out = tmp_path / "front.csv"
+    assert main(["results", str(exp), "--pareto", "--format", "csv", "--output", str(out)]) == 0
+    assert set(pd.read_csv(out)["trial_id"]) == _brute_force_front(points)

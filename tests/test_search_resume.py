@@ -117,6 +117,16 @@ def test_a_resumed_budget_search_spends_only_what_is_left(local_ray, tmp_path, i
     # At most one epoch over per trial running when the budget ran out (2 at once).
     assert budget <= len(history) <= budget + 2, len(history)
     assert (exp / "search_finished.json").is_file()
+    # Every trial is settled in the study, those the budget stopped too (Ray ends them without
+    # telling the searcher): COMPLETE with its last value (--cut-trials-as complete, the
+    # default); drawn and never run, FAIL.
+    study = optuna.load_study(study_name="bud", storage=f"sqlite:///{exp / 'optuna.db'}")
+    assert [t.state.name for t in study.trials if t.state.name == "RUNNING"] == []
+    by_id = {t.user_attrs["ray_trial_id"]: t for t in study.trials}
+    for trial_id, rows in history.groupby("trial_id"):
+        t, rows = by_id[trial_id], rows.sort_values("training_iteration")
+        assert t.state.name == "COMPLETE", (trial_id, len(rows), t.state)
+        assert t.value == pytest.approx(rows["best_tuned_val_f1"].iloc[-1])
     assert main(["search", "--resume", "bud", "--storage-path", str(tmp_path)]) == 0
 
 

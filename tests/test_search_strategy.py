@@ -65,6 +65,38 @@ def test_cut_trials_reach_optuna_as_pruned_with_every_epoch(local_ray, tmp_path)
     assert s.cut_trials_as == "pruned"
 
 
+def test_a_trial_stopped_at_the_end_is_told_as_the_searcher_would(tmp_path):
+    """What settle_stopped_trials tells the study of a trial Ray stopped without telling the
+    searcher (the search budget ran out): the searcher's own rules."""
+    from genretune.search.optuna_search import stopped_trial_outcome
+
+    rows = [
+        {"training_iteration": 1, "val_f1": 0.2, "val_coverage": 0.5, "best_tuned_val_f1": 0.3},
+        {"training_iteration": 2, "val_f1": 0.4, "val_coverage": 0.3, "best_tuned_val_f1": 0.35},
+        {"training_iteration": 3, "val_f1": 0.4, "val_coverage": 0.9, "best_tuned_val_f1": 0.35},
+    ]
+    for row in rows:
+        row["epochs_since_best"] = 0
+    multi = search_settings(tmp_path, "--objectives", "val_f1,val_coverage", "--epochs", "6")
+    # Several objectives: the values of the first epoch best by the first objective.
+    assert stopped_trial_outcome(multi, rows) == (COMPLETE, [0.4, 0.3])
+    assert stopped_trial_outcome(multi, []) == (optuna.trial.TrialState.FAIL, None)
+    # One objective: its last value, complete (Ray's way) or pruned when cut before its end.
+    assert stopped_trial_outcome(search_settings(tmp_path, "--epochs", "6"), rows) == (
+        COMPLETE,
+        0.35,
+    )
+    pruned = ["--cut-trials-as", "pruned"]
+    assert stopped_trial_outcome(search_settings(tmp_path, "--epochs", "6", *pruned), rows) == (
+        PRUNED,
+        0.35,
+    )
+    ended = search_settings(tmp_path, "--epochs", "3", *pruned)
+    assert stopped_trial_outcome(ended, rows) == (COMPLETE, 0.35)
+    no_value = [{k: v for k, v in r.items() if k != "best_tuned_val_f1"} for r in rows]
+    assert stopped_trial_outcome(ended, no_value) == (PRUNED, None)
+
+
 def test_baseline_draws_are_deterministic_per_seed(tmp_path):
     one = search_settings(tmp_path, "--baseline-draws", "4", "--seed", "5")
     again = search_settings(tmp_path, "--baseline-draws", "4", "--seed", "5")

@@ -87,11 +87,13 @@ def run(args: argparse.Namespace) -> int:
                 )
     exp = load_experiment(args.experiment, args.storage_path)
     metric = args.metric or exp.metric
+    if args.where is not None and not args.where.strip():
+        raise InputError('--where: empty (give a condition such as "val_coverage >= 0.7")')
     if args.where and not args.pareto:
         raise InputError("--where needs --pareto")
     if args.pareto:
-        if args.trial or args.metric:
-            raise InputError("--pareto chooses the trial: drop --trial/--metric")
+        if args.trial or args.metric or args.mode:
+            raise InputError("--pareto chooses the trial: drop --trial/--metric/--mode")
         row = _pareto_choice(exp, args.where)
     else:
         row = chosen_trial(exp, args.trial, metric, args.mode)

@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if args.trial:
         curve_only = [
             f"--{k}" for k in ("filter", "sort", "columns", "top") if getattr(args, k) is not None
-        ]
+        ] + (["--pareto"] if args.pareto else [])
         if curve_only:
             raise InputError(
                 f"--trial shows one trial's curve: {', '.join(curve_only)} do not apply"
@@ -171,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"--plots {args.plots}: holds {', '.join(there)} already (--force replaces them)"
             )
+    if args.plots and not args.trial and len(exp.settings.get("objectives") or []) >= 2:
+        from genretune.results.pareto import objective_table
+
+        objective_table(exp)  # the study can be read: checked before anything is written
     if args.trial:
         exp.trial(args.trial)
         curve = exp.history[exp.history["trial_id"] == args.trial]

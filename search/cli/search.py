@@ -218,7 +218,9 @@ def parse_objectives(text: str) -> tuple[tuple[str, str], ...]:
         metric, _, mode = item.strip().partition(":")
         mode = mode or natural_mode(metric)
         if mode not in ("max", "min"):
-            raise InputError(f"--objectives {text}: mode of {metric} must be max or min")
+            raise InputError(
+                f"--objectives {text}: mode of {metric} must be max or min, got {mode!r}"
+            )
         if metric not in REPORTED_METRICS:
             raise InputError(f"--objectives {text}: {metric or '(empty)'} is not a reported metric")
         objectives.append((metric, mode))
@@ -307,13 +309,27 @@ def settings_from_args(
             space.pop(key, None)
         metric = args.metric or "best_tuned_val_f1"
         base = config_from_flat({"objective": "tuned_val_f1"}, base=base)
-    objectives = parse_objectives(args.objectives) if args.objectives else ()
+    objectives = parse_objectives(args.objectives) if args.objectives is not None else ()
     from genretune.model.training import natural_mode
 
     mode = args.mode or natural_mode(metric)
     if objectives:
         if args.metric:
             raise InputError("--objectives and --metric cannot be combined")
+        # Flags the objectives decide, refused rather than silently overridden.
+        if args.mode:
+            raise InputError(
+                "--objectives gives each objective's mode (METRIC:max|min): drop --mode"
+            )
+        if "objective" in vars(args):
+            raise InputError(
+                "--objectives: its first objective is the training objective: drop --objective"
+            )
+        if args.cut_trials_as != CUT_AS_COMPLETE:
+            raise InputError(
+                f"--cut-trials-as {args.cut_trials_as} needs one objective (Optuna prunes "
+                "single-objective trials only)"
+            )
         first = objectives[0][0]
         # The first objective keeps each trial's best epoch, as `genretune train` would.
         base = config_from_flat({"objective": first}, base=base)
