@@ -119,7 +119,12 @@ def test_export_from_the_front_and_retrain_it(two_objective, tmp_path, capsys):
     best_json = tmp_path / "best.json"
     argv = ["export", str(two_objective), "--pareto", "--where", f"val_coverage >= {floor}"]
     assert main([*argv, "-o", str(best_json)]) == 0
-    assert json.loads(best_json.read_text())["provenance"]["trial_id"] == expected
+    provenance = json.loads(best_json.read_text())["provenance"]
+    assert provenance["trial_id"] == expected
+    assert provenance["selected_by"] == (
+        f"Pareto front over {OBJECTIVES.replace(',', ', ')}, best by the first, where "
+        f"val_coverage >= {floor}"
+    )
     # The most covering front trial, when only it qualifies.
     top = max(points[t][1] for t in front)
     chosen = max((t for t in front if points[t][1] >= top), key=lambda t: points[t][0])
@@ -143,6 +148,13 @@ def test_export_from_the_front_and_retrain_it(two_objective, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no trial on the Pareto front satisfies it" in err[0]
     assert not none.exists()
+    # Not a condition, or a name of the exporter's own: refused the same way.
+    for where, said in (("val_f1", "not a condition"), ("@where == @where", "UndefinedVariableError")):
+        argv = ["export", str(two_objective), "--pareto", "--where", where, "-o", str(none)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0], err
+        assert not none.exists()
 
 
 def test_resume_keeps_the_front(local_ray, tmp_path, isolated_cache):

@@ -43,14 +43,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _pareto_choice(exp, where: str | None):
     """The best front trial by the first objective among those satisfying `where`."""
+    import pandas as pd
+
     from genretune.results.pareto import pareto_front
 
     front = pareto_front(exp)
     if where:
         try:
-            front = front.query(where, engine="python")
+            # No local variables: `@name` in the expression names nothing of this function.
+            mask = front.eval(where, engine="python", local_dict={})
         except Exception as exc:  # pandas raises many types for a bad expression
-            raise InputError(f"--where {where!r}: {type(exc).__name__}: {exc}") from None
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            raise InputError(f"--where {where!r}: {type(exc).__name__}: {first_line}") from None
+        if not (isinstance(mask, pd.Series) and pd.api.types.is_bool_dtype(mask)):
+            raise InputError(
+                f"--where {where!r}: not a condition on the front's columns "
+                '(e.g. "val_coverage >= 0.7")'
+            )
+        front = front[mask]
         if front.empty:
             raise InputError(f"--where {where!r}: no trial on the Pareto front satisfies it")
     return front.iloc[0]  # the front is sorted best first by the first objective
@@ -98,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         row = chosen_trial(exp, args.trial, metric, args.mode)
     payload = export_payload(exp, row, metric)
+    if args.pareto:
+        objectives = ", ".join(m for m, _ in exp.settings["objectives"])
+        payload["provenance"]["selected_by"] = (
+            f"Pareto front over {objectives}, best by the first"
+            + (f", where {args.where}" if args.where else "")
+        )
     model_dir = (
         write_model_dir(exp, payload, args.with_checkpoint) if args.with_checkpoint else None
     )
