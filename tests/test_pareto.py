@@ -149,7 +149,10 @@ def test_export_from_the_front_and_retrain_it(two_objective, tmp_path, capsys):
     assert len(err) == 1 and "no trial on the Pareto front satisfies it" in err[0]
     assert not none.exists()
     # Not a condition, or a name of the exporter's own: refused the same way.
-    for where, said in (("val_f1", "not a condition"), ("@where == @where", "UndefinedVariableError")):
+    for where, said in (
+        ("val_f1", "not a condition"),
+        ("@where == @where", "UndefinedVariableError"),
+    ):
         argv = ["export", str(two_objective), "--pareto", "--where", where, "-o", str(none)]
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
