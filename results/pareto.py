@@ -48,7 +48,7 @@ def _sqlite_problem(url: str) -> str | None:
         return None
     from pathlib import Path
 
-    path = Path(url.removeprefix("sqlite:///"))
+    path = Path(url.removeprefix("sqlite:///").partition("?")[0])
     if not path.is_file():
         return f"{path}: no such file (the experiment's Optuna study)"
     with path.open("rb") as f:

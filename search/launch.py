@@ -149,6 +149,19 @@ class InterruptWatch:
 _CAUGHT_BY_RAY = (signal.SIGINT, *((signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()))
 
 
+def errored_trial_ids(results) -> set[str]:
+    """Ids of the trials a search's ResultGrid holds as errored for good. Ray's own status in
+    memory where it can be read (a Result's error is also set for a trial waiting for a retry),
+    else the Results' errors."""
+    if results is None:
+        return set()
+    analysis = getattr(results, "_experiment_analysis", None)
+    trials = getattr(analysis, "trials", None)
+    if trials is not None:
+        return {t.trial_id for t in trials if t.status == "ERROR"}
+    return {Path(r.path).name.removeprefix("trial_") for r in results if r.error}
+
+
 def saved_statuses(experiment_path: str, results=None) -> list[str]:
     """Each trial's status in the experiment state Ray saved. After Ctrl-C Ray saves the state
     before it stops the trials' actors (and marks them TERMINATED in memory), so the saved
@@ -157,7 +170,7 @@ def saved_statuses(experiment_path: str, results=None) -> list[str]:
     the errors in `results` (a ResultGrid) say which."""
     from ray import tune
 
-    errored = {Path(r.path).name.removeprefix("trial_") for r in results or [] if r.error}
+    errored = errored_trial_ids(results)
     return [
         "ERROR" if trial.trial_id in errored else trial.status
         for trial in tune.ExperimentAnalysis(experiment_path).trials
@@ -323,7 +336,15 @@ def run_search(
     from genretune.search.optuna_search import close_orphaned_optuna_trials, settle_stopped_trials
 
     # Trials Ray stopped as the budget ran out are in the study before its front is read.
-    settle_stopped_trials(s, results)
+    try:
+        settle_stopped_trials(s, results, errored_trial_ids(results))
+    except Exception as exc:  # the search itself finished: say so, keep its results
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(
+            f"warning: could not tell Optuna the trials stopped at the end ({first_line}); "
+            "the study may hold them as RUNNING",
+            file=sys.stderr,
+        )
     if resume:
         close_orphaned_optuna_trials(s, results)
     if local and not results.num_errors and ended_on_its_own(s, statuses, spent):

@@ -60,12 +60,19 @@ class PruningOptunaSearch(OptunaSearch):
         a trial whose study trial failed (`--resume` of an errored trial) or one the searcher
         never drew (its parameters from the result's config)."""
         known = self._ot_trials.get(trial_id)
-        if known is not None and trial_id not in self._completed_trials:
-            return True
         if known is not None:
+            # The study is the truth: this object may be a restored copy older than it (Ray
+            # saves the searcher at checkpoints; the study is written at once, and trials the
+            # search stopped at its end are settled after Ray's last save).
             old = known.storage.get_trial(known._trial_id)
+            if old.state == TrialState.RUNNING:
+                self._completed_trials.discard(trial_id)
+                if RAY_TRIAL_ID not in old.user_attrs:  # drawn before ids were tagged at once
+                    known.set_user_attr(RAY_TRIAL_ID, trial_id)
+                return True
             if old.state != TrialState.FAIL:
-                return False  # finished for good: Ray's OptunaSearch warns and ignores it
+                self._completed_trials.add(trial_id)
+                return False  # finished for good: its results are not told again
             params, distributions = old.params, old.distributions
             reported = dict(old.intermediate_values)
         else:
@@ -168,11 +175,13 @@ def _history(result) -> list[dict[str, Any]]:
 
 def stopped_trial_outcome(s, rows: list[dict[str, Any]]) -> tuple[TrialState, Any]:
     """(state, value or values) the searcher would have told the study for a trial that ended
-    with these results: what PruningOptunaSearch.on_trial_complete decides."""
+    with these results: what PruningOptunaSearch.on_trial_complete decides (and Optuna makes
+    of it: a value that is not a finite number fails the trial). One difference: a trial drawn
+    but never run is FAIL here (Ray tells it as PRUNED without a value)."""
     from genretune.search.algorithms import trial_was_cut
 
     if not rows:
-        return TrialState.FAIL, None  # drawn but never ran
+        return TrialState.FAIL, None  # drawn but never run
     last = rows[-1]
     if s.objectives:
         first, mode = s.objectives[0]
@@ -185,11 +194,13 @@ def stopped_trial_outcome(s, rows: list[dict[str, Any]]) -> tuple[TrialState, An
                 best = row
         values = [_number((best or last).get(m)) for m, _ in s.objectives]
         if any(v is None for v in values):
-            return TrialState.PRUNED, None
+            return TrialState.FAIL, None
         return TrialState.COMPLETE, values
-    value = _number(last.get(s.metric))
-    if value is None:
+    if last.get(s.metric) is None:
         return TrialState.PRUNED, None
+    value = _number(last[s.metric])
+    if value is None:
+        return TrialState.FAIL, None
     cut = trial_was_cut(last, s.base.optim.epochs, s.base.optim.patience)
     if s.cut_trials_as == "pruned" and cut:
         return TrialState.PRUNED, value
@@ -204,24 +215,33 @@ def _number(v) -> float | None:
     return v if np.isfinite(v) else None
 
 
-def settle_stopped_trials(s, results) -> int:
+def settle_stopped_trials(s, results, errored: set[str]) -> int:
     """Tell the study the outcome of every trial it still holds as running once a search has
     ended (not interrupted): Ray stops the trials that run when the search budget is spent
     without telling the searcher, which would leave them out of the study (and of a
-    multi-objective search's Pareto front). Returns how many trials were settled."""
+    multi-objective search's Pareto front). Trials in `errored` are told FAIL. Returns how
+    many trials were settled."""
     study = optuna.load_study(study_name=s.name, storage=s.optuna_url())
-    open_trials = {
-        t.user_attrs[RAY_TRIAL_ID]: t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        if RAY_TRIAL_ID in t.user_attrs
-    }
-    if not open_trials:
+    by_id: dict[str, list] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if RAY_TRIAL_ID in t.user_attrs:
+            by_id.setdefault(t.user_attrs[RAY_TRIAL_ID], []).append(t)
+    if not by_id:
         return 0
     rows_of = {}
     for r in results:
-        if r.metrics and r.metrics.get("trial_id") in open_trials:
+        if r.metrics and r.metrics.get("trial_id") in by_id:
             rows_of[r.metrics["trial_id"]] = _history(r)
-    for trial_id, frozen in open_trials.items():
+    settled = 0
+    for trial_id, open_trials in by_id.items():
+        # One study trial per Ray trial: the newest carries its results, any older one failed.
+        *older, frozen = sorted(open_trials, key=lambda t: t.number)
+        for t in older:
+            study.tell(t.number, state=TrialState.FAIL)
+        settled += len(open_trials)
+        if trial_id in errored:
+            study.tell(frozen.number, state=TrialState.FAIL)
+            continue
         state, value = stopped_trial_outcome(s, rows_of.get(trial_id, []))
         trial = optuna.trial.Trial(study, frozen._trial_id)
         if state == TrialState.PRUNED and value is not None:
@@ -231,10 +251,10 @@ def settle_stopped_trials(s, results) -> int:
             value = None
         study.tell(trial, value, state=state)
     print(
-        f"told Optuna the outcome of {len(open_trials)} trial(s) the search stopped when it ended",
+        f"told Optuna the outcome of {settled} trial(s) the search stopped when it ended",
         file=sys.stderr,
     )
-    return len(open_trials)
+    return settled
 
 
 def close_orphaned_optuna_trials(s, results) -> int:

@@ -21,6 +21,7 @@ from genretune.search.monitoring import END_ASHA, END_REASONS_FILE
 pytestmark = pytest.mark.slow
 
 PRUNED, COMPLETE = optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.COMPLETE
+FAIL = optuna.trial.TrialState.FAIL
 
 
 def _study(exp: Path) -> optuna.Study:
@@ -95,6 +96,45 @@ def test_a_trial_stopped_at_the_end_is_told_as_the_searcher_would(tmp_path):
     assert stopped_trial_outcome(ended, rows) == (COMPLETE, 0.35)
     no_value = [{k: v for k, v in r.items() if k != "best_tuned_val_f1"} for r in rows]
     assert stopped_trial_outcome(ended, no_value) == (PRUNED, None)
+    # A value that is not a number fails the trial, as Optuna does when told one.
+    diverged = [*rows[:2], {**rows[2], "best_tuned_val_f1": float("nan")}]
+    assert stopped_trial_outcome(ended, diverged) == (FAIL, None)
+    no_coverage = [rows[0], {**rows[1], "val_coverage": float("nan")}, rows[2]]
+    assert stopped_trial_outcome(multi, no_coverage) == (FAIL, None)
+
+
+def test_a_restored_searcher_older_than_its_study_follows_the_study(tmp_path):
+    """Ray saves the searcher at checkpoints, the study is written at once: a restored
+    searcher that still holds a trial as running while the study has finished it ignores its
+    results; one the study failed (an errored trial that --resume continues) reopens it."""
+    import warnings
+
+    from genretune.search.algorithms import build_searcher
+
+    s = search_settings(tmp_path, *("--name", "stale", "--epochs", "5", "--no-baseline"))
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}")
+    searcher = build_searcher(s, storage)
+    for trial_id in ("settled", "failed"):
+        assert searcher.suggest(trial_id) is not None
+    epoch = lambda n, v: {s.metric: v, "training_iteration": n}  # noqa: E731
+    for trial_id in ("settled", "failed"):
+        searcher.on_trial_result(trial_id, epoch(1, 0.4))
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    study = optuna.load_study(study_name="stale", storage=storage)
+    study.tell(0, 0.4)  # settled after the save (the search's end)
+    study.tell(1, state=optuna.trial.TrialState.FAIL)  # errored after the save
+    resumed = build_searcher(s, storage)
+    resumed.restore(str(tmp_path / "searcher.pkl"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna warns (or raises) when a finished trial is told
+        for trial_id in ("settled", "failed"):
+            resumed.on_trial_result(trial_id, epoch(2, 0.5))
+            resumed.on_trial_complete(trial_id, epoch(3, 0.6))
+    trials = optuna.load_study(study_name="stale", storage=storage).trials
+    assert [(t.state, t.value) for t in trials] == [(COMPLETE, 0.4), (FAIL, None), (COMPLETE, 0.6)]
+    assert trials[2].user_attrs["ray_trial_id"] == "failed"
+    assert trials[2].params == trials[1].params
+    assert trials[2].intermediate_values == {1: 0.4, 2: 0.5}
 
 
 def test_baseline_draws_are_deterministic_per_seed(tmp_path):

@@ -50,8 +50,8 @@ def _pareto_choice(exp, where: str | None):
     front = pareto_front(exp)
     if where:
         try:
-            # No local variables: `@name` in the expression names nothing of this function.
-            mask = front.eval(where, engine="python", local_dict={})
+            # No variables: `@name` in the expression names nothing of the exporter's.
+            mask = front.eval(where, engine="python", local_dict={}, global_dict={})
         except Exception as exc:  # pandas raises many types for a bad expression
             first_line = (str(exc).strip().splitlines() or [""])[0]
             raise InputError(f"--where {where!r}: {type(exc).__name__}: {first_line}") from None

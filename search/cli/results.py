@@ -171,9 +171,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"--plots {args.plots}: holds {', '.join(there)} already (--force replaces them)"
             )
-    if args.plots and not args.trial and len(exp.settings.get("objectives") or []) >= 2:
-        from genretune.results.pareto import objective_table
+    from genretune.results.pareto import objective_table, objectives_of
 
+    if args.plots and not args.trial and len(objectives_of(exp)) >= 2:
         objective_table(exp)  # the study can be read: checked before anything is written
     if args.trial:
         exp.trial(args.trial)
