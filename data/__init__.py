@@ -4,7 +4,7 @@ This package imports neither `model`, `search`, `results`, ray nor optuna.
 """
 
 from genretune.data.dataset import SPLIT_NAMES, TEST, TRAIN, VAL, Dataset
-from genretune.data.errors import InputError
+from genretune.data.errors import InputError, first_line
 from genretune.data.filtering import GenreFilter, filter_genres
 from genretune.data.sources import DataConfig, load_dataset
 
@@ -18,5 +18,6 @@ __all__ = [
     "GenreFilter",
     "InputError",
     "filter_genres",
+    "first_line",
     "load_dataset",
 ]

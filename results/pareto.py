@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from genretune.data import InputError
+from genretune.data import InputError, first_line
 
 
 def non_dominated(values: np.ndarray, modes: list[str]) -> np.ndarray:
@@ -79,8 +79,7 @@ def objective_table(exp) -> pd.DataFrame:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.load_study(study_name=exp.settings["study_name"], storage=storage)
     except Exception as exc:  # Optuna and SQLAlchemy raise many types
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise InputError(f"{storage}: cannot read the Optuna study ({first_line})") from None
+        raise InputError(f"{storage}: cannot read the Optuna study ({first_line(exc)})") from None
     metrics = [m for m, _ in objectives]
     rows = []
     for t in study.trials:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 
-from genretune.data import InputError
+from genretune.data import InputError, first_line
 from genretune.model.config import config_from_flat
 from genretune.search import experiment
 from genretune.search.checks import (
@@ -339,9 +339,8 @@ def run_search(
     try:
         settle_stopped_trials(s, results, errored_trial_ids(results))
     except Exception as exc:  # the search itself finished: say so, keep its results
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         print(
-            f"warning: could not tell Optuna the trials stopped at the end ({first_line}); "
+            f"warning: could not tell Optuna the trials stopped at the end ({first_line(exc)}); "
             "the study may hold them as RUNNING",
             file=sys.stderr,
         )

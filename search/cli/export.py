@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genretune.data import InputError
+from genretune.data import InputError, first_line
 from genretune.results.experiment import load_experiment
 
 
@@ -53,8 +53,9 @@ def _pareto_choice(exp, where: str | None):
             # No variables: `@name` in the expression names nothing of the exporter's.
             mask = front.eval(where, engine="python", local_dict={}, global_dict={})
         except Exception as exc:  # pandas raises many types for a bad expression
-            first_line = (str(exc).strip().splitlines() or [""])[0]
-            raise InputError(f"--where {where!r}: {type(exc).__name__}: {first_line}") from None
+            raise InputError(
+                f"--where {where!r}: {type(exc).__name__}: {first_line(exc)}"
+            ) from None
         if not (isinstance(mask, pd.Series) and pd.api.types.is_bool_dtype(mask)):
             raise InputError(
                 f"--where {where!r}: not a condition on the front's columns "
