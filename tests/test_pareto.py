@@ -97,7 +97,7 @@ def test_the_front_is_the_non_dominated_trials_and_the_study_holds_both_values(
     out = two_objective.parent / "front.csv"
     argv = ["results", str(two_objective), "--pareto", "--format", "csv", "--output", str(out)]
     assert main(argv) == 0
-    front = pd.read_csv(out)
+    front = pd.read_csv(out, dtype={"trial_id": str})  # an id may be all digits
     assert set(front["trial_id"]) == _brute_force_front(points)
     assert list(front["val_f1"]) == sorted(front["val_f1"], reverse=True)
     plots = two_objective.parent / "plots"
@@ -183,7 +183,7 @@ def test_resume_keeps_the_front(local_ray, tmp_path, isolated_cache):
     assert saved["objectives"] == [["val_f1", "max"], ["val_coverage", "max"]]
     out = tmp_path / "front.csv"
     assert main(["results", str(exp), "--pareto", "--format", "csv", "--output", str(out)]) == 0
-    assert set(pd.read_csv(out)["trial_id"]) == _brute_force_front(after)
+    assert set(pd.read_csv(out, dtype={"trial_id": str})["trial_id"]) == _brute_force_front(after)
 
 
 def test_trials_the_budget_stopped_are_on_the_front(local_ray, tmp_path, capsys):
@@ -213,4 +213,4 @@ def test_trials_the_budget_stopped_are_on_the_front(local_ray, tmp_path, capsys)
     capsys.readouterr()
     out = tmp_path / "front.csv"
     assert main(["results", str(exp), "--pareto", "--format", "csv", "--output", str(out)]) == 0
-    assert set(pd.read_csv(out)["trial_id"]) == _brute_force_front(points)
+    assert set(pd.read_csv(out, dtype={"trial_id": str})["trial_id"]) == _brute_force_front(points)

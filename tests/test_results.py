@@ -137,7 +137,8 @@ def test_results_command_table_curve_and_exports(experiment, tmp_path, capsys):
         )
         == 0
     )
-    df = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out))
+    # (An id may be all digits: read as text.)
+    df = pd.read_csv(pd.io.common.StringIO(capsys.readouterr().out), dtype={"trial_id": str})
     assert list(df.columns) == ["trial_id", "lr", "epochs"] and len(df) <= 3
     assert list(df["lr"]) == sorted(df["lr"], reverse=True)
     trial_id = df["trial_id"][0]
