@@ -8,7 +8,12 @@ made with librosa up to float rounding.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from math import gcd
@@ -122,6 +127,33 @@ def log_mel(signal: np.ndarray, spec: MelSpec) -> np.ndarray:
     return out
 
 
+_STDERR_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _native_stderr_discarded() -> Iterator[None]:
+    """File descriptor 2 pointed at the null device while libsndfile and its MP3 decoder
+    (mpg123) read a clip: they write notes of their own there ("Cannot read next header, a
+    one-frame stream? Duh...") for a file that is not audio, which is already a skipped clip
+    with its reason. Python's own sys.stderr is flushed first and restored after. Decoding runs
+    in worker processes (each has its own descriptors); the lock keeps two threads of one
+    process from restoring each other's descriptor."""
+    with _STDERR_LOCK:
+        try:
+            sys.stderr.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+        saved = os.dup(2)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(devnull)
+
+
 def decode(path: Path, spec: MelSpec) -> np.ndarray:
     """The clip's log-mel spectrogram; ClipError with the reason for a clip to skip."""
     import soundfile as sf
@@ -132,7 +164,8 @@ def decode(path: Path, spec: MelSpec) -> np.ndarray:
     if path.stat().st_size == 0:
         raise ClipError("empty file")
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with _native_stderr_discarded():
+            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # libsndfile's errors for unreadable files vary by format
         raise ClipError(f"corrupt or unreadable ({type(exc).__name__})") from None
     if data.size == 0:

@@ -271,7 +271,7 @@ def _existing_identity(out: Path) -> dict | None:
     for path in (out / PREPARE_FILE, out / WORK_DIR / PREPARE_FILE):
         if path.is_file():
             try:
-                return json.loads(path.read_text())["identity"]
+                return json.loads(path.read_text(encoding="utf-8"))["identity"]
             except (json.JSONDecodeError, KeyError):
                 raise InputError(f"{path}: unreadable; remove --out {out} to start over") from None
     return None
@@ -294,7 +294,7 @@ def prepare_fma(s: PrepareSettings, log: Callable[[str], None] = print) -> dict:
         raise InputError(f"--out {s.out}: exists and is not a prepare-fma output; not touching it")
     if (s.out / PREPARE_FILE).is_file():
         log(f"{s.out}: already prepared with these settings; nothing to do")
-        return json.loads((s.out / PREPARE_FILE).read_text())
+        return json.loads((s.out / PREPARE_FILE).read_text(encoding="utf-8"))
 
     work = s.out / WORK_DIR
     n, spec = len(fma.track_ids), s.spec
