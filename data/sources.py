@@ -13,15 +13,66 @@ from genretune.data.dataset import Dataset
 from genretune.data.errors import InputError
 from genretune.data.feature_dir import LABELS_FILE, check_split, load_feature_dir
 from genretune.data.splits import stratified_split
-from genretune.data.synthetic import SyntheticSpec, ensure_synthetic_dir
+from genretune.data.synthetic import SyntheticSpec, ensure_synthetic_dir, synthetic_dir_ready
 
 SYNTHETIC = "synthetic"
 
 
+CACHE_VARIABLE = "GENRETUNE_CACHE_DIR"
+
+
 def cache_root() -> Path:
     """Where generated datasets and computed splits are cached (GENRETUNE_CACHE_DIR overrides)."""
-    configured = os.environ.get("GENRETUNE_CACHE_DIR")
+    configured = os.environ.get(CACHE_VARIABLE)
     return Path(configured) if configured else Path.home() / ".cache" / "genretune"
+
+
+def directory_problem(path: Path) -> tuple[Path, str] | None:
+    """Why files cannot be written under `path` (created if missing), or None: the nearest part
+    of it that exists must be a writable directory. Returns (that part, what is wrong)."""
+    existing = Path(path)
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return existing, "not a directory"
+    if not os.access(
+        existing, os.W_OK | os.X_OK, effective_ids=os.access in os.supports_effective_ids
+    ):
+        return existing, "not writable"
+    return None
+
+
+def variable_error(
+    variable: str, value: str | Path, problem: tuple[Path, str], why: str
+) -> InputError:
+    """One line naming the environment variable whose directory cannot be used."""
+    where, what = problem
+    detail = what if str(where) == str(value) else f"{where} is {what}"
+    return InputError(f"{variable} {value}: {detail} ({why})")
+
+
+def check_cache_writable() -> Path:
+    """The cache root, checked before anything is written there: an unusable one is one line
+    naming the variable that placed it (GENRETUNE_CACHE_DIR, else HOME)."""
+    root = cache_root()
+    problem = directory_problem(root)
+    if problem is None:
+        return root
+    if os.environ.get(CACHE_VARIABLE):
+        raise variable_error(
+            CACHE_VARIABLE,
+            root,
+            problem,
+            "generated datasets are cached there: set it to a writable directory",
+        )
+    home = Path.home()
+    raise variable_error(
+        "HOME",
+        home,
+        directory_problem(home) or problem,
+        "generated datasets are cached in "
+        f"$HOME/.cache/genretune: set HOME or {CACHE_VARIABLE} to a writable directory",
+    )
 
 
 @dataclass(frozen=True)
@@ -69,6 +120,7 @@ def _cached_split(labels: np.ndarray, seed: int) -> np.ndarray:
     if path.is_file():
         return check_split(path, np.load(path, allow_pickle=False), labels.shape[0])
     split = stratified_split(labels, seed=seed)
+    check_cache_writable()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npy")
     np.save(tmp, split)
@@ -79,7 +131,11 @@ def _cached_split(labels: np.ndarray, seed: int) -> np.ndarray:
 def resolve_dir(config: DataConfig) -> Path:
     """The feature dir behind `config` (generating the synthetic one if needed)."""
     if config.is_synthetic:
-        return ensure_synthetic_dir(config.synthetic_spec(), cache_root())
+        spec = config.synthetic_spec()
+        root = cache_root()
+        if not synthetic_dir_ready(spec, root):
+            root = check_cache_writable()
+        return ensure_synthetic_dir(spec, root)
     return Path(config.source).expanduser()
 
 

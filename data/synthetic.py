@@ -177,10 +177,15 @@ def generate(spec: SyntheticSpec) -> tuple[np.ndarray, np.ndarray, tuple[str, ..
     return features, labels, table.genres, split
 
 
+def synthetic_dir_ready(spec: SyntheticSpec, cache_root: Path) -> bool:
+    """The feature dir of `spec` is complete under `cache_root` (nothing to write)."""
+    return (cache_root / spec.cache_key() / "split.npy").is_file()
+
+
 def ensure_synthetic_dir(spec: SyntheticSpec, cache_root: Path) -> Path:
     """The feature dir of `spec` under `cache_root`, generated on first use."""
     directory = cache_root / spec.cache_key()
-    if not (directory / "split.npy").is_file():
+    if not synthetic_dir_ready(spec, cache_root):
         _check_room(spec, cache_root)
         try:
             cache_root.mkdir(parents=True, exist_ok=True)

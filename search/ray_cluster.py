@@ -8,12 +8,88 @@ import os
 import socket
 import sys
 import tempfile
+from pathlib import Path
 
 from genretune.data import InputError
 from genretune.search.settings import Resources
 
 LOOPBACK = "127.0.0.1"
 UNBOUNDED = 10**6  # trials a node holds when a trial asks for neither CPUs nor GPUs
+
+# A local Ray's Unix sockets: <temp dir>/ray/session_<date>_<time>_<microseconds>_<pid>/sockets/
+# plasma_store (the longest of them; raylet is the other), and the longest path a Unix socket
+# takes (sun_path holds 108 bytes on Linux, 104 on macOS, with the final NUL): Ray refuses
+# longer ones with a traceback after it has created its session directory.
+SOCKET_PATH_MAX = (104 if sys.platform == "darwin" else 108) - 1
+SESSION_DATE = "2000-01-01_00-00-00_000000"  # strftime("%Y-%m-%d_%H-%M-%S_%f"): fixed width
+LONGEST_SOCKET = "plasma_store"
+
+
+def _ray_temp_dir() -> tuple[str, str]:
+    """(variable, directory) of the temp dir a local Ray uses, as Ray chooses it:
+    RAY_TMPDIR, else TMPDIR (on Linux), else /tmp."""
+    for variable in ("RAY_TMPDIR", "TMPDIR"):
+        if variable in os.environ and (variable == "RAY_TMPDIR" or sys.platform == "linux"):
+            return variable, os.environ[variable]
+    unix = sys.platform.startswith(("linux", "darwin"))
+    return "TMPDIR", "/tmp" if unix else tempfile.gettempdir()
+
+
+def local_socket_path(temp_dir: str, pid: int | None = None) -> str:
+    """The longest Unix socket path a local Ray started by this process will use."""
+    session = f"session_{SESSION_DATE}_{os.getpid() if pid is None else pid}"
+    return os.path.join(temp_dir, "ray", session, "sockets", LONGEST_SOCKET)
+
+
+def check_local_environment() -> None:
+    """A local Ray can start here: its temp dir (TMPDIR) takes its files and its sockets'
+    paths, and HOME takes its authentication token. One line naming the variable otherwise,
+    before Ray (or genretune) has written anything."""
+    from genretune.data.sources import directory_problem, variable_error
+
+    if os.name != "posix":
+        return
+    variable, temp_dir = _ray_temp_dir()
+    if not temp_dir:
+        raise InputError(f"{variable} is set but empty: unset it or give a directory")
+    problem = directory_problem(Path(temp_dir) / "ray")
+    if problem:
+        raise variable_error(
+            variable, temp_dir, problem, "a local Ray keeps its sockets and logs there"
+        )
+    socket_path = local_socket_path(temp_dir)
+    length = len(os.fsencode(socket_path))
+    if length > SOCKET_PATH_MAX:
+        room = len(os.fsencode(temp_dir)) - (length - SOCKET_PATH_MAX)
+        raise InputError(
+            f"{variable} {temp_dir}: too long for a local Ray's Unix sockets (their paths "
+            f"would be {length} bytes, the limit is {SOCKET_PATH_MAX}): use a {variable} of at "
+            f"most {max(room, 1)} bytes, e.g. {variable}=/tmp"
+        )
+    _check_token_home()
+
+
+def _check_token_home() -> None:
+    """A new local Ray enables token authentication and writes its token to
+    $HOME/.ray/auth_token unless one is given or exists (Ray's authentication_token_setup)."""
+    from genretune.data.sources import directory_problem, variable_error
+
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    home = Path.home()
+    if (home / ".ray" / "auth_token").is_file():
+        return
+    problem = directory_problem(home) or directory_problem(home / ".ray")
+    if problem:
+        raise variable_error(
+            "HOME",
+            home,
+            problem,
+            "a local Ray writes its authentication token to $HOME/.ray: set HOME to a writable "
+            "directory",
+        )
 
 
 def check_address(address: str, timeout: float = 5.0) -> None:
@@ -138,6 +214,7 @@ def _ray_init(address: str | None, verbose: bool) -> None:
         # local search never needs).
         from ray._private import ray_constants
 
+        check_local_environment()
         if hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
             ray_constants.ENABLE_RAY_CLUSTER = False
         ray.init(

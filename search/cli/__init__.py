@@ -4,13 +4,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 
 from genretune.data import InputError
 from genretune.search.cli import (
     data_stats,
+    environment,
     export,
     prepare_fma,
     results,
@@ -54,12 +54,16 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    environment.configure_streams()  # genre names and paths need not be ASCII
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.command_line = argv  # what was given, not just the values (--resume checks it)
     try:
+        # HOME, TMPDIR, the working directory, the locale: what this command needs of them.
+        environment.check_environment(args)
         code = args.handler(args)
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
         return code
     except InputError as exc:
         print(f"genretune: error: {exc}", file=sys.stderr)
@@ -70,9 +74,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`genretune results x | head -1`): stop quietly, as Unix tools
         # do; stdout is pointed at /dev/null so the interpreter's final flush cannot fail too.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
+        environment.silence_stdout()
         return 141
+    except OSError:
+        # Standard output on a full disk (`genretune results x > /dev/full`): one line, as for
+        # bad input; any other OSError is a fault of genretune's and keeps its traceback.
+        reason = environment.stdout_failure()
+        if reason is None:
+            raise
+        print(f"genretune: error: standard output: cannot write ({reason})", file=sys.stderr)
+        environment.silence_stdout()
+        return 2
 
 
 if __name__ == "__main__":
