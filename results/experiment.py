@@ -15,9 +15,8 @@ from typing import Any
 import pandas as pd
 
 from genretune.data import InputError
+from genretune.results import experiment_dir as layout
 
-SETTINGS_FILE = "genretune_search.json"
-END_REASONS_FILE = "trial_end_reasons.json"
 # Ray's bookkeeping columns that are not training metrics.
 _NOT_METRICS = {
     "timestamp",
@@ -52,7 +51,9 @@ def resolve_experiment_path(name_or_path: str | Path, storage_path: str | Path =
         raise InputError(
             f"{name_or_path}: no experiment of that name in {storage_path} and no such directory"
         )
-    if not (candidate / SETTINGS_FILE).is_file() or not list(candidate.glob("experiment_state*")):
+    if not (candidate / layout.SETTINGS_FILE).is_file() or not list(
+        candidate.glob(layout.EXPERIMENT_STATE_GLOB)
+    ):
         raise InputError(f"{candidate}: not a genretune experiment directory")
     return candidate.resolve()
 
@@ -86,6 +87,8 @@ class Experiment:
 
     def best(self, metric: str | None = None, mode: str | None = None) -> pd.Series:
         """The row of `trials` with the best value of `metric` over all epochs."""
+        if mode not in (None, "max", "min"):
+            raise InputError(f"mode {mode!r}: use 'max' or 'min'")
         given = metric is not None and metric != self.metric
         metric = metric or self.metric
         # Another metric than the search's is better in its own direction (min for a loss).
@@ -173,7 +176,7 @@ def read_result_rows(result_file: Path) -> tuple[pd.DataFrame, int]:
     return (pd.json_normalize(rows, sep="/") if rows else pd.DataFrame()), skipped
 
 
-def _quiet_ray_reader() -> None:
+def quiet_ray_reader() -> None:
     # Ray logs a multi-line warning for a trial whose result file it cannot parse; genretune
     # reads such a file itself and says so in one line.
     import logging
@@ -185,16 +188,17 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
     """The trials and per-epoch history of an experiment directory."""
     from ray.tune import ExperimentAnalysis
 
-    _quiet_ray_reader()
+    quiet_ray_reader()
     path = resolve_experiment_path(name_or_path, storage_path)
-    settings = read_json_object(path / SETTINGS_FILE)
-    missing = [k for k in ("metric", "mode", "space") if k not in settings]
-    if missing or not isinstance(settings.get("space"), dict):
-        raise InputError(
-            f"{path / SETTINGS_FILE}: not a genretune search settings file (missing "
-            f"{', '.join(missing) or 'space'})"
+    settings = layout.read_settings(path)
+    holder = layout.read_lock(path)
+    if holder is not None and not holder["gone"]:
+        print(
+            f"note: {path.name} is being written by a running search "
+            f"({layout.describe_holder(holder)}): these are its results so far",
+            file=sys.stderr,
         )
-    reasons_file = path / END_REASONS_FILE
+    reasons_file = path / layout.END_REASONS_FILE
     reasons = read_json_object(reasons_file) if reasons_file.is_file() else {}
     if not all(isinstance(v, dict) for v in reasons.values()):
         raise InputError(f"{reasons_file}: not a map of trial ids to end reasons")
@@ -208,7 +212,7 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
     searched = list(settings["space"])
     for trial in analysis.trials:
         df = analysis.trial_dataframes.get(trial.trial_id)
-        result_file = path / f"trial_{trial.trial_id}" / "result.json"
+        result_file = path / layout.trial_dir_name(trial.trial_id) / "result.json"
         if (df is None or df.empty) and result_file.is_file() and result_file.stat().st_size:
             df, skipped = read_result_rows(result_file)
             if skipped:

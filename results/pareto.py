@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from genretune.data import InputError, first_line
+from genretune.results import experiment_dir as layout
 
 
 def non_dominated(values: np.ndarray, modes: list[str]) -> np.ndarray:
@@ -67,17 +68,20 @@ def objective_table(exp) -> pd.DataFrame:
         raise InputError(
             f"--pareto: {exp.path.name} is a single-objective search (use --objectives)"
         )
-    storage = exp.settings.get("optuna_storage")
-    if (exp.path / "optuna.db").exists():  # also when the experiment dir was moved or copied
-        storage = f"sqlite:///{exp.path / 'optuna.db'}"
-    if not isinstance(storage, str):
+    storage = layout.study_url(exp.path, exp.settings)
+    if (
+        storage == f"sqlite:///{exp.path / layout.OPTUNA_DB}"
+        and not (exp.path / layout.OPTUNA_DB).is_file()
+    ):
         raise InputError(f"{exp.path}: no Optuna study recorded (optuna.db is missing)")
     problem = _sqlite_problem(storage)
     if problem:
         raise InputError(problem)
     try:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.load_study(study_name=exp.settings["study_name"], storage=storage)
+        study = optuna.load_study(
+            study_name=layout.study_name(exp.path, exp.settings), storage=storage
+        )
     except Exception as exc:  # Optuna and SQLAlchemy raise many types
         raise InputError(f"{storage}: cannot read the Optuna study ({first_line(exc)})") from None
     metrics = [m for m, _ in objectives]

@@ -99,7 +99,7 @@ def build_searcher(s: SearchSettings, storage: optuna.storages.BaseStorage | Non
         mode=[mode for _, mode in s.objectives] if multi else s.mode,
         points_to_evaluate=s.initial_points or None,
         sampler=build_sampler(s),
-        study_name=s.name,
+        study_name=s.study,
         storage=storage,
         cut_as_pruned=s.cut_trials_as == "pruned",
         epochs=s.base.optim.epochs,
@@ -138,7 +138,7 @@ def build_stoppers(s: SearchSettings) -> list:
         from genretune.search import experiment
 
         local = not experiment.is_uri(s.storage_path)
-        stoppers.append(BudgetStopper(s.budget_epochs, s.experiment_path if local else None))
+        stoppers.append(BudgetStopper(s.budget_epochs, read_logged=local))
     return stoppers
 
 

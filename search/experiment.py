@@ -1,5 +1,6 @@
-"""Experiment identity on disk: names, storage paths, and the settings file that `--resume`,
-`results` and `export` read back."""
+"""The search's side of the experiment directory: names, storage paths, creating, replacing
+and finishing an experiment, and the repair of rerun rows. The directory's files, their names,
+the settings file and the writer lock are `genretune.results.experiment_dir`'s."""
 
 from __future__ import annotations
 
@@ -15,21 +16,44 @@ from typing import Any
 
 from genretune.data import InputError
 from genretune.data.outputs import write_text_atomically
+from genretune.results.experiment_dir import (
+    FINISHED_FILE,
+    SETTINGS_FILE,
+    is_experiment_dir,
+    read_settings,
+    trial_dirs,
+)
 
-SETTINGS_FILE = "genretune_search.json"
-OPTUNA_DB = "optuna.db"
-# Written when a search ends on its own (sample count, budget or searcher), not when it is
-# interrupted: `--resume` of an experiment that has it has nothing to do.
-FINISHED_FILE = "search_finished.json"
-# What a resume needs of the settings file (the rest has defaults).
-SETTINGS_KEYS = ("name", "storage_path", "profile", "base_config", "space", "metric", "mode")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+__all__ = ["is_experiment_dir", "read_settings"]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+# The experiment this driver runs, where it is now, and its study's URL: set by the search
+# before Ray's fit, read by what Ray restores from the saved state on --resume (stoppers, the
+# searcher), which must not act on the location it was saved in (it may have been moved).
+_BEING_RUN: dict[str, Any] = {}
+
+
+def set_experiment_being_run(path: Path | None, study_url: str | None = None) -> None:
+    """`path` None: none, or one on cloud storage (a study URL is still given)."""
+    _BEING_RUN.clear()
+    _BEING_RUN.update(path=None if path is None else Path(path), study_url=study_url)
+
+
+def experiment_being_run() -> Path | None:
+    """The local experiment directory this driver runs (None: none, or on cloud storage)."""
+    return _BEING_RUN.get("path")
+
+
+def study_url_being_run() -> str | None:
+    return _BEING_RUN.get("study_url")
 
 
 def check_name(name: str, flag: str = "--name") -> str:
     """Experiment names are one path component of at most 100 characters: no separators, no
     '..', nothing hidden."""
-    if not _NAME.match(name) or ".." in name:
+    if not _NAME.fullmatch(name) or ".." in name:  # whole: '$' would pass a final newline
         shown = name if len(name) <= 60 else name[:57] + "..."
         raise InputError(
             f"{flag} {shown!r}: use 1-100 letters, digits, '.', '_' or '-' starting with a "
@@ -73,10 +97,6 @@ def check_writable(directory: Path) -> None:
         ) from None
 
 
-def is_experiment_dir(path: Path) -> bool:
-    return (path / SETTINGS_FILE).is_file() or (path / "tuner.pkl").is_file()
-
-
 def check_experiment_dir(path: Path, resume: bool, overwrite: bool) -> bool:
     """Refuse to mix two experiments: an existing name needs --resume or --overwrite.
 
@@ -104,6 +124,23 @@ def remove_experiment(path: Path) -> None:
     shutil.rmtree(path)
 
 
+def make_parents(path: Path) -> list[Path]:
+    """Create the directories above `path` that are missing; the ones created, deepest last."""
+    missing = [p for p in reversed(Path(path).parents) if not p.exists()]
+    for p in missing:
+        p.mkdir(exist_ok=True)
+    return missing
+
+
+def remove_empty(directories: list[Path]) -> None:
+    """Remove directories this run created, deepest first, where they are still empty."""
+    for p in reversed(directories):
+        try:
+            p.rmdir()
+        except OSError:
+            return
+
+
 def write_settings(path: Path, settings: dict[str, Any]) -> None:
     path.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path / SETTINGS_FILE, json.dumps(settings, indent=2, default=str) + "\n")
@@ -116,23 +153,6 @@ def mark_finished(path: Path, trials: int, seconds: float) -> None:
 
 def is_finished(path: Path) -> bool:
     return (path / FINISHED_FILE).is_file()
-
-
-def read_settings(path: Path, flag: str = "") -> dict[str, Any]:
-    """The settings a search was started with; `flag` names the option that pointed here."""
-    file = path / SETTINGS_FILE
-    where = f"{flag} {path.name}: " if flag else ""
-    if not path.is_dir():
-        raise InputError(f"{where}no experiment at {path}")
-    if not file.is_file():
-        raise InputError(f"{where}{path} is not a genretune experiment (no {SETTINGS_FILE})")
-    try:
-        payload = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{file}: not valid JSON, cut or damaged ({exc})") from None
-    if not isinstance(payload, dict) or not all(k in payload for k in SETTINGS_KEYS):
-        raise InputError(f"{file}: not a complete genretune search settings file")
-    return payload
 
 
 def _rows_to_keep(iterations: list[str | None]) -> list[int]:
@@ -190,7 +210,7 @@ def drop_rerun_rows(experiment_path: Path) -> dict[str, int]:
     dropped from progress.csv per trial directory that had any.
     """
     dropped: dict[str, int] = {}
-    for trial_dir in sorted(p for p in Path(experiment_path).glob("trial_*") if p.is_dir()):
+    for trial_dir in trial_dirs(experiment_path):
         progress, result = trial_dir / "progress.csv", trial_dir / "result.json"
         n = _dedupe_progress_csv(progress) if progress.is_file() else 0
         if result.is_file():

@@ -13,6 +13,8 @@ import optuna
 
 from genretune.data import InputError, first_line
 from genretune.model.config import config_from_flat
+from genretune.results import experiment_dir
+from genretune.results.experiment import quiet_ray_reader
 from genretune.search import experiment
 from genretune.search.checks import (
     check_against_data,
@@ -21,7 +23,9 @@ from genretune.search.checks import (
     fit_space_to_data,
 )
 from genretune.search.ray_cluster import check_trial_fits, connect_ray, trials_at_once
+from genretune.search.resume_checks import check_saved_state
 from genretune.search.settings import SearchSettings
+from genretune.search.stop_signals import SearchStopped, StopSignals, blocked_in_children
 
 
 def _trainable(s: SearchSettings):
@@ -45,7 +49,7 @@ def _monitor(s: SearchSettings):
         tuple(s.space),
         interval=s.progress_interval,
         budget_epochs=s.budget_epochs,
-        reasons_dir=None if experiment.is_uri(s.storage_path) else s.experiment_path,
+        local_storage=not experiment.is_uri(s.storage_path),
     )
 
 
@@ -62,23 +66,27 @@ def _callbacks(s: SearchSettings) -> list:
 
 def build_tuner(s: SearchSettings):
     from ray import tune
+    from ray.tune.search import ConcurrencyLimiter
     from ray.tune.stopper import CombinedStopper
 
     from genretune.search.algorithms import build_algorithms, fixed_config
+    from genretune.search.search_generator import RelocatableSearchGenerator
 
     algorithms = build_algorithms(s, optuna.storages.RDBStorage(s.optuna_url()))
     stoppers = algorithms.stoppers
+    searcher = algorithms.searcher
+    # With --ramp-up the searcher is itself the concurrency limiter (capped there).
+    if s.resources.max_concurrent and not s.ramp_up:
+        searcher = ConcurrencyLimiter(searcher, max_concurrent=s.resources.max_concurrent)
     return tune.Tuner(
         _trainable(s),
         param_space=fixed_config(s),
         tune_config=tune.TuneConfig(
             metric=s.metric,
             mode=s.mode,
-            search_alg=algorithms.searcher,
+            search_alg=RelocatableSearchGenerator(searcher),
             scheduler=algorithms.scheduler,
             num_samples=s.num_samples,
-            # With --ramp-up the searcher is itself the concurrency limiter (capped there).
-            max_concurrent_trials=None if s.ramp_up else s.resources.max_concurrent,
             reuse_actors=True,
             trial_dirname_creator=lambda trial: f"trial_{trial.trial_id}",
         ),
@@ -101,10 +109,11 @@ class SearchInterrupted(KeyboardInterrupt):
     saved its state, so `genretune search --resume NAME` finishes it. `results` holds what the
     trials reported so far."""
 
-    def __init__(self, results, unfinished: int):
+    def __init__(self, results, unfinished: int, signum: int = signal.SIGINT):
         super().__init__(f"{unfinished} trial(s) unfinished")
         self.results = results
         self.unfinished = unfinished
+        self.signum = signum  # SIGINT (Ctrl-C), or SIGTERM / SIGHUP handled alike
 
 
 class InterruptWatch:
@@ -243,13 +252,22 @@ def thin_budget_note(budget: int | None, at_once: int, epochs: int) -> str | Non
 def run_search(
     s: SearchSettings, resume: bool = False, overwrite: bool = False, verbose: bool = False
 ):
-    """Run (or resume) the experiment and return its ResultGrid (None: already finished)."""
+    """Run (or resume) the experiment and return its ResultGrid (None: already finished).
+
+    The search is the experiment's one writer: it holds the experiment's lock from before it
+    writes anything until it returns or raises (a second writer is refused at once)."""
     check_settings(s)
     local = not experiment.is_uri(s.storage_path)
     exp_path = Path(s.experiment_path)
+    lock = experiment_dir.WriterLock(exp_path) if local else None
+    if lock is not None:
+        lock.check_free()  # before anything else: the experiment may be mid-write
     replace = False
+    quiet_ray_reader()
     if local:
         replace = experiment.check_experiment_dir(exp_path, resume=resume, overwrite=overwrite)
+        if resume:
+            check_saved_state(s)
         if resume and (
             experiment.is_finished(exp_path) or finished_trials(s.experiment_path) >= s.num_samples
         ):
@@ -276,20 +294,46 @@ def run_search(
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Ray starts (or is reached) and shows it can run a trial before anything is written.
-    started = connect_ray(s.address, verbose)
+    with blocked_in_children():
+        started = connect_ray(s.address, verbose)
     try:
         check_trial_fits(s.resources)
+        if lock is not None:
+            created = experiment.make_parents(exp_path)
+            try:
+                lock.acquire()
+            except InputError:
+                experiment.remove_empty(created)
+                raise
     except InputError:
         if started:
             import ray
 
             ray.shutdown()
         raise
-    # Every check has passed: only now is anything on disk replaced or created.
+    try:
+        with StopSignals() as stops:
+            return _run_locked(s, resume, replace, local, stops)
+    except SearchStopped:
+        # Stopped before Ray began: nothing ran, so a new experiment is not left half-made.
+        if local and not resume and not (exp_path / experiment_dir.TUNER_FILE).exists():
+            experiment.remove_experiment(exp_path)
+        raise
+    finally:
+        experiment.set_experiment_being_run(None)
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, stops):
+    """The search once every check has passed and the lock is held."""
+    exp_path = Path(s.experiment_path)
+    # Only now is anything on disk replaced or created.
     if replace:
         experiment.remove_experiment(exp_path)
     if local and not resume:
         experiment.write_settings(exp_path, s.to_json())
+    experiment.set_experiment_being_run(exp_path if local else None, s.optuna_url())
     from ray import tune
 
     print(strategy_line(s), file=sys.stderr)
@@ -330,9 +374,11 @@ def run_search(
     spent = sum(int(r.metrics.get("training_iteration") or 0) for r in results if r.metrics)
     # A search that ran all it was asked to is finished, even if Ctrl-C came while Ray saved
     # its last state; otherwise a signal or a trial left unfinished means it was interrupted.
-    if not ended_on_its_own(s, statuses, spent) and (watch.interrupted or unfinished):
+    if not ended_on_its_own(s, statuses, spent) and (
+        watch.interrupted or unfinished or stops.signum
+    ):
         print(f"search interrupted after {seconds:.0f}s", file=sys.stderr)
-        raise SearchInterrupted(results, unfinished)
+        raise SearchInterrupted(results, unfinished, stops.signum or signal.SIGINT)
     from genretune.search.optuna_search import close_orphaned_optuna_trials, settle_stopped_trials
 
     # Trials Ray stopped as the budget ran out are in the study before its front is read.

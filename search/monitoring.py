@@ -13,8 +13,10 @@ from typing import Any
 from ray import tune
 
 from genretune.data.outputs import write_text_atomically
+from genretune.results.experiment_dir import END_REASONS_FILE, trial_dirs, trial_id_of
+from genretune.search.experiment import experiment_being_run
 
-END_REASONS_FILE = "trial_end_reasons.json"
+__all__ = ["END_REASONS_FILE", "BudgetStopper", "PatienceStopper", "TrialMonitor"]
 END_ASHA, END_PATIENCE, END_MAX_EPOCHS, END_ERROR = "asha", "patience", "max_epochs", "error"
 END_BUDGET = "budget"
 
@@ -44,23 +46,26 @@ class BudgetStopper(tune.Stopper):
     after their current epoch, so a search overshoots by at most one epoch per running trial.
     """
 
-    def __init__(self, budget_epochs: int, experiment_path: str | Path | None = None) -> None:
+    def __init__(self, budget_epochs: int, read_logged: bool = True) -> None:
         self.budget_epochs = budget_epochs
         self.epochs_seen: set[tuple[str, int]] = set()  # a trial's final result repeats an epoch
         # A resumed search gets this object back as Ray last saved it with the experiment
         # state, which can lag behind the epochs logged since: those are read from the trials'
-        # progress files (a set: nothing counts twice).
-        self.experiment_path = None if experiment_path is None else str(experiment_path)
+        # progress files (a set: nothing counts twice), in the experiment directory where it
+        # is now (it may have been moved since this object was saved: no path is kept here).
+        self.read_logged = read_logged
         self._read_logged = False
 
     def _count_logged_epochs(self) -> None:
         self._read_logged = True
-        if self.experiment_path is None:
+        if not self.read_logged or experiment_being_run() is None:
             return
-        for progress in Path(self.experiment_path).glob("trial_*/progress.csv"):
-            trial_id = progress.parent.name.removeprefix("trial_")
+        for trial_dir in trial_dirs(experiment_being_run()):
+            progress, trial_id = trial_dir / "progress.csv", trial_id_of(trial_dir)
+            if not progress.is_file():
+                continue
             try:
-                with progress.open(newline="") as f:
+                with progress.open(newline="", encoding="utf-8") as f:
                     for row in csv.DictReader(f):
                         iteration = row.get("training_iteration")
                         if iteration and iteration.isdigit():
@@ -71,6 +76,11 @@ class BudgetStopper(tune.Stopper):
     def __getstate__(self) -> dict[str, Any]:
         # Whenever this object is unpickled (a resume), it reads the logged epochs again.
         return {**self.__dict__, "_read_logged": False}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Saved before it stopped keeping a path: it read the logs if it had one.
+        state.setdefault("read_logged", state.pop("experiment_path", None) is not None)
+        self.__dict__.update(state)
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
         if not self._read_logged:
@@ -105,7 +115,7 @@ def _params(config: dict[str, Any], keys: tuple[str, ...]) -> str:
 
 def _read_reasons(path: Path) -> dict[str, dict[str, Any]]:
     try:
-        payload = json.loads(path.read_text())
+        payload = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return {}
     return payload if isinstance(payload, dict) else {}
@@ -129,10 +139,11 @@ class TrialMonitor(tune.Callback):
         searched: tuple[str, ...],
         interval: float = 30.0,
         budget_epochs: int | None = None,
-        reasons_dir: str | None = None,
+        local_storage: bool = True,
     ) -> None:
-        """`reasons_dir`: where to write the end reasons (the experiment dir on local or shared
-        storage); None = Ray's driver staging dir, which Ray syncs to cloud storage."""
+        """`local_storage`: the end reasons go to the experiment dir (local or shared storage)
+        where Ray runs it now, else to Ray's driver staging dir, which Ray syncs to cloud
+        storage."""
         self.metric, self.mode = metric, mode
         self.epochs, self.patience = epochs, patience
         self.searched = searched
@@ -141,7 +152,12 @@ class TrialMonitor(tune.Callback):
         self.last_print = 0.0
         self.reasons: dict[str, dict[str, Any]] = {}
         self.budget_epochs = budget_epochs
-        self.reasons_dir = reasons_dir
+        self.local_storage = local_storage
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Saved before it stopped keeping a path: it wrote beside the trials if it had one.
+        state.setdefault("local_storage", state.pop("reasons_dir", None) is not None)
+        self.__dict__.update(state)
 
     def _say(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
@@ -162,8 +178,9 @@ class TrialMonitor(tune.Callback):
         # The experiment dir, and Ray's driver staging dir: Ray copies the staging dir over
         # the experiment dir when a search ends, and a resumed search starts with the file as it
         # was, so a copy written only to the experiment dir would be overwritten by a stale one.
+        here = trial.remote_experiment_path if self.local_storage else trial.local_experiment_path
         paths = {
-            Path(self.reasons_dir or trial.local_experiment_path) / END_REASONS_FILE,
+            Path(here) / END_REASONS_FILE,
             Path(trial.local_experiment_path) / END_REASONS_FILE,
         }
         merged: dict[str, dict[str, Any]] = {}

@@ -20,13 +20,62 @@ without telling the searcher (when the search budget ran out).
 
 from __future__ import annotations
 
+import contextlib
+import pickle
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
+
+from genretune.search.experiment import study_url_being_run
+
+
+class _UnopenedRDBStorage(optuna.storages.RDBStorage):
+    """An RDBStorage read back from a searcher saved by an older genretune, without connecting
+    to the database it was saved with (RDBStorage connects, and creates missing tables, while
+    it is unpickled: a copy of an experiment would open the original's optuna.db, or create one
+    where it used to be)."""
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
+class _SearcherUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if module.startswith("optuna.storages") and name == "RDBStorage":
+            return _UnopenedRDBStorage
+        return super().find_class(module, name)
+
+
+_LEAVE_UNOPENED: list[bool] = []
+
+
+@contextlib.contextmanager
+def searchers_left_unopened() -> Iterator[None]:
+    """Searchers unpickled inside (checking an experiment's saved state) open no database."""
+    _LEAVE_UNOPENED.append(True)
+    try:
+        yield
+    finally:
+        _LEAVE_UNOPENED.pop()
+
+
+def searcher_unpickler(file) -> pickle.Unpickler:
+    """An unpickler of a saved experiment's objects that leaves Optuna storages unopened."""
+    return _SearcherUnpickler(file)
+
+
+def read_searcher_state(checkpoint_path: str) -> dict[str, Any]:
+    """A saved searcher's state (its attributes), no database opened."""
+    with open(checkpoint_path, "rb") as fh:
+        state = _SearcherUnpickler(fh).load()
+    if not isinstance(state, dict) or "_ot_trials" not in state:
+        raise ValueError("not a saved Optuna searcher")
+    return state
 
 
 class PruningOptunaSearch(OptunaSearch):
@@ -39,6 +88,54 @@ class PruningOptunaSearch(OptunaSearch):
         # epoch `genretune train` keeps), whose values go to Optuna when the trial ends.
         self.best_results: dict[str, dict[str, Any]] = {}
         self.last_step: dict[str, int] = {}  # the last epoch told to Optuna, per trial
+
+    # Saved and restored without the study's database connection: Ray pickles the searcher
+    # into the experiment (tuner.pkl, searcher-state-*.pkl), and a connection saved there would
+    # name the experiment's first location. It is opened again where the experiment is now.
+
+    def _portable_state(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        if isinstance(self._storage, optuna.storages.RDBStorage):
+            state["_storage"] = self._storage.url
+            state["_ot_study"] = None
+            state["_ot_trials"] = {tid: t._trial_id for tid, t in self._ot_trials.items()}
+        return state
+
+    def _reopen(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        saved = self._storage
+        if isinstance(saved, optuna.storages.RDBStorage):
+            saved = saved.url  # saved by an older genretune, unpickled unopened
+        if not isinstance(saved, str):
+            return  # an in-memory study (tests, the simulator): saved whole
+        if _LEAVE_UNOPENED:  # read by a check of the saved state, not to run
+            self._storage = saved
+            return
+        url = study_url_being_run() or saved
+        storage = optuna.storages.RDBStorage(url)
+        self._storage = storage
+        self._ot_study = optuna.load_study(
+            study_name=self._study_name, storage=storage, sampler=self._sampler
+        )
+        self._ot_trials = {
+            trial_id: optuna.trial.Trial(
+                self._ot_study, trial if isinstance(trial, int) else trial._trial_id
+            )
+            for trial_id, trial in self._ot_trials.items()
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self._portable_state()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._reopen(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as fh:
+            pickle.dump(self._portable_state(), fh)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self._reopen(read_searcher_state(checkpoint_path))
 
     def _remember_best(self, trial_id: str, result: dict[str, Any] | None) -> None:
         first = self.metric[0]
@@ -221,7 +318,7 @@ def settle_stopped_trials(s, results, errored: set[str]) -> int:
     without telling the searcher, which would leave them out of the study (and of a
     multi-objective search's Pareto front). Trials in `errored` are told FAIL. Returns how
     many trials were settled."""
-    study = optuna.load_study(study_name=s.name, storage=s.optuna_url())
+    study = optuna.load_study(study_name=s.study, storage=s.optuna_url())
     by_id: dict[str, list] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if RAY_TRIAL_ID in t.user_attrs:
@@ -266,7 +363,7 @@ def close_orphaned_optuna_trials(s, results) -> int:
     """
     if results.num_errors or results.num_terminated < s.num_samples:
         return 0
-    study = optuna.load_study(study_name=s.name, storage=s.optuna_url())
+    study = optuna.load_study(study_name=s.study, storage=s.optuna_url())
     orphans = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     for t in orphans:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)

@@ -3,14 +3,18 @@ and export), and the names of its options."""
 
 from __future__ import annotations
 
+import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import optuna.distributions as od
 
+from genretune.data import InputError
 from genretune.model.config import TrainConfig, config_from_flat
-from genretune.search import experiment
+from genretune.results import experiment_dir
 from genretune.search.space import Space
 
 DECISION_SPACE, DECISION_TUNED = "space", "tuned"
@@ -30,6 +34,15 @@ TPE_STARTUP_TRIALS = 3
 BASELINE_SPREAD = 0.15
 
 
+def _saved_as(key: str, encode, decode) -> dict[str, Any]:
+    """Field metadata: the settings file keeps this field under `key`, converted both ways."""
+    return {"key": key, "encode": encode, "decode": decode}
+
+
+# A field with this metadata is not saved: it depends on where the experiment is now.
+NOT_SAVED = {"saved": False}
+
+
 @dataclass(frozen=True)
 class Resources:
     cpus_per_trial: float = 1.0
@@ -39,11 +52,23 @@ class Resources:
 
 @dataclass(frozen=True)
 class SearchSettings:
-    name: str
-    storage_path: str
+    """Everything a search was started with. The settings file (genretune_search.json) is this
+    dataclass field by field (`to_json` / `settings_from_json`, both derived from the fields),
+    so a new field is saved and read back by --resume without further code."""
+
+    name: str = field(metadata=NOT_SAVED)  # the experiment directory's name, where it is now
+    storage_path: str = field(metadata=NOT_SAVED)  # the directory holding it, where it is now
     profile: str
-    base: TrainConfig  # every non-searched value, including the data source
-    space: Space
+    base: TrainConfig = field(  # every non-searched value, including the data source
+        metadata=_saved_as("base_config", TrainConfig.to_flat, config_from_flat)
+    )
+    space: Space = field(
+        metadata=_saved_as(
+            "space",
+            lambda space: {k: od.distribution_to_json(v) for k, v in space.items()},
+            lambda saved: {k: od.json_to_distribution(v) for k, v in saved.items()},
+        )
+    )
     baseline: dict[str, Any]  # the first trial ({} = none)
     metric: str
     mode: str
@@ -52,11 +77,15 @@ class SearchSettings:
     reduction_factor: int
     seed: int
     decision: str = DECISION_SPACE
-    resources: Resources = field(default_factory=Resources)
+    resources: Resources = field(
+        default_factory=Resources,
+        metadata=_saved_as("resources", vars, lambda saved: Resources(**saved)),
+    )
     max_failures: int = 2
-    address: str | None = None
+    address: str | None = None  # the Ray cluster it was launched on (None: a local Ray)
     data_on_workers: bool = False
-    optuna_storage: str | None = None
+    optuna_storage: str | None = None  # a user's RDB URL; None: optuna.db in the experiment
+    study_name: str = ""  # the Optuna study's name: the experiment's first name ("" = name)
     progress_interval: float = 30.0
     mlflow_uri: str | None = None
     sampler: str = "tpe"
@@ -67,12 +96,21 @@ class SearchSettings:
     # simulator the independent TPE without it found better configurations (benchmarks/).
     tpe_multivariate: bool = False
     tpe_constant_liar: bool = False
-    baseline_draws: tuple[dict[str, Any], ...] = ()  # trials drawn around the baseline, next
+    baseline_draws: tuple[dict[str, Any], ...] = field(  # trials drawn around the baseline
+        default=(), metadata=_saved_as("baseline_draws", list, tuple)
+    )
     cut_trials_as: str = CUT_AS_COMPLETE
     late_cut: bool = False  # ASHA ranks a trial again at a rung it reached alone
     ramp_up: int = 0  # trials running at first, one more per ended trial (0 = all at once)
     # Several objectives (metric, mode), the first one first: a multi-objective search.
-    objectives: tuple[tuple[str, str], ...] = ()
+    objectives: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata=_saved_as(
+            "objectives",
+            lambda objectives: [list(o) for o in objectives],
+            lambda saved: tuple(tuple(o) for o in saved),
+        ),
+    )
 
     @property
     def initial_points(self) -> list[dict[str, Any]]:
@@ -83,76 +121,98 @@ class SearchSettings:
     def experiment_path(self) -> str:
         return f"{self.storage_path.rstrip('/')}/{self.name}"
 
+    @property
+    def study(self) -> str:
+        """The Optuna study's name (an experiment renamed by a move keeps its study)."""
+        return self.study_name or self.name
+
     def optuna_url(self) -> str:
         if self.optuna_storage:
             return self.optuna_storage
-        return f"sqlite:///{Path(self.experiment_path) / experiment.OPTUNA_DB}"
+        return f"sqlite:///{Path(self.experiment_path) / experiment_dir.OPTUNA_DB}"
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "storage_path": self.storage_path,
-            "profile": self.profile,
-            "base_config": self.base.to_flat(),
-            "space": {k: od.distribution_to_json(v) for k, v in self.space.items()},
-            "baseline": self.baseline,
-            "baseline_draws": list(self.baseline_draws),
-            "cut_trials_as": self.cut_trials_as,
-            "late_cut": self.late_cut,
-            "ramp_up": self.ramp_up,
-            "objectives": [list(o) for o in self.objectives],
-            "metric": self.metric,
-            "mode": self.mode,
-            "num_samples": self.num_samples,
-            "grace_period": self.grace_period,
-            "reduction_factor": self.reduction_factor,
-            "seed": self.seed,
-            "decision": self.decision,
-            "resources": vars(self.resources),
-            "max_failures": self.max_failures,
-            "data_on_workers": self.data_on_workers,
-            "optuna_storage": self.optuna_url(),
-            "study_name": self.name,
-            "sampler": self.sampler,
-            "scheduler": self.scheduler,
-            "budget_epochs": self.budget_epochs,
-            "tpe_startup_trials": self.tpe_startup_trials,
-            "tpe_multivariate": self.tpe_multivariate,
-            "tpe_constant_liar": self.tpe_constant_liar,
-        }
+        """The settings file's content: every saved field, and the schema version."""
+        payload: dict[str, Any] = {"schema_version": experiment_dir.SETTINGS_SCHEMA_VERSION}
+        for f in dataclasses.fields(self):
+            if f.metadata.get("saved", True):
+                encode = f.metadata.get("encode", lambda value: value)
+                payload[f.metadata.get("key", f.name)] = encode(getattr(self, f.name))
+        payload["study_name"] = self.study
+        return payload
 
 
-def settings_from_json(payload: dict[str, Any], **overrides: Any) -> SearchSettings:
-    return SearchSettings(
-        name=payload["name"],
-        storage_path=payload["storage_path"],
-        profile=payload["profile"],
-        base=config_from_flat(payload["base_config"]),
-        space={k: od.json_to_distribution(v) for k, v in payload["space"].items()},
-        # Experiments written before the baseline was named so call it the seed point.
-        baseline=payload.get("baseline", payload.get("seed_point", {})),
-        baseline_draws=tuple(payload.get("baseline_draws", ())),
-        cut_trials_as=payload.get("cut_trials_as", CUT_AS_COMPLETE),
-        late_cut=payload.get("late_cut", False),
-        ramp_up=payload.get("ramp_up", 0),
-        objectives=tuple(tuple(o) for o in payload.get("objectives", ())),
-        metric=payload["metric"],
-        mode=payload["mode"],
-        num_samples=payload["num_samples"],
-        grace_period=payload["grace_period"],
-        reduction_factor=payload["reduction_factor"],
-        seed=payload["seed"],
-        decision=payload["decision"],
-        resources=Resources(**payload["resources"]),
-        max_failures=payload["max_failures"],
-        data_on_workers=payload["data_on_workers"],
-        optuna_storage=payload["optuna_storage"],
-        sampler=payload.get("sampler", "tpe"),
-        scheduler=payload.get("scheduler", "asha"),
-        budget_epochs=payload.get("budget_epochs"),
-        tpe_startup_trials=payload.get("tpe_startup_trials", TPE_STARTUP_TRIALS),
-        # Experiments written before these were settings ran with Optuna's defaults.
-        tpe_multivariate=payload.get("tpe_multivariate", True),
-        tpe_constant_liar=payload.get("tpe_constant_liar", True),
-        **overrides,
-    )
+# Settings files written before a field existed ran with these values (where they differ from
+# the field's default): the older experiment resumes as it was started.
+OLDER_FILE_VALUES = {
+    # Before these were settings, searches ran Optuna's defaults.
+    "tpe_multivariate": True,
+    "tpe_constant_liar": True,
+}
+
+
+def _check_type(name: str, value: Any, hint: Any, file: str) -> None:
+    """A hand-edited settings file with a value of the wrong type fails here, naming the key."""
+    origin = typing.get_origin(hint)
+    options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
+    plain = [typing.get_origin(o) or o for o in options]
+    if value is None and type(None) in plain:
+        return
+    for kind in plain:
+        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return
+        if kind is int and isinstance(value, int) and not isinstance(value, bool):
+            return
+        if kind in (str, bool, dict) and isinstance(value, kind):
+            return
+        if kind is tuple and isinstance(value, tuple):
+            return
+        if kind not in (float, int, str, bool, dict, tuple, type(None)):
+            return  # a dataclass or alias: its decoder checked it
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    raise InputError(f"{file}: {name!r} is {shown}, not of type {hint}")
+
+
+def settings_from_json(
+    payload: dict[str, Any], name: str, storage_path: str, file: str = "settings", **overrides
+) -> SearchSettings:
+    """The settings saved in an experiment's settings file, for the experiment that is now at
+    `storage_path`/`name` (it may have been copied or moved since it was written). `overrides`
+    replace saved values (--resume's watching flags)."""
+    version = payload.get("schema_version", 1)
+    if not isinstance(version, int) or version > experiment_dir.SETTINGS_SCHEMA_VERSION:
+        raise InputError(
+            f"{file}: written by a newer genretune (settings schema {version!r}; this one reads "
+            f"up to {experiment_dir.SETTINGS_SCHEMA_VERSION}): upgrade genretune to read it"
+        )
+    payload = dict(payload)
+    if version == 1:
+        payload = _from_version_1(payload)
+    hints = typing.get_type_hints(SearchSettings)
+    values: dict[str, Any] = {"name": name, "storage_path": storage_path}
+    for f in dataclasses.fields(SearchSettings):
+        if not f.metadata.get("saved", True) or f.name in overrides:
+            continue
+        key = f.metadata.get("key", f.name)
+        if key in payload:
+            try:
+                value = f.metadata.get("decode", lambda saved: saved)(payload[key])
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise InputError(f"{file}: {key!r} is damaged ({exc})") from None
+            _check_type(key, value, hints[f.name], file)
+            values[f.name] = value
+        elif f.name in OLDER_FILE_VALUES:
+            values[f.name] = OLDER_FILE_VALUES[f.name]
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise InputError(f"{file}: not a complete genretune search settings file (no {key!r})")
+    return SearchSettings(**values, **overrides)
+
+
+def _from_version_1(payload: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 files (before the schema was versioned) named their absolute location: the
+    experiment's own study is found where the experiment is now, not where it was."""
+    if "baseline" not in payload and "seed_point" in payload:
+        payload["baseline"] = payload["seed_point"]  # before the baseline was named so
+    if payload.get("optuna_storage") == experiment_dir.first_location_study_url(payload):
+        payload["optuna_storage"] = None
+    return payload

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import signal
 import sys
 from dataclasses import replace
 from datetime import datetime
@@ -13,6 +15,7 @@ from typing import Any
 
 from genretune.data import InputError
 from genretune.model.config import config_from_flat
+from genretune.results import experiment_dir
 from genretune.search import experiment
 from genretune.search.algorithms import AUTO, auto_tpe_startup
 from genretune.search.cli.common import add_data_flags, add_train_flags, config_flags
@@ -421,14 +424,15 @@ def resume_settings(args: argparse.Namespace) -> SearchSettings:
         )
     name = experiment.check_name(args.resume, "--resume")
     storage = experiment.resolve_storage_path(args.storage_path)
-    payload = experiment.read_settings(Path(storage) / name, "--resume")
-    try:
-        return settings_from_json(
-            payload, address=args.address, progress_interval=args.progress_interval
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        file = Path(storage) / name / experiment.SETTINGS_FILE
-        raise InputError(f"{file}: damaged settings ({type(exc).__name__}: {exc})") from None
+    path = Path(storage) / name
+    payload = experiment.read_settings(path, "--resume")
+    # The watching flags may change; the cluster is the one it ran on unless another is named.
+    overrides: dict[str, Any] = {"progress_interval": args.progress_interval}
+    if args.address:
+        overrides["address"] = args.address
+    return settings_from_json(
+        payload, name, storage, file=str(path / experiment_dir.SETTINGS_FILE), **overrides
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -475,9 +479,9 @@ def summary(s: SearchSettings, results, interrupted: bool = False) -> list[str]:
         if as_baseline:
             value = max(sign * _best_value(s, r) for r in as_baseline) * sign
             lines.append(f"baseline configuration: {s.metric} = {_fmt(value)}")
-    storage = f" --storage-path {s.storage_path}"
+    storage = f" --storage-path {shlex.quote(s.storage_path)}"
     if interrupted:
-        return [*lines, "next:", f"  genretune search --resume {s.name}{storage}"]
+        return [*lines, "next:", f"  {resume_command(s)}"]
     if s.objectives:
         lines += _front_lines(s)
         lines += [
@@ -527,6 +531,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         settings = settings_from_args(args, flags)
     from genretune.search.launch import SearchInterrupted, run_search
+    from genretune.search.stop_signals import SearchStopped
 
     try:
         results = run_search(
@@ -536,14 +541,29 @@ def run(args: argparse.Namespace) -> int:
         # Ray saved the experiment: what ran so far, and how to finish it.
         print("\n".join(summary(settings, stop.results, interrupted=True)))
         running = f" ({stop.unfinished} trial(s) were running)" if stop.unfinished else ""
+        how = "" if stop.signum == signal.SIGINT else f" by {signal.Signals(stop.signum).name}"
+        print(f"genretune: search interrupted{how}{running}; to finish it, run:", file=sys.stderr)
+        print(resume_command(settings), file=sys.stderr)
+        return 128 + stop.signum
+    except SearchStopped as stop:
         print(
-            f"genretune: search interrupted{running}; genretune search --resume "
-            f"{settings.name} finishes it",
+            f"genretune: stopped by {signal.Signals(stop.signum).name} before any trial ran",
             file=sys.stderr,
         )
-        return 130
+        if args.resume:
+            print(resume_command(settings), file=sys.stderr)
+        return 128 + stop.signum
     if results is None:
         return 0
     print("\n".join(summary(settings, results)))
     # Errored trials keep their results and error.txt; the exit status tells scripts about them.
     return 1 if results.errors else 0
+
+
+def resume_command(s: SearchSettings) -> str:
+    """The command that finishes an interrupted search, to run verbatim from any directory:
+    the experiment's absolute storage path, and the cluster it ran on."""
+    words = ["genretune", "search", "--resume", s.name, "--storage-path", s.storage_path]
+    if s.address:
+        words += ["--address", s.address]
+    return shlex.join(words)

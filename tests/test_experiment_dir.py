@@ -1,0 +1,269 @@
+"""The experiment directory as one owned artefact (fast lane): the settings schema, the writer
+lock, names, and what counts as inside an experiment. With real searches:
+test_experiment_life.py."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna.distributions as od
+import pytest
+from helpers import search_settings
+
+from genretune.data import InputError
+from genretune.results import experiment_dir as layout
+from genretune.search import experiment
+from genretune.search.settings import Resources, SearchSettings, settings_from_json
+
+# A value other than the default for every field the settings file keeps (and a test that
+# fails when a field is added without one here: a new field must be shown to survive).
+NON_DEFAULT = {
+    "profile": "full",
+    "baseline": {"lr": 0.001},
+    "metric": "best_val_f1_macro",
+    "mode": "min",
+    "num_samples": 17,
+    "grace_period": 3,
+    "reduction_factor": 4,
+    "seed": 9,
+    "decision": "space",
+    "resources": Resources(0.5, 0.25, 3),
+    "max_failures": 5,
+    "address": "10.0.0.1:6379",
+    "data_on_workers": True,
+    "optuna_storage": "postgresql://db.example/optuna",
+    "study_name": "first-name",
+    "progress_interval": 7.5,
+    "mlflow_uri": "sqlite:///mlflow.db",
+    "sampler": "random",
+    "scheduler": "fifo",
+    "budget_epochs": 90,
+    "tpe_startup_trials": 6,
+    "tpe_multivariate": True,
+    "tpe_constant_liar": True,
+    "baseline_draws": ({"lr": 0.002}, {"lr": 0.003}),
+    "cut_trials_as": "pruned",
+    "late_cut": False,
+    "ramp_up": 4,
+    "objectives": (("val_f1", "max"), ("val_coverage", "max")),
+}
+
+
+def _round_trip(s: SearchSettings, name: str, storage: str) -> SearchSettings:
+    return settings_from_json(json.loads(json.dumps(s.to_json())), name, storage)
+
+
+def test_every_settings_field_survives_the_settings_file(tmp_path):
+    s = search_settings(tmp_path, "--name", "exp")
+    saved = {f.name for f in dataclasses.fields(SearchSettings) if f.metadata.get("saved", True)}
+    special = {"base", "space"}  # compared below
+    assert saved - special == set(NON_DEFAULT), "give every saved field a value in NON_DEFAULT"
+    changed = dataclasses.replace(s, **NON_DEFAULT)
+    for f in dataclasses.fields(SearchSettings):
+        if f.name in NON_DEFAULT:
+            assert getattr(changed, f.name) != getattr(s, f.name), f.name
+    again = _round_trip(changed, changed.name, changed.storage_path)
+    assert again == changed
+    # The space and the base config are compared whole too (same distributions, same config).
+    assert again.space == changed.space and again.base == changed.base
+
+
+def test_the_settings_file_names_no_location(tmp_path):
+    s = search_settings(tmp_path / "somewhere" / "runs", "--name", "exp")
+    text = json.dumps(s.to_json())
+    assert str(tmp_path) not in text
+    payload = s.to_json()
+    assert payload["schema_version"] == layout.SETTINGS_SCHEMA_VERSION
+    assert payload["optuna_storage"] is None and payload["study_name"] == "exp"
+    # Read back where it is now: a moved experiment is at its new place, with its old study.
+    moved = settings_from_json(payload, "renamed", str(tmp_path / "elsewhere"))
+    assert moved.experiment_path == f"{tmp_path}/elsewhere/renamed"
+    assert moved.optuna_url() == f"sqlite:///{tmp_path}/elsewhere/renamed/optuna.db"
+    assert moved.study == "exp"
+
+
+def test_a_version_1_settings_file_is_read_with_its_own_defaults(tmp_path):
+    s = search_settings(tmp_path, "--name", "old")
+    v1 = {k: v for k, v in s.to_json().items() if k != "schema_version"}
+    for key in ("tpe_multivariate", "tpe_constant_liar", "mlflow_uri", "address"):
+        v1.pop(key)
+    v1.update(
+        name="old", storage_path="/data/runs", optuna_storage="sqlite:////data/runs/old/optuna.db"
+    )
+    again = settings_from_json(v1, "old", str(tmp_path))
+    # Searches written before these were settings ran with Optuna's defaults.
+    assert again.tpe_multivariate and again.tpe_constant_liar
+    # The default study is the one in the experiment where it is now, not its first place.
+    assert again.optuna_storage is None
+    assert again.optuna_url() == f"sqlite:///{tmp_path}/old/optuna.db"
+    assert layout.study_url(tmp_path / "old", v1) == f"sqlite:///{tmp_path}/old/optuna.db"
+    # A user's own storage stays as given.
+    v1["optuna_storage"] = "sqlite:////shared/studies.db"
+    assert settings_from_json(v1, "old", str(tmp_path)).optuna_storage == v1["optuna_storage"]
+    assert layout.study_url(tmp_path / "old", v1) == "sqlite:////shared/studies.db"
+
+
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        ({"num_samples": "12"}, "'num_samples'"),
+        ({"late_cut": 1}, "'late_cut'"),
+        ({"resources": {"cpus": 1}}, "'resources'"),
+        ({"space": {"lr": {"name": "Nope"}}}, "'space'"),
+        ({"baseline": [1, 2]}, "'baseline'"),
+        ({"schema_version": 99}, "newer genretune"),
+    ],
+)
+def test_a_hand_edited_settings_file_is_refused_naming_the_key(tmp_path, edit, named):
+    s = search_settings(tmp_path, "--name", "exp")
+    payload = {**s.to_json(), **edit}
+    with pytest.raises(InputError, match=named) as info:
+        settings_from_json(payload, "exp", str(tmp_path), file="genretune_search.json")
+    assert "genretune_search.json" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_readers_refuse_wrong_types_in_the_settings(tmp_path):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for edit, named in [
+        ({"mode": "sideways"}, "'mode'"),
+        ({"metric": 3}, "'metric'"),
+        ({"study_name": ["x"]}, "'study_name'"),
+        ({"schema_version": 3}, "newer genretune"),
+    ]:
+        payload = {"metric": "best_val_f1", "mode": "max", "space": {}, **edit}
+        (exp / layout.SETTINGS_FILE).write_text(json.dumps(payload))
+        with pytest.raises(InputError, match=named):
+            layout.read_settings(exp)
+
+
+@pytest.mark.parametrize("name", ["exp\n", "exp\r", " exp", "a/b", "..", ".hidden", "x" * 101])
+def test_names_are_checked_whole(name):
+    with pytest.raises(InputError, match="--name"):
+        experiment.check_name(name)
+
+
+def test_outputs_inside_an_experiment_are_recognised(tmp_path):
+    exp = tmp_path / "runs" / "exp"
+    (exp / "trial_1").mkdir(parents=True)
+    (exp / layout.SETTINGS_FILE).write_text("{}")
+    assert layout.enclosing_experiment(exp / layout.SETTINGS_FILE) == exp
+    assert layout.enclosing_experiment(exp / "trial_1" / "new.csv") == exp
+    assert layout.enclosing_experiment(tmp_path / "runs" / "exp.lock") == exp
+    assert layout.enclosing_experiment(tmp_path / "runs" / "other.csv") is None
+    (tmp_path / "link").symlink_to(exp)
+    assert layout.enclosing_experiment(tmp_path / "link" / "x.json") in (exp, tmp_path / "link")
+
+
+# -- the writer lock --------------------------------------------------------------------------
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    exp = tmp_path / "exp"
+    with layout.WriterLock(exp) as first:
+        assert layout.lock_path(exp).is_file() and not exp.exists()
+        holder = layout.read_lock(exp)
+        assert holder["pid"] == os.getpid() and not holder["gone"]
+        with pytest.raises(InputError) as info:
+            layout.WriterLock(exp).acquire()
+        message = str(info.value)
+        assert f"pid {os.getpid()}" in message and socket.gethostname() in message
+        assert "since" in message and "\n" not in message
+        with pytest.raises(InputError):
+            layout.WriterLock(exp).check_free()
+        assert first.held
+    assert not layout.lock_path(exp).exists()
+    assert layout.read_lock(exp) is None
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_a_lock_whose_writer_is_gone_is_taken_over_with_a_note(tmp_path, capsys):
+    exp = tmp_path / "exp"
+    holder = {"host": socket.gethostname(), "pid": _dead_pid(), "since": "earlier"}
+    layout.lock_path(exp).write_text(json.dumps(holder))
+    assert layout.read_lock(exp)["gone"]
+    with layout.WriterLock(exp):
+        assert layout.read_lock(exp)["pid"] == os.getpid()
+    assert "took over the lock" in capsys.readouterr().err
+
+
+def test_a_lock_from_another_host_is_kept_while_its_heartbeat_is_fresh(tmp_path):
+    exp = tmp_path / "exp"
+    lock = layout.lock_path(exp)
+    lock.write_text(json.dumps({"host": "other-node", "pid": 1, "since": "earlier"}))
+    with pytest.raises(InputError, match="host other-node"):
+        layout.WriterLock(exp).acquire()
+    old = time.time() - layout.STALE_AFTER_S - 5
+    os.utime(lock, (old, old))  # no heartbeat for longer than STALE_AFTER_S: that writer is gone
+    with layout.WriterLock(exp):
+        assert layout.read_lock(exp)["host"] == socket.gethostname()
+
+
+def test_a_reused_pid_does_not_keep_a_lock(tmp_path):
+    exp = tmp_path / "exp"
+    # This process's pid, but another start time: the pid was reused after the writer died.
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": "1", "since": "x"}
+    layout.lock_path(exp).write_text(json.dumps(holder))
+    assert layout.read_lock(exp)["gone"]
+
+
+def test_the_heartbeat_touches_the_lock(tmp_path, monkeypatch):
+    monkeypatch.setattr(layout, "HEARTBEAT_S", 0.1)
+    exp = tmp_path / "exp"
+    with layout.WriterLock(exp):
+        lock = layout.lock_path(exp)
+        old = time.time() - 1000
+        os.utime(lock, (old, old))
+        deadline = time.monotonic() + 30
+        while lock.stat().st_mtime < old + 500:
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.05)
+
+
+def _try_lock(path: str, start, done, results) -> None:
+    start.wait()
+    try:
+        lock = layout.WriterLock(Path(path))
+        lock.acquire()
+    except InputError:
+        results.put("refused")
+        return
+    results.put("won")
+    done.wait(60)  # held until every process has tried
+    lock.release()
+
+
+def test_of_writers_starting_together_exactly_one_wins(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    start, done, results = ctx.Event(), ctx.Event(), ctx.Queue()
+    args = (str(tmp_path / "exp"), start, done, results)
+    procs = [ctx.Process(target=_try_lock, args=args) for _ in range(4)]
+    for p in procs:
+        p.start()
+    start.set()
+    outcomes = sorted(results.get(timeout=120) for _ in procs)
+    done.set()
+    for p in procs:
+        p.join(60)
+    assert outcomes == ["refused", "refused", "refused", "won"]
+    assert not layout.lock_path(tmp_path / "exp").exists()
+
+
+def test_space_distributions_round_trip_exactly(tmp_path):
+    s = search_settings(tmp_path, "--name", "exp")
+    payload = json.loads(json.dumps(s.to_json()))
+    for key, dist in s.space.items():
+        assert od.json_to_distribution(payload["space"][key]) == dist
