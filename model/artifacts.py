@@ -7,9 +7,14 @@ config, the kept genres and the input shape. Weights are a plain state_dict, loa
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import os
 import platform
+import shutil
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +23,16 @@ import numpy as np
 import torch
 
 from genretune.data import InputError
+from genretune.data.outputs import (
+    fsync_path,
+    fsync_tree,
+    ignore_file_size_signal,
+    is_write_error,
+    make_parents,
+    remove_created,
+    temporary_name,
+    write_error,
+)
 
 WEIGHTS_FILE = "model.pt"
 CONFIG_FILE = "config.json"
@@ -38,9 +53,10 @@ def package_versions() -> dict[str, str]:
     }
 
 
-def new_run_dir(output_dir: Path, experiment_name: str) -> Path:
-    """`<output_dir>/<name>_<YYYYMMDD_HHMMSS>`, created now, never reusing an existing dir."""
-    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+def new_run_dir(output_dir: Path, experiment_name: str, stamp: str | None = None) -> Path:
+    """`<output_dir>/<name>_<YYYYMMDD_HHMMSS>`, created now (empty), never reusing an existing
+    dir."""
+    stamp = stamp or datetime.now().strftime("%Y%m%d_%H%M%S")
     output_dir.mkdir(parents=True, exist_ok=True)
     n = 1
     while True:
@@ -50,6 +66,44 @@ def new_run_dir(output_dir: Path, experiment_name: str) -> Path:
             return candidate
         except FileExistsError:
             n += 1
+
+
+def write_run_dir(
+    output_dir: Path,
+    experiment_name: str,
+    write: Callable[[Path], None],
+    flag: str = "--output-dir",
+) -> Path:
+    """A new model dir `<output_dir>/<name>_<stamp>`, complete or absent: `write` fills a
+    hidden staging directory beside it, which is flushed to disk and renamed into place. A
+    failure (a full disk, a file-size limit, Ctrl-C) leaves nothing: no staging directory, no
+    empty model dir, no output dir created for it; a full disk or a size limit is one
+    InputError naming the model dir."""
+    ignore_file_size_signal()
+    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
+    name = f"{experiment_name}_{stamp}"
+    staging = temporary_name(output_dir / name)
+    created: list[Path] = []
+    run_dir: Path | None = None
+    try:
+        created = make_parents(output_dir)
+        staging.mkdir()
+        write(staging)
+        fsync_tree(staging)
+        run_dir = new_run_dir(output_dir, experiment_name, stamp)  # claims a free name
+        os.rename(staging, run_dir)  # over the empty dir just claimed: one atomic step
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        if run_dir is not None:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()  # only while still empty: the rename did not happen
+        remove_created(created)
+        if is_write_error(exc):
+            raise write_error(flag, output_dir / name, exc) from None
+        raise
+    with contextlib.suppress(OSError):
+        fsync_path(output_dir)  # the rename is done; a directory that cannot sync loses nothing
+    return run_dir
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -68,7 +122,9 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, path)
+    buffer = io.BytesIO()  # serialised first: a failed write is then an OSError, not torch's
+    torch.save(state, buffer)
+    path.write_bytes(buffer.getvalue())
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

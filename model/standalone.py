@@ -7,7 +7,6 @@ configured rule, and the sweep's best rule fitted on validation).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,14 +93,14 @@ def train_run(
     fitted = fit(prepared, cfg, runtime, on_epoch=on_epoch)
     report, sweep, scores = evaluation_report(prepared, fitted, rule, runtime)
     report["n_parameters"] = count_parameters(fitted.model)
-    # Created only now: an interrupted or failed run leaves no empty model dir behind.
-    run_dir = artifacts.new_run_dir(output_dir, experiment_name)
-    try:
-        _write_model_dir(run_dir, cfg, prepared, runtime, fitted, report, sweep, scores,
+
+    # Written only now, complete or not at all: an interrupted or failed run (Ctrl-C, a full
+    # disk) leaves no model dir, nor a partial one, behind.
+    def write(staging: Path) -> None:
+        _write_model_dir(staging, cfg, prepared, runtime, fitted, report, sweep, scores,
                          experiment_name)  # fmt: skip
-    except BaseException:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+
+    run_dir = artifacts.write_run_dir(output_dir, experiment_name, write)
     return TrainOutcome(run_dir=run_dir, metrics=report)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from genretune.data.outputs import Outputs, atomic_outputs
 from genretune.results.experiment import Experiment, read_json_object
 
 MODEL_KEYS = ("model.pt", "config.json")
@@ -76,21 +77,37 @@ def export_payload(exp: Experiment, row: pd.Series, metric: str) -> dict[str, An
     }
 
 
-def write_model_dir(exp: Experiment, payload: dict[str, Any], out_dir: Path) -> Path:
-    """model.pt (the trial's best-epoch weights) and config.json, as `genretune train` writes."""
+def write_model_dir(
+    exp: Experiment,
+    payload: dict[str, Any],
+    out_dir: Path,
+    outputs: Outputs | None = None,
+    flag: str = "--with-checkpoint",
+) -> Path:
+    """model.pt (the trial's best-epoch weights) and config.json, as `genretune train` writes,
+    staged in `outputs` (renamed into `out_dir` with the command's other outputs, all or
+    nothing); without `outputs`, written atomically on their own."""
+    import io
+
     import torch
 
     from genretune.results.checkpoints import latest_state  # torch: only when weights are read
 
+    if outputs is None:
+        with atomic_outputs() as own:
+            return write_model_dir(exp, payload, out_dir, own, flag)
     state = latest_state(exp.path / f"trial_{payload['provenance']['trial_id']}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(state["best_model"], out_dir / "model.pt")
-    (out_dir / "config.json").write_text(json.dumps(payload, indent=2) + "\n")
+    weights = io.BytesIO()  # serialised first: a failed write is then an OSError, not torch's
+    torch.save(state["best_model"], weights)
+    with outputs.directory(out_dir, flag) as staging:
+        (staging / "model.pt").write_bytes(weights.getvalue())
+        (staging / "config.json").write_text(json.dumps(payload, indent=2) + "\n")
     return out_dir
 
 
 def best_trial_decision_plot(exp: Experiment, path: Path) -> Path:
-    """Threshold / top-K curves of the best trial's best weights on validation."""
+    """Threshold / top-K curves of the best trial's best weights on validation, written to
+    `path` as it is (write_plots gives a path in its staging directory)."""
     from genretune.model.config import config_from_flat
     from genretune.model.decision import plot_tuning_results, sweep_decision_rules
     from genretune.model.device import resolve_runtime

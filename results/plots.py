@@ -7,16 +7,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from genretune.data.outputs import Outputs, atomic_outputs
 from genretune.results.experiment import Experiment
 
 TOP_N = 5
 
 
 def _save(fig, path: Path) -> None:
-    """Lay the figure out, write it to path, and free it."""
-    fig.tight_layout()
-    fig.savefig(path)
-    _pyplot().close(fig)
+    """Lay the figure out, write it to path, and free it (also when the write fails)."""
+    try:
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        _pyplot().close(fig)
 
 
 def _pyplot():
@@ -216,21 +219,34 @@ def plot_files(exp: Experiment) -> tuple[str, ...]:
     return tuple(f for f in PLOT_FILES if several or f != "pareto_front.png")
 
 
-def write_plots(exp: Experiment, out_dir: Path, decision_plot: bool = True) -> list[Path]:
-    progress, curves, params, importances, pareto, decision = (out_dir / f for f in PLOT_FILES)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = [
-        plot_search_progress(exp, progress),
-        plot_learning_curves(exp, curves),
-        plot_params(exp, params),
-    ]
-    importance = plot_importances(exp, importances)
-    if importance:
-        written.append(importance)
-    if len(exp.settings.get("objectives") or []) >= 2:
-        written.append(plot_pareto(exp, pareto))
-    if decision_plot:
-        from genretune.results.export import best_trial_decision_plot
+def write_plots(
+    exp: Experiment,
+    out_dir: Path,
+    decision_plot: bool = True,
+    outputs: Outputs | None = None,
+    flag: str = "--plots",
+) -> list[Path]:
+    """The plots of `exp` in `out_dir` (the paths written there), all or nothing: rendered into
+    a staging directory of `outputs` and renamed into `out_dir` with the command's other
+    outputs; without `outputs`, on their own. A plot of the same name is replaced, other
+    files in `out_dir` are left as they are."""
+    if outputs is None:
+        with atomic_outputs() as own:
+            return write_plots(exp, out_dir, decision_plot, own, flag)
+    with outputs.directory(out_dir, flag) as staging:
+        progress, curves, params, importances, pareto, decision = (staging / f for f in PLOT_FILES)
+        written = [
+            plot_search_progress(exp, progress),
+            plot_learning_curves(exp, curves),
+            plot_params(exp, params),
+        ]
+        importance = plot_importances(exp, importances)
+        if importance:
+            written.append(importance)
+        if len(exp.settings.get("objectives") or []) >= 2:
+            written.append(plot_pareto(exp, pareto))
+        if decision_plot:
+            from genretune.results.export import best_trial_decision_plot
 
-        written.append(best_trial_decision_plot(exp, decision))
-    return written
+            written.append(best_trial_decision_plot(exp, decision))
+    return [out_dir / p.name for p in written]

@@ -73,9 +73,21 @@ EXPORTED_FILES = ("model.pt", "config.json")  # what --with-checkpoint writes (w
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from genretune.data.outputs import check_output_dir, check_output_file
+    from genretune.data.outputs import (
+        atomic_outputs,
+        check_output_dir,
+        check_output_file,
+        check_outside_experiment,
+        check_regular_file,
+    )
+    from genretune.results.experiment_dir import enclosing_experiment
     from genretune.results.export import chosen_trial, export_payload, write_model_dir
 
+    check_outside_experiment(args.output, "-o", enclosing_experiment(args.output))
+    if args.with_checkpoint:
+        check_outside_experiment(
+            args.with_checkpoint, "--with-checkpoint", enclosing_experiment(args.with_checkpoint)
+        )
     check_output_file(args.output, "-o", args.force)
     if args.with_checkpoint:
         if args.with_checkpoint.exists() and not args.force:
@@ -96,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
                     f"--with-checkpoint {args.with_checkpoint}: holds files an export would not "
                     f"replace ({listed}): use a new or empty directory"
                 )
+            for name in EXPORTED_FILES:
+                check_regular_file(args.with_checkpoint / name, "--with-checkpoint")
     exp = load_experiment(args.experiment, args.storage_path)
     metric = args.metric or exp.metric
     if args.where is not None and not args.where.strip():
@@ -115,10 +129,15 @@ def run(args: argparse.Namespace) -> int:
             f"Pareto front over {objectives}, best by the first"
             + (f", where {args.where}" if args.where else "")
         )
-    model_dir = (
-        write_model_dir(exp, payload, args.with_checkpoint) if args.with_checkpoint else None
-    )
-    args.output.write_text(json.dumps(payload, indent=2) + "\n")
+    # All or nothing: the model dir and the config are staged, then renamed into place together.
+    with atomic_outputs() as outputs:
+        model_dir = (
+            write_model_dir(exp, payload, args.with_checkpoint, outputs)
+            if args.with_checkpoint
+            else None
+        )
+        with outputs.file(args.output, "-o") as staged:
+            staged.write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     print(f"trial {row['trial_id']} ({metric} = {row.get(metric, row.get('best_' + metric))})")
     print(f"wrote {args.output}: genretune train --config {args.output}")
     if model_dir:

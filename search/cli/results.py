@@ -98,33 +98,56 @@ def _select(exp: Experiment, args: argparse.Namespace) -> pd.DataFrame:
     return df
 
 
+def _table(df: pd.DataFrame) -> str:
+    return df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
+
+
 def _write(df: pd.DataFrame, fmt: str, output: Path | None) -> None:
-    _write_frame(df, fmt, output)
-    if output:
-        print(f"wrote {output} ({fmt}, {len(df)} rows)", file=sys.stderr)
+    """The dataframe to --output (atomically) or stdout."""
+    if output is None:
+        _print(df, fmt)
+        return
+    from genretune.data.outputs import write_bytes_atomically
+
+    write_bytes_atomically(output, _render(df, fmt), "--output")
+    _wrote(output, fmt, df)
 
 
-def _write_frame(df: pd.DataFrame, fmt: str, output: Path | None) -> None:
+def _wrote(output: Path, fmt: str, df: pd.DataFrame) -> None:
+    print(f"wrote {output} ({fmt}, {len(df)} rows)", file=sys.stderr)
+
+
+def _print(df: pd.DataFrame, fmt: str) -> None:
+    """The dataframe on stdout."""
     if fmt == "table":
-        text = df.to_string(index=False, float_format=lambda v: f"{v:.4g}")
-        if output:
-            output.write_text(text + "\n")
-        else:
-            print(text)
+        print(_table(df))
     elif fmt == "csv":
-        df.to_csv(output or sys.stdout, index=False)
+        df.to_csv(sys.stdout, index=False)
     elif fmt == "json":
-        text = df.to_json(orient="records", indent=1)
-        output.write_text(text) if output else print(text)
+        print(df.to_json(orient="records", indent=1))
     else:
-        if output is None:
-            raise InputError("--format parquet needs --output FILE")
-        try:
-            df.to_parquet(output, index=False)
-        except ImportError:
-            raise InputError(
-                "--format parquet needs pyarrow: pip install 'genretune[parquet]'"
-            ) from None
+        raise InputError("--format parquet needs --output FILE")
+
+
+def _render(df: pd.DataFrame, fmt: str) -> bytes:
+    """The dataframe as the bytes of an --output file of format `fmt` (rendered in memory
+    first: a write that fails is then an OSError of the file, not of a library)."""
+    if fmt == "table":
+        return (_table(df) + "\n").encode("utf-8")
+    if fmt == "csv":
+        return df.to_csv(index=False).encode("utf-8")
+    if fmt == "json":
+        return df.to_json(orient="records", indent=1).encode("utf-8")
+    import io
+
+    buffer = io.BytesIO()
+    try:
+        df.to_parquet(buffer, index=False)
+    except ImportError:
+        raise InputError(
+            "--format parquet needs pyarrow: pip install 'genretune[parquet]'"
+        ) from None
+    return buffer.getvalue()
 
 
 def _with_trials(exp, trials):
@@ -146,7 +169,13 @@ def output_format(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from genretune.data.outputs import check_output_dir, check_output_file
+    from genretune.data.outputs import (
+        check_output_dir,
+        check_output_file,
+        check_outside_experiment,
+        check_regular_file,
+    )
+    from genretune.results.experiment_dir import enclosing_experiment
 
     args.format = output_format(args)
     if args.trial:
@@ -158,6 +187,11 @@ def run(args: argparse.Namespace) -> int:
                 f"--trial shows one trial's curve: {', '.join(curve_only)} do not apply"
             )
 
+    # No output inside an experiment (its own files are the search's alone), none over a
+    # device or FIFO: checked before the experiment is read.
+    for target, flag in ((args.output, "--output"), (args.plots, "--plots")):
+        if target is not None:
+            check_outside_experiment(target, flag, enclosing_experiment(target))
     if args.output:
         check_output_file(args.output, "--output", args.force)
     if args.plots:
@@ -166,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
     if args.plots and not args.trial:
         from genretune.results.plots import plot_files
 
+        for name in plot_files(exp):
+            check_regular_file(args.plots / name, "--plots")
         there = [f for f in plot_files(exp) if (args.plots / f).exists()]
         if there and not args.force:
             raise InputError(
@@ -201,11 +237,24 @@ def run(args: argparse.Namespace) -> int:
         print(header)
     if df.empty and args.format == "table" and args.filter and not args.output:
         print(f"no trial matches --filter {args.filter!r}")
-    else:
-        _write(df, args.format, args.output)
-    if args.plots:
-        from genretune.results.plots import write_plots
+        df = None
+    if df is not None and not args.output:
+        _print(df, args.format)
+    if not args.plots:
+        if df is not None and args.output:
+            _write(df, args.format, args.output)
+        return 0
+    from genretune.data.outputs import atomic_outputs
+    from genretune.results.plots import write_plots
 
-        for path in write_plots(full, args.plots):
-            print(f"wrote {path}")
+    # The table file and the plots are renamed into place together, or none of them.
+    with atomic_outputs() as outputs:
+        if df is not None and args.output:
+            with outputs.file(args.output, "--output") as staged:
+                staged.write_bytes(_render(df, args.format))
+        plots = write_plots(full, args.plots, outputs=outputs)
+    if df is not None and args.output:
+        _wrote(args.output, args.format, df)
+    for path in plots:
+        print(f"wrote {path}")
     return 0

@@ -94,12 +94,13 @@ def _reproducing_runtime(args: argparse.Namespace, trial: dict[str, Any]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from genretune.data.outputs import check_output_dir
+    from genretune.data.outputs import check_output_dir, check_outside_experiment
     from genretune.data.report import dataset_report
     from genretune.model.config import config_from_flat
     from genretune.model.decision import load_tuning_results
     from genretune.model.pos_weight import describe_pos_weight
     from genretune.model.standalone import prepare_run, train_run
+    from genretune.results.experiment_dir import enclosing_experiment
     from genretune.search.experiment import check_name
 
     base, trial_runtime = None, {}
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = config_from_flat(flags, base=base, as_flags=True)
     check_name(args.experiment_name, "--experiment-name")
     runtime = _reproducing_runtime(args, trial_runtime)
+    check_outside_experiment(args.output_dir, "--output-dir", enclosing_experiment(args.output_dir))
     check_output_dir(args.output_dir, "--output-dir")
 
     prepared = prepare_run(cfg)

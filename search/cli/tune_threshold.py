@@ -17,22 +17,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from genretune.data.outputs import check_output_dir
+    from genretune.data.outputs import (
+        atomic_outputs,
+        check_output_dir,
+        check_outside_experiment,
+        check_regular_file,
+    )
     from genretune.model.artifacts import load_predictions
+    from genretune.model.decision import RESULTS_FILE
     from genretune.model.device import resolve_runtime
-    from genretune.model.threshold_tuning import model_dir_predictions, tune
+    from genretune.model.threshold_tuning import TEST_REPORT_FILE, model_dir_predictions, tune
+    from genretune.results.experiment_dir import enclosing_experiment
 
+    if args.output_dir is not None:
+        out, flag = args.output_dir, "--output-dir"
+    elif args.model_dir is not None:
+        out, flag = args.model_dir, "--model-dir"
+    else:
+        out, flag = args.predictions.parent, "--predictions"
+    check_outside_experiment(out, flag, enclosing_experiment(out))
     if args.model_dir is not None:
         predictions = model_dir_predictions(args.model_dir, resolve_runtime(args.device))
-        out = args.output_dir or args.model_dir
     else:
         predictions = {"val": load_predictions(args.predictions)}
-        out = args.output_dir or args.predictions.parent
     check_output_dir(out, "--output-dir")
-    sweep, test_report = tune(predictions, out)
+    for name in (RESULTS_FILE, PLOTS_FILE, TEST_REPORT_FILE):
+        check_regular_file(out / name, flag)
+    # Written into a staging directory, then renamed into `out` together (other files there,
+    # such as a model dir's weights, are left as they are).
+    with atomic_outputs() as outputs, outputs.directory(out, flag) as staging:
+        sweep, test_report = tune(predictions, staging)
     print("\n".join(tuning_summary(sweep, test_report)))
-    print(f"wrote {out / 'threshold_tuning_results.json'} and threshold_tuning_plots.png")
+    print(f"wrote {out / RESULTS_FILE} and {PLOTS_FILE}")
     return 0
+
+
+PLOTS_FILE = "threshold_tuning_plots.png"  # written by threshold_tuning.tune
 
 
 def tuning_summary(sweep: dict[str, Any], test_report: dict[str, Any] | None) -> list[str]:
