@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
@@ -102,6 +103,20 @@ def build_tuner(s: SearchSettings):
             verbose=0,
         ),
     )
+
+
+class _WithoutRaysResumeAdvice(logging.Filter):
+    """Ray logs how to resume with its Python API when a run is interrupted; genretune prints
+    the command that does it (with the settings Ray does not know), on a line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Resume experiment with" not in record.getMessage()
+
+
+def keep_rays_resume_advice_back() -> None:
+    tune_logger = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _WithoutRaysResumeAdvice) for f in tune_logger.filters):
+        tune_logger.addFilter(_WithoutRaysResumeAdvice())
 
 
 class SearchInterrupted(KeyboardInterrupt):
@@ -264,6 +279,7 @@ def run_search(
         lock.check_free()  # before anything else: the experiment may be mid-write
     replace = False
     quiet_ray_reader()
+    keep_rays_resume_advice_back()
     if local:
         replace = experiment.check_experiment_dir(exp_path, resume=resume, overwrite=overwrite)
         if resume:

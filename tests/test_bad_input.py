@@ -1117,6 +1117,104 @@ CASES: list[Case] = [
 ]
 
 
+def _held_by_this_process(tmp: Path) -> str:
+    """A real experiment whose writer lock is held by a live process (the test's own)."""
+    import socket
+
+    exp = Path(_real_experiment(tmp))
+    start = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": start, "since": "now"}
+    exp.with_name(exp.name + ".lock").write_text(json.dumps(holder))
+    return str(exp)
+
+
+def _edited_settings(tmp: Path, **changes) -> str:
+    """A real experiment whose settings file has these keys changed (None: removed)."""
+    exp = Path(_real_experiment(tmp))
+    file = exp / "genretune_search.json"
+    settings = json.loads(file.read_text())
+    for key, value in changes.items():
+        settings[key] = value
+    file.write_text(json.dumps(settings))
+    return str(exp)
+
+
+def _search_named(tmp: Path, name: str, *extra: str) -> list[str]:
+    return ["search", "--storage-path", str(tmp / "runs"), "--name", name, *TINY_SEARCH, *extra]
+
+
+def _resume(exp: str) -> list[str]:
+    return ["search", "--resume", Path(exp).name, "--storage-path", str(Path(exp).parent)]
+
+
+EXPERIMENT_DIR_CASES: list[Case] = [
+    (
+        "a name with a trailing newline",
+        lambda t: _search_named(t, "exp\n"),
+        "--name 'exp\\n'",
+    ),
+    (
+        "--resume of an experiment another search is writing",
+        lambda t: _resume(_held_by_this_process(t)),
+        "in use by another genretune search",
+    ),
+    (
+        "--overwrite of an experiment another search is writing",
+        lambda t: _search_named(t, Path(_held_by_this_process(t)).name, "--overwrite"),
+        "in use by another genretune search",
+    ),
+    (
+        "--resume with a settings value of the wrong type",
+        lambda t: _resume(_edited_settings(t, num_samples="four")),
+        "genretune_search.json: 'num_samples' is 'four'",
+    ),
+    (
+        "results of settings from a newer genretune",
+        lambda t: ["results", _edited_settings(t, schema_version=99)],
+        "written by a newer genretune",
+    ),
+    (
+        "export with a mode that is neither max nor min in the settings",
+        lambda t: ["export", _edited_settings(t, mode="sideways"), "-o", str(t / "b.json")],
+        "'mode' is 'sideways'",
+    ),
+    (
+        "--resume with a garbage tuner.pkl",
+        lambda t: _resume(_garbage(Path(_real_experiment(t)) / "tuner.pkl")),
+        "tuner.pkl: damaged",
+    ),
+    (
+        "--resume with its optuna.db deleted",
+        lambda t: _resume(_deleted(Path(_real_experiment(t)) / "optuna.db", unfinish=True)),
+        "optuna.db: missing",
+    ),
+]
+
+
+def _garbage(file: Path) -> str:
+    file.write_bytes(b"garbage" * 10)
+    _unfinish(file.parent)
+    return str(file.parent)
+
+
+def _deleted(file: Path, unfinish: bool = False) -> str:
+    file.unlink()
+    if unfinish:
+        _unfinish(file.parent)
+    return str(file.parent)
+
+
+def _unfinish(exp: Path) -> None:
+    """A finished experiment made to look interrupted (so --resume has work to check)."""
+    (exp / "search_finished.json").unlink(missing_ok=True)
+    settings = json.loads((exp / "genretune_search.json").read_text())
+    settings["num_samples"] = settings["num_samples"] + 1
+    (exp / "genretune_search.json").write_text(json.dumps(settings))
+
+
+CASES += EXPERIMENT_DIR_CASES
+
+
 def _two_objective_copy(tmp: Path, study: str, objectives=None) -> str:
     """A copy of the real experiment whose settings say two objectives, its study file
     `study`: missing, empty, garbage or intact (the single-objective study)."""
@@ -1176,6 +1274,7 @@ THROUGH_THE_INSTALLED_SCRIPT = [
     "GPUs with a CPU build of torch or on a machine without one",
     "bad data with --overwrite keeps the old experiment",
     "one objective only",
+    "--resume of an experiment another search is writing",
 ]
 
 

@@ -93,6 +93,7 @@ def test_sigterm_saves_the_search_and_prints_a_resume_command(interrupted):
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert "Traceback" not in stopped.stderr and "Traceback" not in stopped.stdout
     assert "interrupted by SIGTERM" in stopped.stderr
+    assert "Tuner.restore" not in stopped.stderr  # Ray's own advice would compete with ours
     commands = _resume_lines(stopped.stderr)
     expected = shlex.join(
         ["genretune", "search", "--resume", "term", "--storage-path", str(exp.parent)]
