@@ -16,7 +16,7 @@ from genretune.data import InputError, first_line
 from genretune.model.config import config_from_flat
 from genretune.results import experiment_dir
 from genretune.results.experiment import quiet_ray_reader
-from genretune.search import experiment
+from genretune.search import experiment, storage_guard
 from genretune.search.checks import (
     check_against_data,
     check_optuna_storage,
@@ -72,9 +72,12 @@ def build_tuner(s: SearchSettings):
 
     from genretune.search.algorithms import build_algorithms, fixed_config
     from genretune.search.search_generator import RelocatableSearchGenerator
+    from genretune.search.storage_guard import StorageGuard
 
     algorithms = build_algorithms(s, optuna.storages.RDBStorage(s.optuna_url()))
     stoppers = algorithms.stoppers
+    if not experiment.is_uri(s.storage_path):
+        stoppers = [*stoppers, StorageGuard(min(trials_at_once(s.resources), s.num_samples))]
     searcher = algorithms.searcher
     # With --ramp-up the searcher is itself the concurrency limiter (capped there).
     if s.resources.max_concurrent and not s.ramp_up:
@@ -129,6 +132,15 @@ class SearchInterrupted(KeyboardInterrupt):
         self.results = results
         self.unfinished = unfinished
         self.signum = signum  # SIGINT (Ctrl-C), or SIGTERM / SIGHUP handled alike
+
+
+class StorageFull(SearchInterrupted):
+    """The experiment's storage ran (nearly) full: the search stopped as on Ctrl-C, saving what
+    it could; `reason` says what was seen. `results` is None when Ray could not save."""
+
+    def __init__(self, results, unfinished: int, reason: str):
+        super().__init__(results, unfinished)
+        self.reason = reason
 
 
 class InterruptWatch:
@@ -375,8 +387,15 @@ def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, sto
     else:
         tuner = build_tuner(s)
     client = bool(s.address) and s.address.startswith("ray://")
-    with InterruptWatch(enabled=not client) as watch:
-        results = tuner.fit()
+    storage_guard.reset()
+    storage_guard.quiet_storage_errors()
+    try:
+        with InterruptWatch(enabled=not client) as watch:
+            results = tuner.fit()
+    except Exception as exc:
+        if not storage_guard.is_storage_error(exc):
+            raise
+        raise StorageFull(None, 0, f"a write failed ({first_line(exc)})") from None
     if local:
         for trial, rows in experiment.drop_rerun_rows(exp_path).items():
             print(
@@ -388,6 +407,8 @@ def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, sto
     statuses = saved_statuses(s.experiment_path, results)
     unfinished = sum(status not in ("TERMINATED", "ERROR") for status in statuses)
     spent = sum(int(r.metrics.get("training_iteration") or 0) for r in results if r.metrics)
+    if storage_guard.storage_full_reason():
+        raise StorageFull(results, unfinished, storage_guard.storage_full_reason())
     # A search that ran all it was asked to is finished, even if Ctrl-C came while Ray saved
     # its last state; otherwise a signal or a trial left unfinished means it was interrupted.
     if not ended_on_its_own(s, statuses, spent) and (

@@ -188,7 +188,16 @@ class TrialMonitor(tune.Callback):
             merged.update(_read_reasons(path))
         merged.update(self.reasons)
         for path in paths:
-            _write_reasons(path, merged)
+            try:
+                _write_reasons(path, merged)
+            except OSError as exc:
+                from genretune.search import storage_guard
+
+                if not storage_guard.is_storage_error(exc):
+                    raise
+                # Kept in memory and written again with the next trial's; the search stops.
+                storage_guard.note_storage_full(f"{path.name}: {exc.strerror or exc}")
+                storage_guard.stop_like_ctrl_c()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._say(f"trial {trial.trial_id} start  {_params(trial.config, self.searched)}")

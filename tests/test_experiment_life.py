@@ -258,3 +258,41 @@ def test_two_writers_one_experiment(tmp_path, isolated_cache):
     listed = {line.split(",")[0] for line in res.stdout.splitlines()[1:]}
     assert listed == {layout.trial_id_of(d) for d in layout.trial_dirs(exp)}
     assert not layout.lock_path(exp).exists()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 2 MB filesystem of its own (tmpfs), unmounted after the test; skipped where mounting
+    is not permitted (not root, or a container without the capability)."""
+    path = tmp_path / "small"
+    path.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(path)],
+                         capture_output=True, text=True)  # fmt: skip
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def test_a_search_that_fills_its_disk_stops_saved_and_resumes(small_disk, tmp_path):
+    argv = ["search", *ARGS, "--epochs", "6", "--grace-period", "3", "--num-samples", "10",
+            "--name", "full", "--storage-path", str(small_disk)]  # fmt: skip
+    res = subprocess.run([GENRETUNE, *argv], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "Traceback" not in res.stderr, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if line.startswith("genretune: error:")]
+    assert len(errors) == 1 and "storage is full" in errors[0], res.stderr
+    exp = small_disk / "full"
+    assert not layout.lock_path(exp).exists() and not (exp / layout.FINISHED_FILE).exists()
+    ran = len(layout.trial_dirs(exp))
+    assert 0 < ran < 10, "the disk was meant to fill part-way"
+    # Space freed (the filesystem grown), the printed command finishes the search.
+    subprocess.run(["mount", "-o", "remount,size=40m", str(small_disk)], check=True)
+    argv = shlex.split(_resume_lines(res.stderr)[0])[1:]
+    res = subprocess.run([GENRETUNE, *argv], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (exp / layout.FINISHED_FILE).is_file() and len(layout.trial_dirs(exp)) == 10

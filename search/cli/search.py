@@ -530,13 +530,23 @@ def run(args: argparse.Namespace) -> int:
         settings = resume_settings(args)
     else:
         settings = settings_from_args(args, flags)
-    from genretune.search.launch import SearchInterrupted, run_search
+    from genretune.search.launch import SearchInterrupted, StorageFull, run_search
     from genretune.search.stop_signals import SearchStopped
 
     try:
         results = run_search(
             settings, resume=bool(args.resume), overwrite=args.overwrite, verbose=args.verbose
         )
+    except StorageFull as stop:
+        if stop.results is not None:
+            print("\n".join(summary(settings, stop.results, interrupted=True)))
+        print(
+            f"genretune: error: {settings.experiment_path}: its storage is full ({stop.reason}); "
+            "the search stopped and saved what it could: free space, then run:",
+            file=sys.stderr,
+        )
+        print(resume_command(settings), file=sys.stderr)
+        return 1
     except SearchInterrupted as stop:
         # Ray saved the experiment: what ran so far, and how to finish it.
         print("\n".join(summary(settings, stop.results, interrupted=True)))
