@@ -130,6 +130,8 @@ _READER_KEYS = {
     "study_name": (str,),
     "optuna_storage": (str, type(None)),
     "objectives": (list,),
+    "baseline": (dict,),
+    "resources": (dict,),
 }
 
 

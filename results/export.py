@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from genretune.data.outputs import Outputs, atomic_outputs
+from genretune.results import experiment_dir as layout
 from genretune.results.experiment import Experiment, read_json_object
 
 MODEL_KEYS = ("model.pt", "config.json")
@@ -34,7 +35,7 @@ def chosen_trial(
 def trial_config(exp: Experiment, trial_id: str) -> dict[str, Any]:
     from genretune.model.config import FLAT_KEYS
 
-    params = read_json_object(exp.path / f"trial_{trial_id}" / "params.json")
+    params = read_json_object(exp.path / layout.trial_dir_name(trial_id) / "params.json")
     return {k: params[k] for k in FLAT_KEYS if k in params}
 
 
@@ -96,7 +97,7 @@ def write_model_dir(
     if outputs is None:
         with atomic_outputs() as own:
             return write_model_dir(exp, payload, out_dir, own, flag)
-    state = latest_state(exp.path / f"trial_{payload['provenance']['trial_id']}")
+    state = latest_state(exp.path / layout.trial_dir_name(payload["provenance"]["trial_id"]))
     weights = io.BytesIO()  # serialised first: a failed write is then an OSError, not torch's
     torch.save(state["best_model"], weights)
     with outputs.directory(out_dir, flag) as staging:
@@ -117,7 +118,7 @@ def best_trial_decision_plot(exp: Experiment, path: Path) -> Path:
     cfg = config_from_flat(trial_config(exp, row["trial_id"]))
     from genretune.results.checkpoints import latest_state
 
-    state = latest_state(exp.path / f"trial_{row['trial_id']}")
+    state = latest_state(exp.path / layout.trial_dir_name(row["trial_id"]))
     preds = predictions_from_weights(cfg, state["best_model"], resolve_runtime("cpu"), str(path))
     y_true, y_score = preds["val"]
     sweep = sweep_decision_rules(y_true, y_score, allowed=allowed_genres(y_score))

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from genretune.data.outputs import Outputs, atomic_outputs
+from genretune.results import experiment_dir as layout
 from genretune.results.experiment import Experiment
 
 TOP_N = 5
@@ -132,11 +133,11 @@ def plot_importances(exp: Experiment, path: Path) -> Path | None:
     """Optuna parameter importances from the persisted study (None if it cannot tell yet)."""
     import optuna
 
-    url = exp.settings.get("optuna_storage") or f"sqlite:///{exp.path / 'optuna.db'}"
+    url = layout.study_url(exp.path, exp.settings)
     if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
-        url = f"sqlite:///{exp.path / 'optuna.db'}"  # the experiment dir was moved or copied
+        return None  # no study to read (opening it would create an empty one)
     try:
-        study = optuna.load_study(study_name=exp.settings["study_name"], storage=url)
+        study = optuna.load_study(study_name=layout.study_name(exp.path, exp.settings), storage=url)
         importances = optuna.importance.get_param_importances(study)
     except (RuntimeError, ValueError, KeyError):
         return None
