@@ -210,7 +210,7 @@ def read_lock(path: Path) -> dict[str, Any] | None:
     try:
         text = lock.read_text(encoding="utf-8")
         age = max(0.0, time.time() - lock.stat().st_mtime)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError:
         return {"host": "?", "pid": None, "since": "?", "age_s": 0.0, "gone": False}

@@ -69,11 +69,6 @@ def objective_table(exp) -> pd.DataFrame:
             f"--pareto: {exp.path.name} is a single-objective search (use --objectives)"
         )
     storage = layout.study_url(exp.path, exp.settings)
-    if (
-        storage == f"sqlite:///{exp.path / layout.OPTUNA_DB}"
-        and not (exp.path / layout.OPTUNA_DB).is_file()
-    ):
-        raise InputError(f"{exp.path}: no Optuna study recorded (optuna.db is missing)")
     problem = _sqlite_problem(storage)
     if problem:
         raise InputError(problem)

@@ -25,8 +25,8 @@ from genretune.results import experiment_dir as layout
 pytestmark = pytest.mark.slow
 
 GENRETUNE = str(Path(sys.executable).with_name("genretune"))
-ARGS = ["--synthetic-scale", "0.02", "--base-channels", "4", "--epochs", "12", "--patience", "12",
-        "--grace-period", "12", "--num-samples", "4", "--progress-interval", "1000"]  # fmt: skip
+ARGS = ["--synthetic-scale", "0.02", "--base-channels", "4", "--epochs", "6", "--patience", "6",
+        "--grace-period", "6", "--num-samples", "4", "--progress-interval", "1000"]  # fmt: skip
 
 
 def _start(argv: list[str], cwd: Path) -> subprocess.Popen:

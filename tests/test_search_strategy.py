@@ -163,12 +163,15 @@ def test_tpe_is_the_independent_one_without_a_liar_unless_asked(tmp_path):
         sampler = build_sampler(s)
         assert isinstance(sampler, optuna.samplers.TPESampler)
         assert (sampler._multivariate, sampler._constant_liar) == (expected, expected)
-        again = settings_from_json(json.loads(json.dumps(s.to_json())))
+        again = settings_from_json(json.loads(json.dumps(s.to_json())), s.name, s.storage_path)
         assert (again.tpe_multivariate, again.tpe_constant_liar) == (expected, expected)
     # An experiment saved before these were settings ran with Optuna's defaults.
     old = {k: v for k, v in plain.to_json().items() if not k.startswith("tpe_m")}
     old.pop("tpe_constant_liar")
-    assert settings_from_json(old).tpe_multivariate and settings_from_json(old).tpe_constant_liar
+    assert (
+        settings_from_json(old, "x", str(tmp_path)).tpe_multivariate
+        and settings_from_json(old, "x", str(tmp_path)).tpe_constant_liar
+    )
 
 
 def test_late_cut_is_on_wherever_asha_ranks_one_objective(tmp_path):
@@ -187,11 +190,14 @@ def test_late_cut_is_on_wherever_asha_ranks_one_objective(tmp_path):
         s = search_settings(tmp_path, *flags)
         assert s.late_cut is expected, flags
         assert isinstance(build_scheduler(s), LateCutASHA) is expected, flags
-        assert settings_from_json(json.loads(json.dumps(s.to_json()))).late_cut is expected
+        assert (
+            settings_from_json(json.loads(json.dumps(s.to_json())), s.name, s.storage_path).late_cut
+            is expected
+        )
     # An experiment saved before the late cut existed resumes with Ray's ASHA.
     old = search_settings(tmp_path).to_json()
     old.pop("late_cut")
-    assert settings_from_json(old).late_cut is False
+    assert settings_from_json(old, "x", str(tmp_path)).late_cut is False
 
 
 def test_ramp_up_admits_one_more_trial_for_every_trial_that_ends(tmp_path):
@@ -200,7 +206,9 @@ def test_ramp_up_admits_one_more_trial_for_every_trial_that_ends(tmp_path):
     from genretune.search.settings import settings_from_json
 
     s = search_settings(tmp_path, "--ramp-up", "2", "--max-concurrent", "3", "--num-samples", "30")
-    assert settings_from_json(json.loads(json.dumps(s.to_json()))).ramp_up == 2
+    assert (
+        settings_from_json(json.loads(json.dumps(s.to_json())), s.name, s.storage_path).ramp_up == 2
+    )
     searcher = build_algorithms(s, storage=None).searcher
     assert isinstance(searcher, RampUpLimiter)
     ids = (f"t{i}" for i in range(100))
