@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -59,10 +60,39 @@ def _callbacks(s: SearchSettings) -> list:
     MLflow when asked."""
     callbacks = [_monitor(s)]
     if s.mlflow_uri:
-        from ray.air.integrations.mlflow import MLflowLoggerCallback
+        from genretune.search.mlflow_runs import NestedMlflowRuns
 
-        callbacks.append(MLflowLoggerCallback(tracking_uri=s.mlflow_uri, experiment_name=s.name))
+        callbacks.append(
+            NestedMlflowRuns(
+                s.mlflow_uri,
+                experiment_name=s.study,
+                study=s.study,
+                settings=s.to_json(),
+                searched=tuple(s.space),
+                metric=s.metric,
+                mode=s.mode,
+                epochs=s.base.optim.epochs,
+                patience=s.base.optim.patience,
+            )
+        )
     return callbacks
+
+
+def _close_mlflow_runs(s: SearchSettings, results, interrupted: bool) -> None:
+    if not s.mlflow_uri:
+        return
+    from genretune.search.mlflow_runs import close_search_runs
+
+    reasons_file = Path(s.experiment_path) / experiment_dir.END_REASONS_FILE
+    try:
+        reasons = json.loads(reasons_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        reasons = {}
+    try:
+        close_search_runs(s, results, interrupted, reasons if isinstance(reasons, dict) else {})
+    except Exception as exc:  # the search itself ran: MLflow trouble is a warning
+        print(f"warning: --mlflow-uri: could not close the search's runs ({first_line(exc)})",
+              file=sys.stderr)  # fmt: skip
 
 
 def build_tuner(s: SearchSettings):
@@ -408,6 +438,7 @@ def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, sto
     unfinished = sum(status not in ("TERMINATED", "ERROR") for status in statuses)
     spent = sum(int(r.metrics.get("training_iteration") or 0) for r in results if r.metrics)
     if storage_guard.storage_full_reason():
+        _close_mlflow_runs(s, results, interrupted=True)
         raise StorageFull(results, unfinished, storage_guard.storage_full_reason())
     # A search that ran all it was asked to is finished, even if Ctrl-C came while Ray saved
     # its last state; otherwise a signal or a trial left unfinished means it was interrupted.
@@ -415,7 +446,9 @@ def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, sto
         watch.interrupted or unfinished or stops.signum
     ):
         print(f"search interrupted after {seconds:.0f}s", file=sys.stderr)
+        _close_mlflow_runs(s, results, interrupted=True)
         raise SearchInterrupted(results, unfinished, stops.signum or signal.SIGINT)
+    _close_mlflow_runs(s, results, interrupted=False)
     from genretune.search.optuna_search import close_orphaned_optuna_trials, settle_stopped_trials
 
     # Trials Ray stopped as the budget ran out are in the study before its front is read.
