@@ -121,6 +121,22 @@ class Experiment:
         return rows.iloc[0]
 
 
+_LIVE = ("RUNNING", "PENDING", "PAUSED")
+# End reasons of trials that ended without error (written as each trial ends).
+_ENDED = ("asha", "patience", "max_epochs", "budget")
+
+
+def _true_status(saved: str, reason: str | None, has_rows: bool) -> str:
+    """A trial's status as it is, not as Ray last saved it: a running search saves its state
+    every so often, while the end reasons are written as each trial ends and the history as
+    each epoch does. A trial with an end reason has ended; a pending one with epochs runs."""
+    if saved in _LIVE and reason in _ENDED:
+        return "TERMINATED"
+    if saved == "PENDING" and has_rows:
+        return "RUNNING"
+    return saved
+
+
 def _numeric_metrics(history: pd.DataFrame) -> list[str]:
     return [
         c
@@ -221,13 +237,13 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
                     f"line(s) (kept {len(df)} complete rows)",
                     file=sys.stderr,
                 )
-        row: dict[str, Any] = {"trial_id": trial.trial_id, "status": trial.status}
         reason = reasons.get(trial.trial_id, {}).get("end_reason")
+        status = _true_status(trial.status, reason, has_rows=df is not None and not df.empty)
+        row: dict[str, Any] = {"trial_id": trial.trial_id, "status": status}
         row["end_reason"] = (
             "error"
-            if trial.status == "ERROR"
-            else reason
-            or ("running" if trial.status in ("RUNNING", "PENDING", "PAUSED") else "unknown")
+            if status == "ERROR"
+            else ("running" if status in _LIVE else reason or "unknown")
         )
         for key in searched:
             row[key] = trial.config.get(key)
@@ -250,7 +266,9 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
                 row[f"last_{metric}"] = df[metric].iloc[-1]
             row["epochs"] = int(df["training_iteration"].max())
             row["wall_time_s"] = float(df["time_total_s"].max())
-            row["node"] = df["node_id"].iloc[-1] if "node_id" in df else df["hostname"].iloc[-1]
+            for where in ("hostname", "node_ip"):  # where it ran last
+                if where in df:
+                    row[where] = df[where].iloc[-1]
         else:
             row["epochs"] = 0
         rows.append(row)

@@ -267,3 +267,17 @@ def test_space_distributions_round_trip_exactly(tmp_path):
     payload = json.loads(json.dumps(s.to_json()))
     for key, dist in s.space.items():
         assert od.json_to_distribution(payload["space"][key]) == dist
+
+
+def test_a_live_trial_shows_its_true_status():
+    """Ray saves a running search's state every so often; the end reasons and the history are
+    written as trials end and epochs pass: results reads a trial's status from the freshest."""
+    from genretune.results.experiment import _true_status
+
+    assert _true_status("PENDING", "max_epochs", has_rows=True) == "TERMINATED"
+    assert _true_status("RUNNING", "asha", has_rows=True) == "TERMINATED"
+    assert _true_status("PENDING", None, has_rows=True) == "RUNNING"
+    assert _true_status("PENDING", None, has_rows=False) == "PENDING"
+    assert _true_status("ERROR", "error", has_rows=True) == "ERROR"
+    # An errored trial that --resume continues is running again, whatever its old reason.
+    assert _true_status("RUNNING", "error", has_rows=True) == "RUNNING"
