@@ -35,10 +35,16 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 _BEING_RUN: dict[str, Any] = {}
 
 
-def set_experiment_being_run(path: Path | None, study_url: str | None = None) -> None:
+def set_experiment_being_run(
+    path: Path | None, study_url: str | None = None, progress_interval: float | None = None
+) -> None:
     """`path` None: none, or one on cloud storage (a study URL is still given)."""
     _BEING_RUN.clear()
-    _BEING_RUN.update(path=None if path is None else Path(path), study_url=study_url)
+    _BEING_RUN.update(
+        path=None if path is None else Path(path),
+        study_url=study_url,
+        progress_interval=progress_interval,
+    )
 
 
 def experiment_being_run() -> Path | None:
@@ -48,6 +54,11 @@ def experiment_being_run() -> Path | None:
 
 def study_url_being_run() -> str | None:
     return _BEING_RUN.get("study_url")
+
+
+def progress_interval_being_run() -> float | None:
+    """--progress-interval of this run (a resumed search's monitor was saved with the first)."""
+    return _BEING_RUN.get("progress_interval")
 
 
 def check_name(name: str, flag: str = "--name") -> str:

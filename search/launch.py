@@ -52,6 +52,7 @@ def _monitor(s: SearchSettings):
         interval=s.progress_interval,
         budget_epochs=s.budget_epochs,
         local_storage=not experiment.is_uri(s.storage_path),
+        num_samples=s.num_samples,
     )
 
 
@@ -391,7 +392,9 @@ def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, sto
         experiment.remove_experiment(exp_path)
     if local and not resume:
         experiment.write_settings(exp_path, s.to_json())
-    experiment.set_experiment_being_run(exp_path if local else None, s.optuna_url())
+    experiment.set_experiment_being_run(
+        exp_path if local else None, s.optuna_url(), s.progress_interval
+    )
     from ray import tune
 
     print(strategy_line(s), file=sys.stderr)

@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from ray import tune
 
 from genretune.data.outputs import write_text_atomically
 from genretune.results.experiment_dir import END_REASONS_FILE, trial_dirs, trial_id_of
-from genretune.search.experiment import experiment_being_run
+from genretune.search.experiment import experiment_being_run, progress_interval_being_run
 
 __all__ = ["END_REASONS_FILE", "BudgetStopper", "PatienceStopper", "TrialMonitor"]
 END_ASHA, END_PATIENCE, END_MAX_EPOCHS, END_ERROR = "asha", "patience", "max_epochs", "error"
@@ -126,6 +127,60 @@ def _write_reasons(path: Path, reasons: dict[str, dict[str, Any]]) -> None:
     write_text_atomically(path, json.dumps(reasons, indent=1, default=str))
 
 
+CUT = (END_ASHA, END_BUDGET)  # trials stopped before their own end
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A search's progress, counted over its trials."""
+
+    spent: int  # trial-epochs reported
+    done: int  # trials ended (finished, cut or errored)
+    running: int
+    created: int  # trials drawn so far
+    cut: int  # of `done`, stopped by ASHA or the budget
+    ended_epochs: list[int]  # epochs of each trial that ended without error
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def progress_text(
+    c: Counts,
+    num_samples: int,
+    budget: int | None,
+    max_epochs: int,
+    elapsed: float,
+    session_epochs: int,
+) -> str:
+    """The progress line: trial-epochs (and the budget spent), trials done / cut / running /
+    to go, elapsed time and an ETA at this session's pace. Without a budget the search is
+    expected to run every trial for as many epochs as the trials that ended did on average
+    (the most epochs until one has)."""
+    epochs = f"{c.spent} trial-epochs"
+    if budget:
+        epochs += f" ({100 * min(c.spent, budget) / budget:.0f}% of {budget})"
+    to_go = max(0, num_samples - c.done - c.running)
+    trials = (
+        f"trials {c.done} done ({c.cut} cut), {c.running} running, {to_go} to go of {num_samples}"
+    )
+    per_trial = sum(c.ended_epochs) / len(c.ended_epochs) if c.ended_epochs else max_epochs
+    remaining = max(0.0, num_samples * per_trial - c.spent)
+    if budget:
+        remaining = min(remaining, max(0, budget - c.spent))
+    pace = session_epochs / elapsed if elapsed > 0 else 0.0
+    eta = f", ETA {_duration(remaining / pace)}" if pace > 0 else ""
+    return f"{epochs}; {trials}; {_duration(elapsed)} elapsed{eta}"
+
+
 class TrialMonitor(tune.Callback):
     """Records why each trial ended (`trial_end_reasons.json` in the experiment dir) and prints
     a line per finished trial plus a short status every `interval` seconds."""
@@ -140,6 +195,7 @@ class TrialMonitor(tune.Callback):
         interval: float = 30.0,
         budget_epochs: int | None = None,
         local_storage: bool = True,
+        num_samples: int | None = None,
     ) -> None:
         """`local_storage`: the end reasons go to the experiment dir (local or shared storage)
         where Ray runs it now, else to Ray's driver staging dir, which Ray syncs to cloud
@@ -153,11 +209,16 @@ class TrialMonitor(tune.Callback):
         self.reasons: dict[str, dict[str, Any]] = {}
         self.budget_epochs = budget_epochs
         self.local_storage = local_storage
+        self.num_samples = num_samples
+        self.session_epochs = 0  # epochs reported since this driver started (for the ETA)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Saved before it stopped keeping a path: it wrote beside the trials if it had one.
         state.setdefault("local_storage", state.pop("reasons_dir", None) is not None)
+        state.setdefault("num_samples", None)
         self.__dict__.update(state)
+        # A resumed search's clock starts now (the saved one is another process's).
+        self.started, self.last_print, self.session_epochs = time.monotonic(), 0.0, 0
 
     def _say(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
@@ -203,19 +264,41 @@ class TrialMonitor(tune.Callback):
         self._say(f"trial {trial.trial_id} start  {_params(trial.config, self.searched)}")
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self.session_epochs += 1
         now = time.monotonic()
-        if now - self.last_print < self.interval:
+        interval = progress_interval_being_run() or self.interval
+        if now - self.last_print < interval:
             return
         self.last_print = now
-        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
-        running = sum(t.status == "RUNNING" for t in trials)
-        waiting = len(trials) - done - running
         scored = [t for t in trials if (t.last_result or {}).get(self.metric) is not None]
         best = (max if self.mode == "max" else min)(
             scored, key=lambda t: t.last_result[self.metric], default=None
         )
         best_text = f"; best {self._best(best.last_result)} ({best.trial_id})" if best else ""
-        self._say(f"{done} finished, {running} running, {waiting} waiting{best_text}")
+        # Ray updates a trial's last result after its callbacks have seen the new one.
+        last = {t.trial_id: (t.last_result or {}) for t in trials}
+        last[trial.trial_id] = result
+        counts = Counts(
+            spent=sum(int(r.get("training_iteration", 0)) for r in last.values()),
+            done=sum(t.status in ("TERMINATED", "ERROR") for t in trials),
+            running=sum(t.status == "RUNNING" for t in trials),
+            created=len(trials),
+            cut=sum(self.reasons.get(t.trial_id, {}).get("end_reason") in CUT for t in trials),
+            ended_epochs=[
+                int((t.last_result or {}).get("training_iteration", 0))
+                for t in trials
+                if t.status == "TERMINATED"
+            ],
+        )
+        text = progress_text(
+            counts,
+            self.num_samples or counts.created,
+            self.budget_epochs,
+            self.epochs,
+            now - self.started,
+            self.session_epochs,
+        )
+        self._say(text + best_text)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         reason = end_reason(trial.last_result, self.epochs, self.patience)

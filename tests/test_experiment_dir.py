@@ -281,3 +281,21 @@ def test_a_live_trial_shows_its_true_status():
     assert _true_status("ERROR", "error", has_rows=True) == "ERROR"
     # An errored trial that --resume continues is running again, whatever its old reason.
     assert _true_status("RUNNING", "error", has_rows=True) == "RUNNING"
+
+
+def test_the_progress_line_says_budget_trials_and_an_eta():
+    from genretune.search.monitoring import Counts, progress_text
+
+    c = Counts(spent=45, done=5, running=2, created=8, cut=3, ended_epochs=[2, 2, 2, 9, 10])
+    text = progress_text(c, 20, 90, 10, elapsed=90.0, session_epochs=45)
+    assert text.startswith("45 trial-epochs (50% of 90); trials 5 done (3 cut), 2 running,")
+    assert "13 to go of 20" in text and "1m30s elapsed" in text
+    # 45 epochs left of the budget at 0.5 epochs/s.
+    assert text.endswith("ETA 1m30s")
+    # Without a budget: every trial for the epochs ended trials took on average (5).
+    text = progress_text(c, 20, None, 10, elapsed=90.0, session_epochs=45)
+    assert text.startswith("45 trial-epochs; ") and text.endswith("ETA 1m50s")
+    # A resumed search paces itself on this session's epochs only.
+    text = progress_text(c, 20, 90, 10, elapsed=90.0, session_epochs=9)
+    assert text.endswith("ETA 7m30s")
+    assert "ETA" not in progress_text(c, 20, 90, 10, elapsed=0.0, session_epochs=0)
