@@ -151,21 +151,39 @@ def check_trial_fits(resources: Resources) -> None:
 @contextlib.contextmanager
 def _stderr_kept_back(show: bool):
     """Ray's start-up lines (its C++ core writes to file descriptor 2) held back, and shown
-    only when `show`: a search prints its own progress, and a refused one only its error."""
+    only when `show`: a search prints its own progress, and a refused one only its error.
+    Yields a list that holds the held-back text once the block is left."""
     captured = tempfile.TemporaryFile(mode="w+b")
     saved_fd = os.dup(2)
     sys.stderr.flush()
     os.dup2(captured.fileno(), 2)
+    text: list[str] = []
     try:
-        yield
+        yield text
     finally:
         sys.stderr.flush()
         os.dup2(saved_fd, 2)
         os.close(saved_fd)
+        captured.seek(0)
+        text.append(captured.read().decode(errors="replace"))
         if show:
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
+            sys.stderr.write(text[0])
         captured.close()
+
+
+def auth_refusal(address: str, ray_said: str) -> str | None:
+    """The one line for a cluster that answered but refused this driver's authentication
+    (Ray's core says InvalidAuthToken), naming what to set; None for any other failure."""
+    if "InvalidAuthToken" not in ray_said and "Unauthenticated" not in ray_said:
+        return None
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if not mode or mode.lower() != "token":
+        fix = (
+            "set RAY_AUTH_MODE=token and the cluster's token (RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+        )
+    else:
+        fix = "this driver's token (RAY_AUTH_TOKEN or ~/.ray/auth_token) is not the cluster's"
+    return f"--address {address}: the Ray cluster refused this driver's authentication: {fix}"
 
 
 def connect_ray(address: str | None, verbose: bool) -> bool:
@@ -182,12 +200,16 @@ def connect_ray(address: str | None, verbose: bool) -> bool:
     saved = os.environ.get(wait)
     if address:
         os.environ.setdefault(wait, "5")
+    said: list[str] = []
     try:
-        with _stderr_kept_back(verbose):
+        with _stderr_kept_back(verbose) as said:
             _ray_init(address, verbose)
     except (ConnectionError, RuntimeError) as exc:
         if not address:
             raise
+        refusal = auth_refusal(address, "".join(said))
+        if refusal:
+            raise InputError(refusal) from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"--address {address}: not a reachable Ray cluster ({reason})") from None
     finally:

@@ -164,6 +164,22 @@ def test_search_through_address_uses_both_nodes(two_node_cluster, tmp_path, isol
     assert len(nodes) == 2, nodes
     reasons = json.loads((exp / "trial_end_reasons.json").read_text())
     assert len(reasons) == 4
+    # A driver whose authentication is not the cluster's: one line naming what to set.
+    no_auth = {k: v for k, v in env.items() if not k.startswith("RAY_AUTH")}
+    wrong = {**env, "RAY_AUTH_TOKEN": "0" * 32}
+    for driver_env, said in ((no_auth, "RAY_AUTH_MODE=token"), (wrong, "is not the cluster's")):
+        res = subprocess.run(
+            _search_argv(address, tmp_path / "runs", "refused", epochs=1, samples=1),
+            env=driver_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert res.returncode == 2, res.stderr[-3000:]
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "refused this driver's authentication" in lines[0], res.stderr
+        assert said in lines[0] and address in lines[0]
+        assert not (tmp_path / "runs" / "refused").exists()
 
 
 def _node_pids(root: int) -> list[int]:
