@@ -148,14 +148,18 @@ def test_decision_tuned_searches_no_rule_and_optimises_tuned_f1(local_ray, tmp_p
     df = results.get_dataframe()
     assert (df["best_tuned_val_f1"] >= df["tuned_val_f1"]).all()
 
-    # --mlflow-uri: one MLflow run per trial, read back with MLflow's own client.
+    # --mlflow-uri: one MLflow run per trial nested under the search's run, read back with
+    # MLflow's own client.
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=mlruns)
     exp = client.get_experiment_by_name("tuned")
-    runs = client.search_runs([exp.experiment_id])
+    runs = client.search_runs([exp.experiment_id], "tags.`genretune.role` = 'trial'")
     assert len(runs) == 2
     assert {r.data.metrics["best_tuned_val_f1"] for r in runs} == set(df["best_tuned_val_f1"])
+    (parent,) = client.search_runs([exp.experiment_id], "tags.`genretune.role` = 'search'")
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {parent.info.run_id}
+    assert parent.data.metrics["best_tuned_val_f1"] == df["best_tuned_val_f1"].max()
 
 
 @pytest.mark.parametrize(
