@@ -16,6 +16,9 @@ import pandas as pd
 
 from genretune.data import InputError
 from genretune.results import experiment_dir as layout
+from genretune.results.experiment_dir import read_json_object
+
+__all__ = ["Experiment", "load_experiment", "read_json_object"]
 
 # Ray's bookkeeping columns that are not training metrics.
 _NOT_METRICS = {
@@ -153,19 +156,6 @@ def _direction(settings: dict[str, Any], metric: str) -> str:
     from genretune.model.training import natural_mode
 
     return settings["mode"] if metric == settings["metric"] else natural_mode(metric)
-
-
-def read_json_object(path: Path) -> dict[str, Any]:
-    """A JSON file holding an object, or an InputError naming the file."""
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read it ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{path}: not valid JSON, cut or damaged ({exc})") from None
-    if not isinstance(payload, dict):
-        raise InputError(f"{path}: expected a JSON object, got {type(payload).__name__}")
-    return payload
 
 
 def read_result_rows(result_file: Path) -> tuple[pd.DataFrame, int]:

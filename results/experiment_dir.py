@@ -92,6 +92,19 @@ def enclosing_experiment(target: Path) -> Path | None:
     return None
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file of an experiment holding an object, or an InputError naming the file."""
+    try:
+        payload = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read it ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{path}: not valid JSON, cut or damaged ({exc})") from None
+    if not isinstance(payload, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
 def read_settings(path: Path, flag: str = "") -> dict[str, Any]:
     """The settings file of the experiment at `path` as saved (a JSON object), checked for
     what every reader relies on. `flag` names the option that pointed here."""
@@ -102,14 +115,7 @@ def read_settings(path: Path, flag: str = "") -> dict[str, Any]:
         raise InputError(f"{where}no experiment at {path}")
     if not file.is_file():
         raise InputError(f"{where}{path} is not a genretune experiment (no {SETTINGS_FILE})")
-    try:
-        payload = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{file}: cannot read it ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{file}: not valid JSON, cut or damaged ({exc})") from None
-    if not isinstance(payload, dict):
-        raise InputError(f"{file}: not a genretune search settings file (not a JSON object)")
+    payload = read_json_object(file)
     version = payload.get("schema_version", 1)
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InputError(f"{file}: 'schema_version' is {version!r}, not a version number")

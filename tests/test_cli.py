@@ -37,6 +37,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([GENRETUNE, *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # full-scale synthetic data: over 10 s, the full suite's
 def test_data_stats_reproduces_the_seed_tables():
     out = run_cli("data", "stats", "--data", "synthetic", "--synthetic-scale", "1.0")
     assert out.returncode == 0, out.stderr

@@ -183,6 +183,7 @@ def test_filter_genres_min_samples_and_max_genres():
         filter_genres(labels, tuple("abcde"), max_genres=0)
 
 
+@pytest.mark.slow  # full-scale synthetic data: over 10 s, the full suite's
 def test_filter_at_seed_threshold_matches_the_seed_log():
     _, labels, genres, _ = generate(SyntheticSpec(scale=1.0))
     f = filter_genres(labels, genres, min_samples_per_genre=300)

@@ -299,3 +299,18 @@ def test_the_progress_line_says_budget_trials_and_an_eta():
     text = progress_text(c, 20, 90, 10, elapsed=90.0, session_epochs=9)
     assert text.endswith("ETA 7m30s")
     assert "ETA" not in progress_text(c, 20, 90, 10, elapsed=0.0, session_epochs=0)
+
+
+@pytest.mark.parametrize("mode", ["sideways", "MAX", ""])
+def test_the_api_refuses_a_mode_like_the_cli(tmp_path, mode):
+    import pandas as pd
+
+    from genretune.results.experiment import Experiment
+
+    trials = pd.DataFrame({"trial_id": ["a", "b"], "best_val_f1": [0.2, 0.3]})
+    history = pd.DataFrame({"trial_id": ["a", "b"], "val_f1": [0.2, 0.3]})
+    settings = {"metric": "val_f1", "mode": "max", "space": {}}
+    exp = Experiment(path=tmp_path, settings=settings, trials=trials, history=history)
+    assert exp.best("val_f1", "max")["trial_id"] == "b"
+    with pytest.raises(InputError, match="use 'max' or 'min'"):
+        exp.best("val_f1", mode)

@@ -204,6 +204,7 @@ def test_data_config_used_by_the_loop_is_the_dataset_seen(tiny_cfg):
     assert set(prepared.val_idx) == set(np.flatnonzero(ds.split == 1))
 
 
+@pytest.mark.slow  # full-scale synthetic data: over 10 s, the full suite's
 def test_seed_phenomena_raw_weights_over_predict_and_filtering_helps():
     """Raw pos_weight at threshold 0.5 over all genres predicts many genres per track with low
     precision; filtering plus sqrt weights (the baseline's fix) predicts about the true count and
