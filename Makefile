@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.genretune-installed
 
-.PHONY: setup demo test check lint format clean
+.PHONY: setup demo test check lint format clean browser
 
 setup: $(STAMP)
 
@@ -22,8 +22,17 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/genretune search --profile demo --name demo --overwrite
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest
+
+# The dashboard's test renders the page in a real headless Chromium: Debian's chromium package,
+# installed here when it is missing and this is a Debian/Ubuntu machine run as root.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }; } || \
+	echo "note: no Chromium (install Debian's chromium package): the dashboard test will fail"
 
 # The fast lane (under 2 minutes): every test not marked slow (no Ray, no real search), with
 # the lint and format checks. Run it after each change; `make test` before you push.
@@ -37,4 +46,4 @@ format: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache test-artefacts

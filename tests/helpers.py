@@ -79,3 +79,54 @@ def interrupt_search(
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+# Where tests keep what a person may want to look at afterwards (the dashboard's screenshot).
+ARTEFACTS = Path(__file__).resolve().parent.parent / "test-artefacts"
+
+# Chromium's headless flags for a closed network: without the background-networking ones it
+# tries to reach Google's hosts at every start.
+_CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1280,900",
+    # The page is a single-page app: let its scripts fetch the study before the page is read.
+    "--virtual-time-budget=20000",
+]
+
+
+def chromium() -> str:
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    raise AssertionError(
+        "no Chromium: install Debian's chromium package (`make test` does, as root)"
+    )
+
+
+def headless_chromium(url: str, profile: Path, *action: str) -> subprocess.CompletedProcess:
+    """Chromium, headless, on `url` with a new empty profile: `--dump-dom` or
+    `--screenshot=FILE` as `action`."""
+    return subprocess.run(
+        [chromium(), *_CHROMIUM_FLAGS, f"--user-data-dir={profile}", *action, url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def visible_text(html: str) -> str:
+    """The text of a page's DOM, its markup, scripts and styles removed, spaces collapsed."""
+    import re
+
+    html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()

@@ -1188,6 +1188,31 @@ EXPERIMENT_DIR_CASES: list[Case] = [
         lambda t: _resume(_deleted(Path(_real_experiment(t)) / "optuna.db", unfinish=True)),
         "optuna.db: missing",
     ),
+    (
+        "dashboard of an experiment whose optuna.db is gone",
+        lambda t: ["dashboard", _deleted(Path(_real_experiment(t)) / "optuna.db")],
+        "has no Optuna study (optuna.db is missing)",
+    ),
+    (
+        "dashboard of a directory that is not an experiment",
+        lambda t: ["dashboard", str(t)],
+        "not a genretune experiment directory",
+    ),
+    (
+        "dashboard on a port that is not a port",
+        lambda t: ["dashboard", _real_experiment(t), "--port", "70000"],
+        "--port 70000: not a port number",
+    ),
+    (
+        "dashboard on a host that is not an address",
+        lambda t: ["dashboard", _real_experiment(t), "--host", "no.such.host.invalid"],
+        "--host no.such.host.invalid: not an address here",
+    ),
+    (
+        "dashboard of an optuna.db that holds another study",
+        lambda t: ["dashboard", _edited_settings(t, study_name="elsewhere")],
+        "holds no study named 'elsewhere'",
+    ),
 ]
 
 

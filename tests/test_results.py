@@ -370,3 +370,57 @@ def test_rows_of_rerun_epochs_are_kept_once_the_reruns(experiment, tmp_path):
     assert list(frame["training_iteration"]) == list(range(1, len(lines)))
     assert {p: p.read_bytes() for p in others} == others
     assert drop_rerun_rows(copy) == {}
+
+
+def test_dashboard_serves_the_study_to_a_real_browser_and_stops_on_ctrl_c(experiment, tmp_path):
+    """`genretune dashboard` on the experiment: headless Chromium renders its trial list (the
+    screenshot is kept in test-artefacts/), and Ctrl-C stops the server."""
+    import signal
+    import socket
+    import urllib.request
+
+    import optuna
+    from helpers import ARTEFACTS, headless_chromium, visible_text
+
+    study = optuna.load_study(study_name="exp", storage=f"sqlite:///{experiment}/optuna.db")
+    genretune = str(Path(sys.executable).with_name("genretune"))
+    server = subprocess.Popen(
+        [genretune, "dashboard", "exp", "--storage-path", str(experiment.parent), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout.readline().startswith("optuna-dashboard: study 'exp'")
+        url = server.stdout.readline().strip()
+        assert url.startswith("http://localhost:") and url.endswith("/dashboard/studies/1"), url
+        # The server answers its API before any browser is involved.
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert page.status == 200
+
+        dom = headless_chromium(f"{url}/trials", tmp_path / "profile", "--dump-dom")
+        text = visible_text(dom.stdout)
+        assert f"{len(study.trials)} Trials" in text, text[:2000]
+        for trial in study.trials:
+            assert f"Trial {trial.number} Complete" in text, trial.number
+        first = study.trials[0]
+        for name, value in first.params.items():
+            assert f"{name} {value}" in text, (name, value, text[:2000])
+
+        ARTEFACTS.mkdir(exist_ok=True)
+        shot = ARTEFACTS / "dashboard-trials.png"
+        shot.unlink(missing_ok=True)
+        headless_chromium(f"{url}/trials", tmp_path / "profile", f"--screenshot={shot}")
+        assert shot.stat().st_size > 10_000, "an empty screenshot"
+        print(f"screenshot: {shot}")
+
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=30) == 0
+        assert "optuna-dashboard stopped" in server.stderr.read()
+        port = int(url.split(":")[2].split("/")[0])
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, "still listening"
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from genretune.data import InputError
 from genretune.search.cli import (
+    dashboard,
     data_stats,
     environment,
     export,
@@ -27,6 +28,7 @@ COMMANDS = (
     ("train", train, "train one model and write a model dir with a test report"),
     ("search", search, "Ray Tune + Optuna + ASHA search (the main job)"),
     ("results", results, "table, curves, exports and plots of an experiment"),
+    ("dashboard", dashboard, "serve optuna-dashboard on an experiment's Optuna study"),
     ("export", export, "write a trial's full config for `genretune train --config`"),
     ("tune-threshold", tune_threshold, "sweep thresholds and top-K on validation"),
 )
