@@ -41,11 +41,21 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions_{split}.npz"
 
 
+def genretune_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("genretune")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def package_versions() -> dict[str, str]:
     import numpy
     import sklearn
 
     return {
+        "genretune": genretune_version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": numpy.__version__,

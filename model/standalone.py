@@ -26,6 +26,7 @@ from genretune.model.decision import (
 )
 from genretune.model.device import FeatureFeeder, Runtime
 from genretune.model.evaluation import original_space_scores, predict_proba, split_metrics
+from genretune.model.model_card import feature_settings, model_card
 from genretune.model.network import count_parameters
 from genretune.model.prepare import PreparedData, prepare_data
 from genretune.model.training import EpochReport, FitResult, decision_rule, fit
@@ -113,18 +114,28 @@ def _write_model_dir(
         artifacts.save_predictions(run_dir, split, dataset.labels[idx], score)
     write_tuning_results(sweep, run_dir)
     plot_tuning_results(sweep, run_dir / "threshold_tuning_plots.png")
+    tuned = report["tuned_decision_rule"]
     artifacts.write_json(
         run_dir / artifacts.CONFIG_FILE,
-        {
-            "config": cfg.to_flat(),
-            "experiment_name": experiment_name,
-            "genres": list(dataset.genres),
-            "kept_genres": list(prepared.genre_filter.kept_genres),
-            "kept_idx": prepared.kept_idx.tolist(),
-            "input_shape": list(dataset.input_shape),
-            "device": runtime.device,
-            "versions": artifacts.package_versions(),
-        },
+        model_card(
+            config=cfg.to_flat(),
+            experiment_name=experiment_name,
+            genres=list(dataset.genres),
+            kept_genres=list(prepared.genre_filter.kept_genres),
+            kept_idx=prepared.kept_idx.tolist(),
+            # What predict applies: the rule tuned on validation for the weights saved here
+            # (the best epoch's), as the test report's `test_tuned_rule` measures it.
+            rule={
+                "threshold": tuned["threshold"],
+                "top_k": tuned["top_k"],
+                "fitted_on": "val",
+                "epoch": fitted.best_epoch,
+            },  # fmt: skip
+            configured_rule=report["decision_rule"],
+            features=feature_settings(cfg.data.source, cfg.data.is_synthetic, dataset.features),
+            device=runtime.device,
+            versions=artifacts.package_versions(),
+        ),
     )
     artifacts.write_history(run_dir / artifacts.HISTORY_FILE, fitted.history)
     artifacts.write_json(run_dir / artifacts.METRICS_FILE, report)

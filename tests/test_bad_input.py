@@ -1240,6 +1240,101 @@ def _unfinish(exp: Path) -> None:
 CASES += EXPERIMENT_DIR_CASES
 
 
+_MODEL: list[Path] = []
+
+
+def _model_dir(tmp: Path, edit: Callable[[Path], None] | None = None) -> str:
+    """A copy of a model dir trained on a 16x16 feature dir (one tiny run per test session),
+    changed by `edit`."""
+    import shutil
+    import tempfile
+
+    if not _MODEL:
+        root = Path(tempfile.mkdtemp(prefix="genretune-bad-input-model-"))
+        data = make_feature_dir(root / "features")
+        argv = [GENRETUNE, "train", "--data", str(data), "--epochs", "1", "--base-channels", "4"]
+        argv += ["--output-dir", str(root / "models"), "--no-progress", "--device", "cpu"]
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+        _MODEL.append(next((root / "models").iterdir()))
+    target = tmp / "model"
+    shutil.copytree(_MODEL[0], target)
+    if edit is not None:
+        edit(target)
+    return str(target)
+
+
+def _edit_card(**changes) -> Callable[[Path], None]:
+    def edit(model: Path) -> None:
+        card = json.loads((model / "config.json").read_text())
+        for key, value in changes.items():
+            if value is None:
+                card.pop(key, None)
+            else:
+                card[key] = value
+        (model / "config.json").write_text(json.dumps(card))
+
+    return edit
+
+
+def _wider_network(model: Path) -> None:
+    card = json.loads((model / "config.json").read_text())
+    card["config"]["base_channels"] *= 2
+    (model / "config.json").write_text(json.dumps(card))
+
+
+def _predict(tmp: Path, features: np.ndarray | None = None, *extra: str, model=None) -> list[str]:
+    argv = ["predict", "--model-dir", model or _model_dir(tmp), "-o", str(tmp / "out.csv")]
+    if features is not None:
+        np.save(tmp / "x.npy", features)
+        argv += ["--features", str(tmp / "x.npy")]
+    return argv + list(extra)
+
+
+_GOOD = np.zeros((3, 16, 16), dtype=np.float32)
+_NAN = _GOOD.copy()
+_NAN[2, 3, 4] = np.nan
+
+PREDICT_CASES: list[Case] = [
+    ("predict: features of the wrong shape", lambda t: _predict(t, _GOOD[:, :8]),
+     "shape (3, 8, 16); this model takes (N, 16, 16)"),
+    ("predict: integer features", lambda t: _predict(t, _GOOD.astype(np.int64)),
+     "dtype int64; features must be float16, float32 or float64"),
+    ("predict: a NaN in the features", lambda t: _predict(t, _NAN), "NaN or inf in track 2"),
+    ("predict: no tracks", lambda t: _predict(t, _GOOD[:0]), "no tracks (0 rows)"),
+    ("predict: features that are not an .npy file",
+     lambda t: [*_predict(t, None), "--features", _write(t, "x.npy", "not numpy")],
+     "not a readable .npy array"),
+    ("predict: a model dir that does not exist",
+     lambda t: _predict(t, _GOOD, model=str(t / "nowhere")), "directory not found"),
+    ("predict: a directory that is not a model dir",
+     lambda t: _predict(t, _GOOD, model=str(t)), "not a model dir (config.json is missing)"),
+    ("predict: a model dir without its weights",
+     lambda t: _predict(t, _GOOD, model=_model_dir(t, lambda m: (m / "model.pt").unlink())),
+     "incomplete (model.pt is missing)"),
+    ("predict: a model dir of a newer format",
+     lambda t: _predict(t, _GOOD, model=_model_dir(t, _edit_card(format_version=99))),
+     "model dir format 99; this genretune reads format 2 (upgrade genretune)"),
+    ("predict: a model dir from before model dirs were versioned",
+     lambda t: _predict(t, _GOOD, model=_model_dir(t, _edit_card(format=None))),
+     "before model dirs were versioned"),
+    ("predict: weights that do not match the config",
+     lambda t: _predict(t, _GOOD, model=_model_dir(t, _wider_network)),
+     "the weights do not match"),
+    ("predict: audio for a model not trained on audio",
+     lambda t: [*_predict(t, None), "--audio", _write(t, "a.wav", "x")], "has no audio settings"),
+    ("predict: an output name of no known format", lambda t: [*_predict(t, _GOOD)[:-2],
+     "-o", str(t / "out.txt"), "--features", str(t / "x.npy")], "must end in .csv, .json"),
+    ("predict: an existing output without --force",
+     lambda t: [*_predict(t, _GOOD), "-o", _write(t, "old.csv", "keep me")], "already exists"),
+    ("predict: --top-k above the genres it predicts", lambda t: _predict(t, _GOOD, "--top-k", "9"),
+     "--top-k 9: must be in [1, 4]"),
+    ("predict: --threshold above 1", lambda t: _predict(t, _GOOD, "--threshold", "1.5"),
+     "--threshold 1.5: must be in [0, 1]"),
+]  # fmt: skip
+CASES += PREDICT_CASES
+
+
 def _two_objective_copy(tmp: Path, study: str, objectives=None) -> str:
     """A copy of the real experiment whose settings say two objectives, its study file
     `study`: missing, empty, garbage or intact (the single-objective study)."""

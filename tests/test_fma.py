@@ -249,3 +249,68 @@ def test_features_that_cannot_fit_on_the_disk_are_refused_before_anything_is_wri
     with pytest.raises(InputError, match="GiB free"):
         check_disk_space(out, free * 2)
     assert not (tmp_path / "not").exists()
+
+
+def test_predict_on_audio_uses_prepare_fma_features_and_skips_what_cannot_decode(
+    archive, prepared, tmp_path
+):
+    """A model trained on prepare-fma's features tags the archive's MP3 clips: each clip's
+    features are its prepare-fma row exactly, so its probabilities are the feature dir's; the
+    broken clips are skipped and counted."""
+    from genretune.model.predictor import load_model
+    from genretune.search.cli.predict import _audio_files, _decoded_audio
+
+    models = tmp_path / "models"
+    train = subprocess.run(
+        [GENRETUNE, "train", "--data", str(prepared), "--epochs", "2", "--base-channels", "4"]
+        + ["--output-dir", str(models), "--no-progress", "--threads", "1"],
+        capture_output=True,
+        text=True,
+    )
+    assert train.returncode == 0, train.stderr
+    (model_dir,) = models.iterdir()
+    card = json.loads((model_dir / "config.json").read_text())
+    assert (
+        card["features"]["audio"]
+        == json.loads((prepared / "prepare.json").read_text())["identity"]["mel"]
+    ), "the model dir records prepare-fma's exact settings"
+
+    features = np.load(prepared / "features.npy")
+    row_of = {int(t): i for i, t in enumerate(np.load(prepared / "track_ids.npy"))}
+    skipped: list = []
+    files = _audio_files([archive["audio"]])
+    for names, block in _decoded_audio(files, card["features"]["audio"], skipped):
+        for name, clip in zip(names, block, strict=True):
+            track = int(Path(name).stem)
+            if track in row_of:  # an unlabeled track decodes too, but has no row
+                assert np.array_equal(clip, features[row_of[track]]), name
+    assert {Path(n).stem for n, _ in skipped} == {"000141", "000142", "000143"}
+
+    out = tmp_path / "audio.csv"
+    res = subprocess.run(
+        [GENRETUNE, "predict", "--model-dir", str(model_dir), "--audio", str(archive["audio"])]
+        + ["-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 0, res.stderr
+    assert "skipped 3 of" in res.stderr
+    by_audio = pd.read_csv(out, keep_default_na=False)
+    by_audio["track"] = [int(Path(name).stem) for name in by_audio["track"]]
+    model = load_model(model_dir)
+    columns = [f"p:{g}" for g in model.genres]
+    labeled = by_audio[by_audio["track"].isin(row_of)]
+    expected = model.predict_proba(features[[row_of[t] for t in labeled["track"]]])
+    assert np.allclose(labeled[columns].to_numpy(), expected, atol=1e-6)
+    # Nothing decodes: refused in one line, nothing written.
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.mp3").write_bytes(b"\xff\xfb\x90" + bytes(3000))
+    res = subprocess.run(
+        [GENRETUNE, "predict", "--model-dir", str(model_dir), "--audio", str(junk)]
+        + ["-o", str(tmp_path / "none.csv")],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2 and "no file could be decoded" in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "none.csv").exists()

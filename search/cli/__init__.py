@@ -13,6 +13,7 @@ from genretune.search.cli import (
     data_stats,
     environment,
     export,
+    predict,
     prepare_fma,
     results,
     search,
@@ -30,6 +31,7 @@ COMMANDS = (
     ("results", results, "table, curves, exports and plots of an experiment"),
     ("dashboard", dashboard, "serve optuna-dashboard on an experiment's Optuna study"),
     ("export", export, "write a trial's full config for `genretune train --config`"),
+    ("predict", predict, "tag tracks (features or audio) with a trained model dir"),
     ("tune-threshold", tune_threshold, "sweep thresholds and top-K on validation"),
 )
 DATA_COMMANDS = (

@@ -1,0 +1,151 @@
+"""A trained model dir, loaded for tagging new tracks: `genretune.load_model(dir)`.
+
+    model = genretune.load_model("models/fma_20261207_101500")
+    model.genres            # the genres it predicts, in its output order
+    model.rule              # its decision rule (the best epoch's, tuned on validation)
+    p = model.predict_proba(features)   # (N, len(genres)) float32
+    tags = model.predict(features)      # (N, len(genres)) bool, by model.rule
+
+`features` is (N, n_mels, frames) or one (n_mels, frames) clip, float16/32/64 (cast to float32),
+an array or a memory map: it is read in blocks, so a memory-mapped file larger than memory
+works. Weights are read with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genretune.data import InputError
+from genretune.model import artifacts
+from genretune.model.config import config_from_flat
+from genretune.model.decision import DecisionRule
+from genretune.model.device import FeatureFeeder, Runtime, resolve_runtime
+from genretune.model.evaluation import EVAL_BATCH, predict_proba
+from genretune.model.model_card import read_model_card
+from genretune.model.training import build_model
+
+# Rows read from the input per block: a multiple of the evaluation batch, so batches are the
+# ones training's evaluation made, and a few hundred MB of float32 at FMA's 128 x 1280.
+BLOCK_ROWS = EVAL_BATCH * 8
+
+
+@dataclass(frozen=True)
+class TunedModel:
+    """A model dir's network, genres and decision rule (see the module docstring)."""
+
+    path: Path
+    genres: tuple[str, ...]  # the kept genres: the model's outputs, in order
+    all_genres: tuple[str, ...]  # the training dataset's genres (the label space)
+    rule: DecisionRule
+    input_shape: tuple[int, int]
+    card: dict[str, Any]  # config.json as read
+    network: torch.nn.Module
+    runtime: Runtime
+
+    @property
+    def audio_settings(self) -> dict[str, Any] | None:
+        """prepare-fma's log-mel settings of the training features, or None (not from audio)."""
+        return self.card["features"].get("audio")
+
+    def rule_for(self, threshold: float | None = None, top_k: int | None = None) -> DecisionRule:
+        """The model's rule, or the one a threshold and/or top-K given here make."""
+        if threshold is None and top_k is None:
+            return self.rule
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise InputError(f"--threshold {threshold}: must be in [0, 1]")
+        if top_k is not None and not 1 <= top_k <= len(self.genres):
+            raise InputError(
+                f"--top-k {top_k}: must be in [1, {len(self.genres)}] (the genres it predicts)"
+            )
+        return DecisionRule(threshold=threshold, top_k=top_k)
+
+    def blocks(self, features: np.ndarray, what: str = "features") -> Iterator[np.ndarray]:
+        """The input checked and cast, BLOCK_ROWS rows at a time (float32)."""
+        features = self.checked(features, what)
+        for start in range(0, features.shape[0], BLOCK_ROWS):
+            block = np.asarray(features[start : start + BLOCK_ROWS], dtype=np.float32)
+            finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
+            if not finite.all():
+                row = start + int(np.flatnonzero(~finite)[0])
+                raise InputError(f"{what}: NaN or inf in track {row}")
+            yield block
+
+    def checked(self, features: Any, what: str = "features") -> np.ndarray:
+        if not isinstance(features, np.ndarray):
+            features = np.asarray(features)
+        if features.ndim == 2:
+            features = features[None]
+        if features.dtype.kind != "f":
+            raise InputError(
+                f"{what}: dtype {features.dtype}; features must be float16, float32 or float64"
+            )
+        if features.ndim != 3 or tuple(features.shape[1:]) != self.input_shape:
+            n_mels, frames = self.input_shape
+            raise InputError(
+                f"{what}: shape {tuple(features.shape)}; this model takes (N, {n_mels}, "
+                f"{frames}) log-mels (N tracks of n_mels x frames)"
+            )
+        return features
+
+    def probabilities_of_block(self, block: np.ndarray) -> np.ndarray:
+        feeder = FeatureFeeder(block, self.runtime)
+        return predict_proba(self.network, feeder, np.arange(len(block)), self.runtime)
+
+    def predict_proba(self, features: Any) -> np.ndarray:
+        """(N, len(genres)) float32 probabilities."""
+        out = [self.probabilities_of_block(b) for b in self.blocks(features)]
+        if not out:
+            return np.zeros((0, len(self.genres)), dtype=np.float32)
+        return np.concatenate(out)
+
+    def tags(self, prob: np.ndarray, rule: DecisionRule | None = None) -> np.ndarray:
+        """(N, len(genres)) bool of probabilities by `rule` (the model's by default)."""
+        return (rule or self.rule).apply(prob).astype(bool)
+
+    def predict(
+        self, features: Any, threshold: float | None = None, top_k: int | None = None
+    ) -> np.ndarray:
+        """(N, len(genres)) bool: the model's rule, or `threshold` and/or `top_k` if given."""
+        return self.tags(self.predict_proba(features), self.rule_for(threshold, top_k))
+
+
+def load_model(path: str | Path, device: str = "cpu") -> TunedModel:
+    """The model of a model dir written by `genretune train` (InputError if it is not one)."""
+    path = Path(path)
+    card = read_model_card(path)
+    origin = str(path / artifacts.CONFIG_FILE)
+    cfg = config_from_flat(card["config"], origin=origin)
+    kept = tuple(card["kept_genres"])
+    network = build_model(cfg, len(kept))
+    weights = path / artifacts.WEIGHTS_FILE
+    try:
+        network.load_state_dict(artifacts.load_weights(weights))
+    except RuntimeError:
+        raise InputError(f"{weights}: the weights do not match {origin}") from None
+    runtime = resolve_runtime(device)
+    network.to(runtime.torch_device)
+    if runtime.channels_last:
+        network.to(memory_format=torch.channels_last)
+    network.eval()
+    rule = card["decision_rule"]
+    try:
+        decision = DecisionRule(threshold=rule["threshold"], top_k=rule["top_k"])
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{origin}: 'decision_rule' {rule}: {exc}") from None
+    features = card["features"]
+    return TunedModel(
+        path=path,
+        genres=kept,
+        all_genres=tuple(card["genres"]),
+        rule=decision,
+        input_shape=(features["n_mels"], features["frames"]),
+        card=card,
+        network=network,
+        runtime=runtime,
+    )
