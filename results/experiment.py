@@ -89,7 +89,8 @@ class Experiment:
             )
 
     def best(self, metric: str | None = None, mode: str | None = None) -> pd.Series:
-        """The row of `trials` with the best value of `metric` over all epochs."""
+        """The row of `trials` with the best value of `metric` over all epochs (by default the
+        search metric, in its mode)."""
         if mode not in (None, "max", "min"):
             raise InputError(f"mode {mode!r}: use 'max' or 'min'")
         given = metric is not None and metric != self.metric
@@ -98,13 +99,9 @@ class Experiment:
         direction = _direction(self.settings, metric)
         mode = mode or direction
         self.check_metric(metric, given)
-        column = f"best_{metric}" if not metric.startswith("best_") else f"max_{metric}"
-        # The trials table holds each trial's best in the metric's direction; against it, the
-        # extreme asked for comes from the history.
-        if column in self.trials and mode == direction:
-            scores = self.trials[column]
-        else:
-            scores = self._extreme(metric, mode)
+        # Each trial's extreme of the metric over its epochs (for the search metric, the value
+        # of its best epoch: the table's best_ column).
+        scores = self._extreme(metric, mode)
         scored = scores.dropna()
         if scored.empty:
             raise InputError(f"{self.path}: no trial has reported {metric} yet")
@@ -148,6 +145,22 @@ def _numeric_metrics(history: pd.DataFrame) -> list[str]:
         and not c.startswith("config/")
         and pd.api.types.is_numeric_dtype(history[c])
     ]
+
+
+def _best_epoch_row(history: pd.DataFrame, settings: dict[str, Any]) -> pd.Series:
+    """A trial's best epoch, as its training loop chose it (the last epoch that improved its
+    objective: `epochs_since_best` 0), else the first epoch of the search metric's extreme."""
+    if "epochs_since_best" in history:
+        improved = history.index[history["epochs_since_best"] == 0]
+        if len(improved):
+            return history.loc[improved[-1]]
+    metric = settings["metric"]
+    if metric in history and history[metric].notna().any():
+        scores = history[metric]
+        return history.loc[
+            scores.idxmin() if _direction(settings, metric) == "min" else scores.idxmax()
+        ]
+    return history.iloc[-1]
 
 
 def _direction(settings: dict[str, Any], metric: str) -> str:
@@ -248,11 +261,12 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
                 .assign(trial_id=trial.trial_id)
             )
             frames.append(df)
+            best = _best_epoch_row(df, settings)
+            row["best_epoch"] = int(best["training_iteration"])
             for metric in _numeric_metrics(df):
-                lower_is_better = _direction(settings, metric) == "min"
-                row[f"best_{metric}" if not metric.startswith("best_") else metric] = (
-                    df[metric].min() if lower_is_better else df[metric].max()
-                )
+                # Every best_ value is the best epoch's (the one whose weights export and a
+                # retrain reproduce), never a maximum over epochs that mixes several epochs.
+                row[metric if metric.startswith("best_") else f"best_{metric}"] = best[metric]
                 row[f"last_{metric}"] = df[metric].iloc[-1]
             row["epochs"] = int(df["training_iteration"].max())
             row["wall_time_s"] = float(df["time_total_s"].max())

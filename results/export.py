@@ -47,6 +47,22 @@ def trial_runtime(exp: Experiment, trial_id: str) -> dict[str, Any]:
     return {"device": str(device), "threads": max(1, int(cpus))}
 
 
+def best_epoch_rule(exp: Experiment, row: pd.Series, config: dict[str, Any]) -> dict[str, Any]:
+    """The decision rule of a trial's best epoch: the rule tuned on validation at that epoch
+    (`--decision tuned`: a threshold of 0 or a top-K of 0 means that part is off), else the
+    trial's searched or configured threshold and top-K."""
+    if exp.settings.get("decision") == "tuned" and pd.notna(row.get("best_tuned_threshold")):
+        threshold = float(row["best_tuned_threshold"])
+        top_k = int(row.get("best_tuned_top_k") or 0)
+        return {
+            "threshold": threshold or None,
+            "top_k": top_k or None,
+            "fitted_on": "val",
+            "f1": _plain(row.get("best_tuned_val_f1")),
+        }
+    return {"threshold": config.get("threshold"), "top_k": config.get("top_k")}
+
+
 def export_payload(exp: Experiment, row: pd.Series, metric: str) -> dict[str, Any]:
     import numpy
     import optuna
@@ -64,6 +80,8 @@ def export_payload(exp: Experiment, row: pd.Series, metric: str) -> dict[str, An
             "trial_id": row["trial_id"],
             "selected_by": metric,
             "end_reason": row.get("end_reason"),
+            "best_epoch": _plain(row.get("best_epoch")),
+            "best_epoch_decision_rule": best_epoch_rule(exp, row, config),
             "epochs_run": _plain(row.get("epochs")),
             "metrics": metrics,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

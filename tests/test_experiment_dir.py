@@ -314,3 +314,21 @@ def test_the_api_refuses_a_mode_like_the_cli(tmp_path, mode):
     assert exp.best("val_f1", "max")["trial_id"] == "b"
     with pytest.raises(InputError, match="use 'max' or 'min'"):
         exp.best("val_f1", mode)
+
+
+def test_the_best_epochs_rule_of_a_tuned_search_turns_zero_parts_off():
+    import pandas as pd
+
+    from genretune.results.experiment import Experiment
+    from genretune.results.export import best_epoch_rule
+
+    exp = Experiment(Path("x"), {"decision": "tuned"}, pd.DataFrame(), pd.DataFrame())
+    row = pd.Series({"best_tuned_threshold": 0.0, "best_tuned_top_k": 3, "best_tuned_val_f1": 0.5})
+    assert best_epoch_rule(exp, row, {"threshold": 0.5, "top_k": None}) == {
+        "threshold": None, "top_k": 3, "fitted_on": "val", "f1": 0.5}  # fmt: skip
+    row = pd.Series({"best_tuned_threshold": 0.35, "best_tuned_top_k": 0})
+    assert best_epoch_rule(exp, row, {})["threshold"] == 0.35
+    assert best_epoch_rule(exp, row, {})["top_k"] is None
+    searched = Experiment(Path("x"), {"decision": "space"}, pd.DataFrame(), pd.DataFrame())
+    assert best_epoch_rule(searched, row, {"threshold": 0.4, "top_k": 2}) == {
+        "threshold": 0.4, "top_k": 2}  # fmt: skip

@@ -424,3 +424,31 @@ def test_dashboard_serves_the_study_to_a_real_browser_and_stops_on_ctrl_c(experi
         if server.poll() is None:
             server.kill()
             server.wait()
+
+
+def test_best_values_are_the_best_epochs_and_export_carries_its_rule(experiment, tmp_path):
+    """Each best_ column is the value of the trial's best epoch (the one whose weights export
+    and retrain use: the last that improved its objective), not a maximum over epochs; the
+    export's provenance names that epoch and its decision rule."""
+    from genretune.results import load_experiment
+
+    exp = load_experiment(experiment)
+    for _, trial in exp.trials.iterrows():
+        curve = exp.history[exp.history["trial_id"] == trial["trial_id"]]
+        improved = curve[curve["epochs_since_best"] == 0]["training_iteration"]
+        assert trial["best_epoch"] == improved.iloc[-1]
+        at_best = curve[curve["training_iteration"] == trial["best_epoch"]].iloc[0]
+        for metric in ("val_f1", "val_precision", "val_recall", "tuned_threshold", "train_loss"):
+            assert trial[f"best_{metric}"] == at_best[metric], (trial["trial_id"], metric)
+    out = tmp_path / "best.json"
+    assert main(["export", str(experiment), "-o", str(out)]) == 0
+    provenance = json.loads(out.read_text())["provenance"]
+    best = exp.best()
+    assert provenance["best_epoch"] == best["best_epoch"]
+    rule = provenance["best_epoch_decision_rule"]
+    # This experiment searched the rule (--decision space): the trial's own threshold / top-K.
+    assert (rule["threshold"], rule["top_k"]) == (best["threshold"], _none(best["top_k"]))
+
+
+def _none(value):
+    return None if pd.isna(value) else int(value)
