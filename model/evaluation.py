@@ -23,13 +23,17 @@ EVAL_BATCH = 64
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, feeder: FeatureFeeder, idx: np.ndarray, runtime: Runtime
+    model: nn.Module,
+    feeder: FeatureFeeder,
+    idx: np.ndarray,
+    runtime: Runtime,
+    batch_size: int = EVAL_BATCH,
 ) -> np.ndarray:
     """(len(idx), n_kept) float32 probabilities."""
     model.eval()
     out = []
     rows = feeder.rows(idx)
-    for number, (_, x) in enumerate(feeder.batches(rows, EVAL_BATCH), start=1):
+    for number, (_, x) in enumerate(feeder.batches(rows, batch_size), start=1):
         with torch.autocast(runtime.torch_device.type, torch.bfloat16, enabled=runtime.amp):
             logits = model(x)
         out.append(torch.sigmoid(logits.float()))  # kept on the device: one copy per pass

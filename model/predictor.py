@@ -31,8 +31,9 @@ from genretune.model.model_card import read_model_card
 from genretune.model.training import build_model
 
 # Rows read from the input per block: a multiple of the evaluation batch, so batches are the
-# ones training's evaluation made, and a few hundred MB of float32 at FMA's 128 x 1280.
-BLOCK_ROWS = EVAL_BATCH * 8
+# ones training's evaluation made; 84 MB of float32 at FMA's 128 x 1280. The batch's
+# activations take more (about 1.5 GB at base 16 and 128 x 1280): `batch_size` trades them.
+BLOCK_ROWS = EVAL_BATCH * 2
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class TunedModel:
     card: dict[str, Any]  # config.json as read
     network: torch.nn.Module
     runtime: Runtime
+    batch_size: int = EVAL_BATCH  # training's evaluation batch: its probabilities bit for bit
 
     @property
     def audio_settings(self) -> dict[str, Any] | None:
@@ -66,10 +68,11 @@ class TunedModel:
         return DecisionRule(threshold=threshold, top_k=top_k)
 
     def blocks(self, features: np.ndarray, what: str = "features") -> Iterator[np.ndarray]:
-        """The input checked and cast, BLOCK_ROWS rows at a time (float32)."""
+        """The input checked and cast, about BLOCK_ROWS rows at a time (float32)."""
         features = self.checked(features, what)
-        for start in range(0, features.shape[0], BLOCK_ROWS):
-            block = np.asarray(features[start : start + BLOCK_ROWS], dtype=np.float32)
+        rows = self.batch_size * max(1, BLOCK_ROWS // self.batch_size)  # whole batches
+        for start in range(0, features.shape[0], rows):
+            block = np.asarray(features[start : start + rows], dtype=np.float32)
             finite = np.isfinite(block).reshape(len(block), -1).all(axis=1)
             if not finite.all():
                 row = start + int(np.flatnonzero(~finite)[0])
@@ -95,7 +98,8 @@ class TunedModel:
 
     def probabilities_of_block(self, block: np.ndarray) -> np.ndarray:
         feeder = FeatureFeeder(block, self.runtime)
-        return predict_proba(self.network, feeder, np.arange(len(block)), self.runtime)
+        rows = np.arange(len(block))
+        return predict_proba(self.network, feeder, rows, self.runtime, self.batch_size)
 
     def predict_proba(self, features: Any) -> np.ndarray:
         """(N, len(genres)) float32 probabilities."""
@@ -115,8 +119,11 @@ class TunedModel:
         return self.tags(self.predict_proba(features), self.rule_for(threshold, top_k))
 
 
-def load_model(path: str | Path, device: str = "cpu") -> TunedModel:
-    """The model of a model dir written by `genretune train` (InputError if it is not one)."""
+def load_model(path: str | Path, device: str = "cpu", batch_size: int = EVAL_BATCH) -> TunedModel:
+    """The model of a model dir written by `genretune train` (InputError if it is not one).
+    `batch_size`: tracks per forward pass (smaller takes less memory)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"--batch-size {batch_size}: must be an integer >= 1")
     path = Path(path)
     card = read_model_card(path)
     origin = str(path / artifacts.CONFIG_FILE)
@@ -148,4 +155,5 @@ def load_model(path: str | Path, device: str = "cpu") -> TunedModel:
         card=card,
         network=network,
         runtime=runtime,
+        batch_size=batch_size,
     )
