@@ -8,7 +8,6 @@ import os
 import sys
 from dataclasses import replace
 
-import optuna
 import optuna.distributions as od
 
 from genretune.data import InputError
@@ -23,6 +22,7 @@ from genretune.search.settings import (
     SearchSettings,
 )
 from genretune.search.space import DECISION_KEYS
+from genretune.search.study_storage import open_rdb_storage
 
 
 def check_mlflow_uri(uri: str) -> None:
@@ -204,7 +204,7 @@ def check_against_data(s: SearchSettings, dataset) -> None:
 def check_optuna_storage(url: str) -> None:
     """The study database opens (its driver is installed, it answers) before Ray starts."""
     try:
-        optuna.storages.RDBStorage(url)
+        open_rdb_storage(url)
     except Exception as exc:  # SQLAlchemy raises many types (no driver, bad URL, refused)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"--optuna-storage {url}: cannot open it ({first[:200]})") from None

@@ -28,6 +28,7 @@ from genretune.search.ray_cluster import check_trial_fits, connect_ray, trials_a
 from genretune.search.resume_checks import check_saved_state
 from genretune.search.settings import SearchSettings
 from genretune.search.stop_signals import SearchStopped, StopSignals, blocked_in_children
+from genretune.search.study_storage import open_rdb_storage
 
 
 def _trainable(s: SearchSettings):
@@ -105,7 +106,7 @@ def build_tuner(s: SearchSettings):
     from genretune.search.search_generator import RelocatableSearchGenerator
     from genretune.search.storage_guard import StorageGuard
 
-    algorithms = build_algorithms(s, optuna.storages.RDBStorage(s.optuna_url()))
+    algorithms = build_algorithms(s, open_rdb_storage(s.optuna_url()))
     stoppers = algorithms.stoppers
     if not experiment.is_uri(s.storage_path):
         stoppers = [*stoppers, StorageGuard(min(trials_at_once(s.resources), s.num_samples))]

@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from genretune.search.experiment import study_url_being_run
+from genretune.search.study_storage import open_rdb_storage
 
 
 class _UnopenedRDBStorage(optuna.storages.RDBStorage):
@@ -112,7 +113,7 @@ class PruningOptunaSearch(OptunaSearch):
             self._storage = saved
             return
         url = study_url_being_run() or saved
-        storage = optuna.storages.RDBStorage(url)
+        storage = open_rdb_storage(url)
         self._storage = storage
         self._ot_study = optuna.load_study(
             study_name=self._study_name, storage=storage, sampler=self._sampler
