@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from helpers import descendant_pids
 
 # Starts Ray or trains real models: the full suite (make test), not the fast lane.
 pytestmark = pytest.mark.slow
@@ -148,19 +149,7 @@ def two_node_cluster(tmp_path):
 
 def _node_pids(root: int) -> list[int]:
     """The `ray start` process of a node and all its descendants (raylet, Ray workers)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
+    return descendant_pids(root)
 
 
 def _kill_node(root: int) -> None:

@@ -124,19 +124,9 @@ class Terminal:
 
     def descendants(self) -> list[int]:
         """Host pids of every process in this terminal (the namespace's), the shell first."""
-        children: dict[int, list[int]] = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(stat.parent.name))
-        found, todo = [], [self.proc.pid]
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            todo.extend(children.get(pid, []))
-        return found
+        from helpers import descendant_pids
+
+        return descendant_pids(self.proc.pid)
 
     def close(self) -> None:
         """End the shell; its namespace, and every process still in it, ends with it."""
