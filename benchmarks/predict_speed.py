@@ -7,8 +7,8 @@ on the CPU and, when one is present, on a GPU.
     python benchmarks/predict_speed.py --tracks 256 --clips 16   # a quick look
 
 Writes benchmarks/results/predict_speed.json and .png (with the command line and the commit)
-and prints a table. Each measurement is one `genretune predict` process, its peak RSS read from
-the kernel's accounting of that process (wait4).
+and prints a table. Each measurement is one `genretune predict` process; its peak RSS is the
+kernel's high-water mark of that process's own memory (VmHWM).
 """
 
 from __future__ import annotations
@@ -39,17 +39,29 @@ def _commit() -> str:
         return "unknown"
 
 
+# The command run as its console script runs it, reporting its peak resident memory when it
+# ends: the kernel's VmHWM of its own address space. (The maximum RSS that wait4 or getrusage
+# report counts the parent's memory at the fork too: it grew with the arrays this script made.)
+_MEASURED = (
+    "import sys\n"
+    "from genretune.search.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+    "print(f'peak-kb {hwm}', file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
 def _run(argv: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of one command in a process of its own."""
+    """(seconds, peak RSS in MB) of `genretune ARGV...` in a process of its own."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    res = subprocess.run([sys.executable, "-c", _MEASURED, *argv[1:]], capture_output=True,
+                         text=True)  # fmt: skip
     seconds = time.perf_counter() - start
-    err = proc.stderr.read().decode()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed:\n{err[-2000:]}")
-    return seconds, usage.ru_maxrss / 1024  # kilobytes on Linux
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{res.stderr[-2000:]}")
+    peak = [line for line in res.stderr.splitlines() if line.startswith("peak-kb ")]
+    return seconds, int(peak[-1].split()[1]) / 1024
 
 
 def _model(root: Path, base_channels: int) -> Path:

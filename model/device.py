@@ -117,8 +117,14 @@ def _malloc_trim():
 
 def release_freed_heap(batch_number: int) -> None:
     """Every HEAP_RELEASE_EVERY batches, hand the heap's free pages back to the OS."""
+    if HEAP_RELEASE_EVERY and batch_number % HEAP_RELEASE_EVERY == 0:
+        trim_heap()
+
+
+def trim_heap() -> None:
+    """Hand the heap's free pages back to the OS now (glibc only; elsewhere nothing)."""
     trim = _malloc_trim()
-    if trim is not None and HEAP_RELEASE_EVERY and batch_number % HEAP_RELEASE_EVERY == 0:
+    if trim is not None:
         trim(0)
 
 

@@ -1277,6 +1277,12 @@ def _edit_card(**changes) -> Callable[[Path], None]:
     return edit
 
 
+def _cut(path: Path) -> str:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 100])
+    return str(path)
+
+
 def _wider_network(model: Path) -> None:
     card = json.loads((model / "config.json").read_text())
     card["config"]["base_channels"] *= 2
@@ -1305,6 +1311,8 @@ PREDICT_CASES: list[Case] = [
     ("predict: features that are not an .npy file",
      lambda t: [*_predict(t, None), "--features", _write(t, "x.npy", "not numpy")],
      "not a readable .npy array"),
+    ("predict: a features file cut short",
+     lambda t: [*_predict(t, _GOOD), "--features", _cut(t / "x.npy")], "x.npy: cut short"),
     ("predict: a model dir that does not exist",
      lambda t: _predict(t, _GOOD, model=str(t / "nowhere")), "directory not found"),
     ("predict: a directory that is not a model dir",

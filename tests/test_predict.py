@@ -152,6 +152,18 @@ def test_load_model_equals_the_command_in_every_format(trained, tmp_path):
     assert np.allclose(model.predict_proba(np.asarray(features[0])), prob[:1], atol=1e-6)
 
 
+def test_one_clip_saved_alone_is_one_track(trained, tmp_path):
+    import genretune
+
+    clip = np.load(trained["root"] / "test_features.npy")[3]
+    np.save(tmp_path / "clip.npy", clip)
+    df = _predict(trained, tmp_path / "one.csv", source=["--features", str(tmp_path / "clip.npy")])
+    model = genretune.load_model(trained["model"])
+    assert list(df["track"]) == [0]
+    expected = model.predict_proba(clip)
+    assert np.allclose(df[[f"p:{g}" for g in model.genres]].to_numpy(), expected, atol=1e-6)
+
+
 def test_a_feature_dir_names_rows_by_its_track_ids_in_input_order(trained, tmp_path, capsys):
     df = _predict(trained, tmp_path / "all.csv", source=["--feature-dir", str(trained["data"])])
     assert list(df["track"]) == list(range(1000, 1300))

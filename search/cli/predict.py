@@ -2,7 +2,7 @@
 
 One output row per input track, in input order: `track`, `genres` (the predicted genres joined
 by `|`, empty for none) and `p:<genre>` for every genre the model predicts, in its order. The
-input streams: feature arrays are memory-mapped and read in blocks, audio is decoded a batch at
+input streams: feature arrays are read a block of rows at a time, audio is decoded a batch at
 a time, so neither has to fit in memory."""
 
 from __future__ import annotations
@@ -87,45 +87,37 @@ def _check_output(path: Path, force: bool) -> str:
     return suffix[1:]
 
 
-def _npy(path: Path, flag: str) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(f"{flag} {path}: file not found")
-    try:
-        return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{flag} {path}: not a readable .npy array ({reason})") from None
+def _as_tracks(npy):
+    """One clip saved alone, (n_mels, frames), is one track."""
+    import dataclasses
+
+    return dataclasses.replace(npy, shape=(1, *npy.shape)) if len(npy.shape) == 2 else npy
 
 
-def _feature_input(args: argparse.Namespace) -> tuple[np.ndarray, list[Any], str]:
-    """(features, track names, what to call them in errors) of --features / --feature-dir."""
+def _feature_input(args: argparse.Namespace):
+    """(the .npy file, track names, what to call it in errors) of --features / --feature-dir."""
+    from genretune.data.npy_stream import open_npy
+
     if args.features is not None:
-        features = _npy(args.features, "--features")
-        return (
-            features,
-            list(range(len(features) if features.ndim == 3 else 1)),
-            (f"--features {args.features}"),
-        )
+        npy = _as_tracks(open_npy(args.features, "--features"))
+        return npy, list(range(npy.rows)), f"--features {args.features}"
     directory = args.feature_dir
     if not directory.is_dir():
         raise InputError(f"--feature-dir {directory}: directory not found")
-    features = _npy(directory / "features.npy", "--feature-dir")
-    names: list[Any] = list(range(len(features) if features.ndim == 3 else 1))
+    npy = _as_tracks(open_npy(directory / "features.npy", "--feature-dir"))
+    names: list[Any] = list(range(npy.rows))
     ids_path = directory / TRACK_IDS_FILE
     if ids_path.is_file():
-        ids = _npy(ids_path, "--feature-dir")
+        try:
+            ids = np.load(ids_path, allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            ids = np.zeros((0,), dtype=object)
         if ids.ndim != 1 or len(ids) != len(names) or ids.dtype.kind not in "iu":
             raise InputError(
                 f"--feature-dir {ids_path}: must be {len(names)} integer track ids, one per row"
             )
         names = [int(i) for i in ids]
-    return features, names, f"--feature-dir {directory / 'features.npy'}"
-
-
-def _nonempty(features: np.ndarray, what: str) -> np.ndarray:
-    if features.ndim >= 1 and features.shape[0] == 0:
-        raise InputError(f"{what}: no tracks (0 rows)")
-    return features
+    return npy, names, f"--feature-dir {directory / 'features.npy'}"
 
 
 def _audio_files(paths: list[Path]) -> list[tuple[str, Path]]:
@@ -273,12 +265,13 @@ def run(args: argparse.Namespace) -> int:
                 raise InputError(f"--audio: no file could be decoded ({summary})")
             _log(f"skipped {len(skipped)} of {len(files)} audio files ({summary})")
     else:
-        features, names, what = _feature_input(args)
-        start = 0
-        for block in model.blocks(_nonempty(features, what), what):
-            prob = model.probabilities_of_block(block)
-            frames.append(_frame(model, names[start : start + len(block)], prob, rule))
-            start += len(block)
+        npy, names, what = _feature_input(args)
+        model.check_input(npy.shape, npy.dtype, what)
+        if npy.rows == 0:
+            raise InputError(f"{what}: no tracks (0 rows)")
+        for start, raw in npy.blocks(model.rows_per_block):
+            prob = model.probabilities_of_block(model.prepared_block(raw, start, what))
+            frames.append(_frame(model, names[start : start + len(raw)], prob, rule))
     df = pd.concat(frames, ignore_index=True) if frames else _frame(model, [], np.zeros(
         (0, len(model.genres)), np.float32), rule)  # fmt: skip
     write_bytes_atomically(args.output, _render(df, fmt, _header(model, rule)), "-o")
