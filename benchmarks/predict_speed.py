@@ -47,21 +47,24 @@ _MEASURED = (
     "from genretune.search.cli import main\n"
     "code = main(sys.argv[1:])\n"
     "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
-    "print(f'peak-kb {hwm}', file=sys.stderr)\n"
+    "import resource\n"
+    "workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "print(f'peak-kb {hwm} {workers}', file=sys.stderr)\n"
     "sys.exit(code)\n"
 )
 
 
-def _run(argv: list[str]) -> tuple[float, float]:
-    """(seconds, peak RSS in MB) of `genretune ARGV...` in a process of its own."""
+def _run(argv: list[str]) -> tuple[float, float, float]:
+    """(seconds, peak RSS in MB, the largest peak RSS of its worker processes in MB: 0 when it
+    started none) of `genretune ARGV...` in a process of its own."""
     start = time.perf_counter()
     res = subprocess.run([sys.executable, "-c", _MEASURED, *argv[1:]], capture_output=True,
                          text=True)  # fmt: skip
     seconds = time.perf_counter() - start
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed:\n{res.stderr[-2000:]}")
-    peak = [line for line in res.stderr.splitlines() if line.startswith("peak-kb ")]
-    return seconds, int(peak[-1].split()[1]) / 1024
+    peak = [line for line in res.stderr.splitlines() if line.startswith("peak-kb ")][-1].split()
+    return seconds, int(peak[1]) / 1024, int(peak[2]) / 1024
 
 
 def _model(root: Path, base_channels: int) -> Path:
@@ -113,7 +116,7 @@ def _clips(directory: Path, n: int, seconds: float = 30.0, rate: int = 44100) ->
     return directory
 
 
-def _predict(model: Path, source: list[str], out: Path, device: str) -> tuple[float, float]:
+def _predict(model: Path, source: list[str], out: Path, device: str) -> tuple[float, ...]:
     out.unlink(missing_ok=True)
     argv = [GENRETUNE, "predict", "--model-dir", str(model), *source, "-o", str(out)]
     return _run([*argv, "--device", device])
@@ -149,7 +152,7 @@ def main() -> int:
             for device in devices:
                 for batch in (int(x) for x in args.batch_sizes.split(",")):
                     source = ["--features", str(path), "--batch-size", str(batch)]
-                    seconds, rss = _predict(model, source, root / "o.csv", device)
+                    seconds, rss, _ = _predict(model, source, root / "o.csv", device)
                     row = {
                         "device": device,
                         "batch_size": batch,
@@ -165,7 +168,7 @@ def main() -> int:
         clips = _clips(root / "clips", args.clips)
         for device in devices:
             source = ["--audio", str(clips), "--workers", str(args.workers)]
-            seconds, rss = _predict(model, source, root / "o.csv", device)
+            seconds, rss, workers_rss = _predict(model, source, root / "o.csv", device)
             row = {
                 "device": device,
                 "workers": args.workers,
@@ -173,6 +176,7 @@ def main() -> int:
                 "seconds": round(seconds, 2),
                 "tracks_per_s": round(args.clips / seconds, 2),
                 "peak_rss_mb": round(rss),
+                "worker_peak_rss_mb": round(workers_rss),
             }
             result["audio"].append(row)
             print(_line("audio (30 s MP3 clips)", row), flush=True)
@@ -184,7 +188,8 @@ def main() -> int:
 
 
 def _line(what: str, row: dict) -> str:
-    extra = {k: v for k, v in row.items() if k in ("batch_size", "workers", "input_mb")}
+    keys = ("batch_size", "workers", "input_mb", "worker_peak_rss_mb")
+    extra = {k: v for k, v in row.items() if k in keys}
     return (
         f"{what} on {row['device']}: {row['tracks']} tracks in {row['seconds']} s = "
         f"{row['tracks_per_s']} tracks/s, peak RSS {row['peak_rss_mb']} MB {extra}"
