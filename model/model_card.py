@@ -25,6 +25,13 @@ PREPARE_FILE = "prepare.json"  # a prepare-fma feature dir's record of its setti
 # Features are used as stored: log-mel power in dB (ref 1.0, top_db 80) for prepare-fma, the
 # synthetic source's values otherwise; the network standardises its input itself (BatchNorm).
 NORMALISATION = "none outside the network: its first layer (BatchNorm) standardises the input"
+# What prepare-fma's values are (data/audio.py: log_mel), for a model trained on them.
+AUDIO_VALUES = (
+    "log-mel power in dB: 10*log10(max(mel, 1e-10)) with ref 1.0, floored 80 dB below the "
+    "clip's maximum; mono mix, resampled to sample_rate, centred frames, periodic Hann window, "
+    "Slaney mel filters; clips longer than `frames` cut, shorter ones padded with their floor; "
+    "stored as float16"
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,7 @@ class FeatureSettings:
             "dtype": self.dtype,
             "source": self.source,
             "audio": self.audio,
+            "audio_values": AUDIO_VALUES if self.audio is not None else None,
             "normalisation": NORMALISATION,
         }
 
