@@ -9,6 +9,15 @@ Parts:
               trials: per-call latency of suggest, on_trial_result and on_trial_complete
               (median, p95, max) as trials accumulate, and driver CPU per trial-epoch.
 
+  ray         a real local Ray with 32 logical CPUs, --ray-trials (512) stand-in trials of 15
+              epochs of --seconds-per-epoch (2 s) of sleep, with a checkpoint each epoch,
+              launched through genretune's own search path: wall time over the ideal (trials x
+              15 x 2 s / 32), and the driver's resident memory over the run.
+  experiment  a finished two-objective experiment of --experiment-trials (1,000) stand-in
+              trials x 15 epochs (built first, with short epochs): seconds of `results`,
+              `export`, `results --pareto`, `search --resume` of the finished search and the
+              Python loader, each a process of its own as a user runs it.
+
 Writes --json (default benchmarks/results/scale.json, with the command line and the commit)
 and a .png of each latency against trial count.
 """
@@ -37,12 +46,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--flags", default="", help="extra genretune search flags (searcher)")
+    parser.add_argument("--ray-trials", type=int, default=512)
+    parser.add_argument("--seconds-per-epoch", type=float, default=2.0)
+    parser.add_argument("--experiment-trials", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=RESULTS / "scale.json")
     args = parser.parse_args()
     from scale.searcher import at, run_searcher_part
 
     out: dict = {"argv": sys.argv, "commit": _commit()}
-    if "searcher" in args.parts.split(","):
+    if "searcher" in args.parts.split(","):  # noqa: SIM102
         counts = [int(n) for n in args.trials.split(",")]
         result = run_searcher_part(max(counts), args.workers, args.seed, args.flags.split())
         out["searcher_run"] = result
@@ -54,6 +66,29 @@ def main() -> int:
             ))  # fmt: skip
         print(f"driver CPU per trial-epoch: {result['driver_cpu_ms_per_trial_epoch']} ms "
               f"({result['trial_epochs']} trial-epochs, {result['wall_s']} s)")  # fmt: skip
+    parts = args.parts.split(",")
+    if "ray" in parts or "experiment" in parts:
+        import tempfile
+
+        from scale.real import build_experiment, run_experiment_part, run_ray_part
+
+        with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
+            root = Path(tmp)
+            if "ray" in parts:
+                out["ray"] = run_ray_part(
+                    root, args.ray_trials, args.workers, args.seconds_per_epoch
+                )
+                out["driver_rss_growth_mb"] = (
+                    out["ray"]["driver_rss_mb"]["peak_mb"] - out["ray"]["driver_rss_mb"]["start_mb"]
+                )
+                print(f"ray: {out['ray']['trials']} trials, {args.workers} at once: wall "
+                      f"{out['ray']['wall_s']} s, ideal {out['ray']['ideal_s']} s, "
+                      f"wall/ideal {out['ray']['wall_over_ideal']}; driver RSS "
+                      f"{out['ray']['driver_rss_mb']}")  # fmt: skip
+            if "experiment" in parts:
+                exp = build_experiment(root, args.experiment_trials, args.workers, 0.0)
+                out["experiment"] = run_experiment_part(exp, args.experiment_trials)
+                print(f"experiment: {out['experiment']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.json}")
