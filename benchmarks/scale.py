@@ -41,7 +41,7 @@ def _commit() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="searcher")
+    parser.add_argument("--parts", default="searcher,ray,experiment")
     parser.add_argument("--trials", default="1000,3000", help="searcher part: trial counts")
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -51,7 +51,7 @@ def main() -> int:
     parser.add_argument("--experiment-trials", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=RESULTS / "scale.json")
     args = parser.parse_args()
-    from scale.searcher import at, run_searcher_part
+    from scaling.searcher import at, run_searcher_part
 
     out: dict = {"argv": sys.argv, "commit": _commit()}
     if "searcher" in args.parts.split(","):  # noqa: SIM102
@@ -70,7 +70,7 @@ def main() -> int:
     if "ray" in parts or "experiment" in parts:
         import tempfile
 
-        from scale.real import build_experiment, run_experiment_part, run_ray_part
+        from scaling.real import build_experiment, run_experiment_part, run_ray_part
 
         with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
             root = Path(tmp)
@@ -91,8 +91,33 @@ def main() -> int:
                 print(f"experiment: {out['experiment']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n")
+    if "searcher_run" in out:
+        _plot(out, args.json.with_suffix(".png"))
     print(f"wrote {args.json}")
     return 0
+
+
+def _plot(out: dict, path: Path) -> None:
+    """Each call's latency (median and p95 per window of trials) against trials started."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    run = out["searcher_run"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4), sharex=True)
+    for ax, (name, windows) in zip(axes, run["curve"].items(), strict=True):
+        n = [int(k) for k in windows]
+        for stat, style in (("median", "o-"), ("p95", "s--"), ("max", ":")):
+            ax.plot(n, [w[stat] for w in windows.values()], style, label=stat, markersize=3)
+        ax.set(title=name, xlabel="trials started", ylabel="ms per call")
+        ax.legend()
+    fig.suptitle(
+        f"searcher calls with a SQLite study, {run['workers']} workers "
+        f"(driver CPU {run['driver_cpu_ms_per_trial_epoch']} ms per trial-epoch)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 if __name__ == "__main__":

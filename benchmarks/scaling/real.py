@@ -57,7 +57,7 @@ def run_ray_part(root: Path, trials: int, workers: int, seconds: float) -> dict[
     import ray
 
     from genretune.search.launch import run_search
-    from scale.standin import launch_with_standin
+    from scaling.standin import launch_with_standin
 
     if not ray.is_initialized():
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
@@ -86,7 +86,7 @@ def run_ray_part(root: Path, trials: int, workers: int, seconds: float) -> dict[
 def build_experiment(root: Path, trials: int, workers: int, seconds: float) -> Path:
     """A finished two-objective experiment of `trials` stand-in trials of EPOCHS epochs."""
     from genretune.search.launch import run_search
-    from scale.standin import launch_with_standin
+    from scaling.standin import launch_with_standin
 
     launch_with_standin(seconds)
     extra = ["--objectives", "val_f1,val_coverage"]

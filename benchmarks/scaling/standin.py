@@ -65,7 +65,7 @@ def launch_with_standin(seconds_per_epoch: float) -> None:
     from ray import tune
 
     import genretune.search.launch as launch
-    from scale import standin
+    from scaling import standin
 
     # Workers do not have this benchmark's directory on their path: ship the function itself.
     ray.cloudpickle.register_pickle_by_value(standin)
