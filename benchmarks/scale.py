@@ -1,6 +1,6 @@
 """Scale: a 1,000-trial search on 32 workers, measured part by part.
 
-    python benchmarks/scale.py                        # all parts (about 25 minutes on 2 cores)
+    python benchmarks/scale.py                        # all parts (about 24 minutes on 2 cores)
     python benchmarks/scale.py --parts searcher --trials 1000
 
 Parts:
@@ -9,17 +9,20 @@ Parts:
               trials: per-call latency of suggest, on_trial_result and on_trial_complete
               (median, p95, max) as trials accumulate, and driver CPU per trial-epoch.
 
-  ray         a real local Ray with 32 logical CPUs, --ray-trials (512) stand-in trials of 15
+  ray         a real local Ray with 32 logical CPUs, --ray-trials (1,000) stand-in trials of 15
               epochs of --seconds-per-epoch (2 s) of sleep, with a checkpoint each epoch,
-              launched through genretune's own search path: wall time over the ideal (trials x
-              15 x 2 s / 32), and the driver's resident memory over the run.
-  experiment  a finished two-objective experiment of --experiment-trials (1,000) stand-in
-              trials x 15 epochs (built first, with short epochs): seconds of `results`,
-              `export`, `results --pareto`, `search --resume` of the finished search and the
-              Python loader, each a process of its own as a user runs it.
+              launched through genretune's own search path (two objectives, val_f1 and
+              val_coverage): wall time over the ideal (trials x 15 x 2 s / 32), and the
+              driver's resident memory and CPU time against trials so far.
+  experiment  the finished two-objective experiment the ray part left (or, run alone, one of
+              --experiment-trials stand-in trials built with zero-second epochs, or the one at
+              --experiment-dir): seconds of `results`, `export`, `results --pareto`,
+              `search --resume` of the finished search and the Python loader, each a process
+              of its own as a user runs it.
 
-Writes --json (default benchmarks/results/scale.json, with the command line and the commit)
-and a .png of each latency against trial count.
+Writes --json (default benchmarks/results/scale.json, with the command line and the commit),
+a .png of each searcher latency against trial count and a _driver.png of the driver's memory
+and CPU time against trials.
 """
 
 from __future__ import annotations
@@ -33,10 +36,19 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _commit() -> str:
-    res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                         cwd=Path(__file__).parent)  # fmt: skip
-    return res.stdout.strip() or "unknown"
+def _provenance() -> dict:
+    """The command line, the commit and whether the tree had changes not in it."""
+    here = Path(__file__).parent
+
+    def git(*args: str) -> str:
+        res = subprocess.run(["git", *args], capture_output=True, text=True, cwd=here)
+        return res.stdout.strip() if res.returncode == 0 else ""
+
+    return {
+        "argv": sys.argv,
+        "commit": git("rev-parse", "HEAD") or "unknown",
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 def main() -> int:
@@ -46,14 +58,18 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--flags", default="", help="extra genretune search flags (searcher)")
-    parser.add_argument("--ray-trials", type=int, default=512)
+    parser.add_argument("--ray-trials", type=int, default=1000)
     parser.add_argument("--seconds-per-epoch", type=float, default=2.0)
     parser.add_argument("--experiment-trials", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=RESULTS / "scale.json")
+    parser.add_argument(
+        "--experiment-dir", type=Path, default=None,
+        help="experiment part: build the experiment here and keep it; reuse it when it exists",
+    )  # fmt: skip
     args = parser.parse_args()
     from scaling.searcher import at, run_searcher_part
 
-    out: dict = {"argv": sys.argv, "commit": _commit()}
+    out: dict = {"provenance": _provenance()}
     if "searcher" in args.parts.split(","):  # noqa: SIM102
         counts = [int(n) for n in args.trials.split(",")]
         result = run_searcher_part(max(counts), args.workers, args.seed, args.flags.split())
@@ -70,7 +86,7 @@ def main() -> int:
     if "ray" in parts or "experiment" in parts:
         import tempfile
 
-        from scaling.real import build_experiment, run_experiment_part, run_ray_part
+        from scaling.real import RAY_PART, build_experiment, run_experiment_part, run_ray_part
 
         with tempfile.TemporaryDirectory(prefix="scale-") as tmp:
             root = Path(tmp)
@@ -86,13 +102,24 @@ def main() -> int:
                       f"wall/ideal {out['ray']['wall_over_ideal']}; driver RSS "
                       f"{out['ray']['driver_rss_mb']}")  # fmt: skip
             if "experiment" in parts:
-                exp = build_experiment(root, args.experiment_trials, args.workers, 0.0)
+                exp = args.experiment_dir
+                if exp is None and "ray" in parts:
+                    exp, args.experiment_trials = root / RAY_PART, out["ray"]["trials"]
+                elif exp is None or not exp.exists():
+                    built_in = exp.parent if exp else root
+                    built_in.mkdir(parents=True, exist_ok=True)
+                    name = exp.name if exp else "experiment-part"
+                    exp = build_experiment(
+                        built_in, name, args.experiment_trials, args.workers, 0.0
+                    )
                 out["experiment"] = run_experiment_part(exp, args.experiment_trials)
                 print(f"experiment: {out['experiment']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n")
     if "searcher_run" in out:
         _plot(out, args.json.with_suffix(".png"))
+    if "ray" in out:
+        _plot_driver(out["ray"], args.json.with_name(args.json.stem + "_driver.png"))
     print(f"wrote {args.json}")
     return 0
 
@@ -115,6 +142,29 @@ def _plot(out: dict, path: Path) -> None:
     fig.suptitle(
         f"searcher calls with a SQLite study, {run['workers']} workers "
         f"(driver CPU {run['driver_cpu_ms_per_trial_epoch']} ms per trial-epoch)"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _plot_driver(ray: dict, path: Path) -> None:
+    """The driver's resident memory and CPU time over the ray part, against trials so far: a
+    straight line is a cost that is linear in trials (constant per trial)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curve = ray["driver_curve"]
+    trials = [x["trials"] for x in curve]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(trials, [x["rss_mb"] for x in curve], "o-", markersize=2)
+    left.set(title="driver resident memory", xlabel="trials so far", ylabel="MB")
+    right.plot(trials, [x["cpu_s"] for x in curve], "o-", markersize=2)
+    right.set(title="driver CPU time (all its threads)", xlabel="trials so far", ylabel="s")
+    fig.suptitle(
+        f"ray part: {ray['trials']} stand-in trials, {ray['concurrent']} at once, "
+        f"wall/ideal {ray['wall_over_ideal']}"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=100)

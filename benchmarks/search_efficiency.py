@@ -92,9 +92,9 @@ def settings_for_method(storage: Path, seed: int, budget: int, extra: list[str],
 def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int, extra: list[str]):
     """The experiment's rows in completion order: (cumulative trial-epochs, objective, config)."""
     from genretune.results.experiment import load_experiment
+    from genretune.results.experiment_dir import read_end_reasons
     from genretune.search.cli.search import settings_from_argv
     from genretune.search.launch import run_search
-    from genretune.search.monitoring import END_REASONS_FILE
 
     name = f"{method}_seed{seed}"
     settings = settings_from_argv(_search_argv(storage, name, seed, budget, epochs, extra)[1:])
@@ -109,7 +109,7 @@ def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int, 
         tid: json.loads((exp.path / f"trial_{tid}" / "params.json").read_text())
         for tid in exp.trials["trial_id"]
     }
-    reasons = json.loads((exp.path / END_REASONS_FILE).read_text())
+    reasons = read_end_reasons(exp.path)
     ended = {tid: reasons.get(tid, {}).get("end_reason") for tid in configs}
     step_metric = metric.removeprefix("best_")
     rows = [

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import os
-import platform
 import shutil
 from collections.abc import Callable
 from datetime import datetime
@@ -39,28 +38,6 @@ CONFIG_FILE = "config.json"
 HISTORY_FILE = "history.csv"
 METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions_{split}.npz"
-
-
-def genretune_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("genretune")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
-
-
-def package_versions() -> dict[str, str]:
-    import numpy
-    import sklearn
-
-    return {
-        "genretune": genretune_version(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
 
 
 def new_run_dir(output_dir: Path, experiment_name: str, stamp: str | None = None) -> Path:

@@ -30,6 +30,7 @@ from genretune.model.model_card import feature_settings, model_card
 from genretune.model.network import count_parameters
 from genretune.model.prepare import PreparedData, prepare_data
 from genretune.model.training import EpochReport, FitResult, decision_rule, fit
+from genretune.model.versions import package_versions
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def _write_model_dir(
             configured_rule=report["decision_rule"],
             features=feature_settings(cfg.data.source, cfg.data.is_synthetic, dataset.features),
             device=runtime.device,
-            versions=artifacts.package_versions(),
+            versions=package_versions(),
         ),
     )
     artifacts.write_history(run_dir / artifacts.HISTORY_FILE, fitted.history)

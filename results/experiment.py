@@ -147,42 +147,101 @@ def _numeric_metrics(history: pd.DataFrame) -> list[str]:
     ]
 
 
-def _best_epoch_row(history: pd.DataFrame, settings: dict[str, Any]) -> pd.Series:
-    """A trial's best epoch, as its training loop chose it (the last epoch that improved its
-    objective: `epochs_since_best` 0), else the first epoch of the search metric's extreme."""
-    if "epochs_since_best" in history:
-        improved = history.index[history["epochs_since_best"] == 0]
-        if len(improved):
-            return history.loc[improved[-1]]
+def _history(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Every trial's epochs (result rows with their trial_id), in trial order then epoch order,
+    nested keys joined by / as Ray's reader does. A driver killed without warning
+    restores trials from the last saved experiment state, which can be a few epochs behind
+    their logs: the rerun epochs are logged twice. The later rows belong to the run that
+    continued, so they are kept."""
+    if not records:
+        return pd.DataFrame(columns=["trial_id"])
+    history = pd.json_normalize(records, sep="/")
+    history["_order"] = history["trial_id"].map({t: i for i, t in enumerate(dict.fromkeys(
+        history["trial_id"]))})  # fmt: skip
+    history = history.drop_duplicates(["trial_id", "training_iteration"], keep="last")
+    history = history.sort_values(["_order", "training_iteration"], kind="stable")
+    return history.drop(columns="_order").reset_index(drop=True)
+
+
+def _best_epoch_rows(history: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
+    """Each trial's best epoch (indexed by trial id), as its training loop chose it: the last
+    epoch that improved its objective (`epochs_since_best` 0), else the first epoch of the
+    search metric's extreme, else its last epoch."""
+    by_trial = history.groupby("trial_id", sort=False)
+    picked = pd.Series(by_trial.tail(1).index, index=by_trial.tail(1)["trial_id"].to_numpy())
     metric = settings["metric"]
-    if metric in history and history[metric].notna().any():
-        scores = history[metric]
-        return history.loc[
-            scores.idxmin() if _direction(settings, metric) == "min" else scores.idxmax()
-        ]
-    return history.iloc[-1]
+    if metric in history:
+        scores = history[metric].astype(float)
+        scored = scores.notna()
+        if scored.any():
+            grouped = scores[scored].groupby(history.loc[scored, "trial_id"], sort=False)
+            lowest = _direction(settings, metric) == "min"
+            extreme = grouped.idxmin() if lowest else grouped.idxmax()
+            picked.loc[extreme.index] = extreme.to_numpy()
+    if "epochs_since_best" in history:
+        improved = history[history["epochs_since_best"] == 0]
+        if len(improved):
+            last_improved = improved.groupby("trial_id", sort=False).tail(1)
+            picked.loc[last_improved["trial_id"].to_numpy()] = last_improved.index.to_numpy()
+    return history.loc[picked.to_numpy()].set_index("trial_id")
+
+
+def _trial_summaries(history: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
+    """Per trial (indexed by trial id): its best epoch, each metric's value at that epoch
+    (`best_<metric>`: the epoch whose weights export and a retrain reproduce, never a maximum
+    over epochs that mixes several) and at its last (`last_<metric>`), epochs, wall time and
+    where it ran last."""
+    best = _best_epoch_rows(history, settings)
+    last = history.groupby("trial_id", sort=False).tail(1).set_index("trial_id")
+    columns: dict[str, pd.Series] = {"best_epoch": best["training_iteration"].astype(int)}
+    for metric in _numeric_metrics(history):
+        columns[metric if metric.startswith("best_") else f"best_{metric}"] = best[metric]
+        columns[f"last_{metric}"] = last[metric]
+    by_trial = history.groupby("trial_id", sort=False)
+    columns["epochs"] = by_trial["training_iteration"].max().astype(int)
+    columns["wall_time_s"] = by_trial["time_total_s"].max().astype(float)
+    for where in ("hostname", "node_ip"):  # where it ran last
+        if where in last:
+            columns[where] = last[where]
+    return pd.DataFrame(columns)
+
+
+def _optional_integers(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """`frame` with `column` as nullable integers when every value it has is a whole number
+    (an integer searched with a "none" choice), else as it is."""
+    values = frame[column].dropna() if column in frame else []
+    if not len(values) or any(isinstance(v, (str, bool)) for v in values):
+        return frame
+    if all(float(v).is_integer() for v in values):
+        frame[column] = frame[column].astype("Int64")
+    return frame
 
 
 def _direction(settings: dict[str, Any], metric: str) -> str:
     """The direction the trials table takes each trial's best of `metric` in: the search's mode
     for its own metric, the metric's natural one for any other."""
-    from genretune.model.training import natural_mode
+    from genretune.model.metric_keys import natural_mode
 
     return settings["mode"] if metric == settings["metric"] else natural_mode(metric)
 
 
-def read_result_rows(result_file: Path) -> tuple[pd.DataFrame, int]:
-    """A trial's result.json (one JSON object per line) as Ray's reader makes it, keeping every
-    complete row: (rows, lines skipped). A search that is still writing, or was killed, can
-    leave the last line cut; Ray's reader then drops the whole trial."""
+def read_result_records(result_file: Path) -> tuple[list[dict[str, Any]], int]:
+    """A trial's result.json (one JSON object per line), keeping every complete row: (rows,
+    lines skipped). A search that is still writing, or was killed, can leave the last line cut;
+    Ray's own reader then drops the whole trial."""
     rows, skipped = [], 0
     try:
         text = result_file.read_text(encoding="utf-8", errors="replace")
     except OSError:
-        return pd.DataFrame(), 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
+        return [], 0
+    lines = [line for line in text.splitlines() if line.strip()]
+    try:  # every line whole (the common case): one parse
+        parsed = json.loads("[" + ",".join(lines) + "]")
+        if all(isinstance(row, dict) for row in parsed):
+            return parsed, 0
+    except json.JSONDecodeError:
+        pass
+    for line in lines:
         try:
             row = json.loads(line)
         except json.JSONDecodeError:
@@ -192,7 +251,23 @@ def read_result_rows(result_file: Path) -> tuple[pd.DataFrame, int]:
             rows.append(row)
         else:
             skipped += 1
-    return (pd.json_normalize(rows, sep="/") if rows else pd.DataFrame()), skipped
+    return rows, skipped
+
+
+def saved_trials(path: Path) -> list:
+    """The trials (Ray `Trial` objects: id, status, config) of the experiment state Ray saved
+    in `path`, read by Ray's own reader without each trial's results, which genretune reads
+    itself, all trials at once (Ray's reader builds a DataFrame per trial: most of the time of
+    loading a 1,000-trial experiment)."""
+    from ray.tune import ExperimentAnalysis
+
+    class _TrialsOnly(ExperimentAnalysis):
+        # ExperimentAnalysis.__init__ reads every trial's results; no public option skips it.
+        def _fetch_trial_dataframes(self) -> dict:
+            return {}
+
+    quiet_ray_reader()
+    return _TrialsOnly(str(path)).trials
 
 
 def quiet_ray_reader() -> None:
@@ -205,9 +280,6 @@ def quiet_ray_reader() -> None:
 
 def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs") -> Experiment:
     """The trials and per-epoch history of an experiment directory."""
-    from ray.tune import ExperimentAnalysis
-
-    quiet_ray_reader()
     path = resolve_experiment_path(name_or_path, storage_path)
     settings = layout.read_settings(path)
     holder = layout.read_lock(path)
@@ -217,31 +289,29 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
             f"({layout.describe_holder(holder)}): these are its results so far",
             file=sys.stderr,
         )
-    reasons_file = path / layout.END_REASONS_FILE
-    reasons = read_json_object(reasons_file) if reasons_file.is_file() else {}
-    if not all(isinstance(v, dict) for v in reasons.values()):
-        raise InputError(f"{reasons_file}: not a map of trial ids to end reasons")
+    reasons = layout.read_end_reasons(path)
     try:
-        analysis = ExperimentAnalysis(str(path))
+        saved = saved_trials(path)
     except Exception as exc:  # Ray raises several types for unreadable state
         raise InputError(f"{path}: cannot read the experiment state ({exc})") from None
 
-    frames = []
+    records: list[dict[str, Any]] = []
     rows = []
     searched = list(settings["space"])
-    for trial in analysis.trials:
-        df = analysis.trial_dataframes.get(trial.trial_id)
+    for trial in saved:
         result_file = path / layout.trial_dir_name(trial.trial_id) / "result.json"
-        if (df is None or df.empty) and result_file.is_file() and result_file.stat().st_size:
-            df, skipped = read_result_rows(result_file)
-            if skipped:
-                print(
-                    f"warning: {result_file.relative_to(path)}: ignored {skipped} incomplete "
-                    f"line(s) (kept {len(df)} complete rows)",
-                    file=sys.stderr,
-                )
+        results, skipped = read_result_records(result_file)
+        if skipped:
+            print(
+                f"warning: {result_file.relative_to(path)}: ignored {skipped} incomplete "
+                f"line(s) (kept {len(results)} complete rows)",
+                file=sys.stderr,
+            )
+        for result in results:
+            result["trial_id"] = trial.trial_id
+        records.extend(results)
         reason = reasons.get(trial.trial_id, {}).get("end_reason")
-        status = _true_status(trial.status, reason, has_rows=df is not None and not df.empty)
+        status = _true_status(trial.status, reason, has_rows=bool(results))
         row: dict[str, Any] = {"trial_id": trial.trial_id, "status": status}
         row["end_reason"] = (
             "error"
@@ -250,40 +320,17 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
         )
         for key in searched:
             row[key] = trial.config.get(key)
-        if df is not None and not df.empty:
-            # A driver killed without warning restores trials from the last saved experiment
-            # state, which can be a few epochs behind their logs: the rerun epochs are logged
-            # twice. The later rows belong to the run that continued, so they are kept.
-            df = (
-                df.drop_duplicates("training_iteration", keep="last")
-                .sort_values("training_iteration")
-                .reset_index(drop=True)
-                .assign(trial_id=trial.trial_id)
-            )
-            frames.append(df)
-            best = _best_epoch_row(df, settings)
-            row["best_epoch"] = int(best["training_iteration"])
-            for metric in _numeric_metrics(df):
-                # Every best_ value is the best epoch's (the one whose weights export and a
-                # retrain reproduce), never a maximum over epochs that mixes several epochs.
-                row[metric if metric.startswith("best_") else f"best_{metric}"] = best[metric]
-                row[f"last_{metric}"] = df[metric].iloc[-1]
-            row["epochs"] = int(df["training_iteration"].max())
-            row["wall_time_s"] = float(df["time_total_s"].max())
-            for where in ("hostname", "node_ip"):  # where it ran last
-                if where in df:
-                    row[where] = df[where].iloc[-1]
-        else:
-            row["epochs"] = 0
         rows.append(row)
-    history = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["trial_id"])
+    history = _history(records)
     trials = pd.DataFrame(rows)
+    if not history.empty:
+        summaries = _trial_summaries(history, settings)
+        trials = trials.join(summaries, on="trial_id")
+    trials["epochs"] = trials["epochs"].fillna(0).astype(int) if "epochs" in trials else 0
     for key in searched:
         # Optional integers (top_k, max_genres) would otherwise turn into floats with NaN.
-        values = trials[key].dropna() if key in trials else []
-        if len(values) and all(float(v).is_integer() for v in values if not isinstance(v, str)):
-            if not any(isinstance(v, (str, bool)) for v in values):
-                trials[key] = trials[key].astype("Int64")
+        trials = _optional_integers(trials, key)
+        history = _optional_integers(history, f"config/{key}")
     metric_col = (
         settings["metric"]
         if settings["metric"].startswith("best_")

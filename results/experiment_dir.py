@@ -30,7 +30,11 @@ from genretune.data import InputError
 # genretune's files (the names users and scripts already see).
 SETTINGS_FILE = "genretune_search.json"  # written once by `search`; read by every command
 OPTUNA_DB = "optuna.db"  # the Optuna study (default storage); written by `search` only
-END_REASONS_FILE = "trial_end_reasons.json"  # why each trial ended; written by `search`
+# Why each trial ended: a line per trial end, appended by `search` (the last line of a trial
+# wins). Experiments made before it was a journal have the same as one JSON map in
+# LEGACY_END_REASONS_FILE; readers merge both.
+END_REASONS_FILE = "trial_end_reasons.jsonl"
+LEGACY_END_REASONS_FILE = "trial_end_reasons.json"
 # Written when a search ends on its own (sample count, budget or searcher), not when it is
 # interrupted: `--resume` of an experiment that has it has nothing to do.
 FINISHED_FILE = "search_finished.json"
@@ -103,6 +107,62 @@ def read_json_object(path: Path) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(payload).__name__}")
     return payload
+
+
+def end_reason_line(trial_id: str, entry: dict[str, Any]) -> str:
+    """One line of the end-reasons journal."""
+    return json.dumps({"trial_id": trial_id, **entry}, default=str) + "\n"
+
+
+def read_end_reasons_journal(path: Path) -> tuple[dict[str, dict[str, Any]], int]:
+    """The end-reasons journal at `path`: ({trial id: entry}, lines skipped). A line cut by a
+    search killed (or a full disk) while writing it is skipped; a file with content but no
+    readable line is an InputError naming it."""
+    try:
+        text = Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read it ({exc})") from None
+    reasons: dict[str, dict[str, Any]] = {}
+    skipped = 0
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            entry = None
+        if not isinstance(entry, dict) or not isinstance(entry.get("trial_id"), str):
+            skipped += 1
+            continue
+        trial_id = entry.pop("trial_id")
+        reasons[trial_id] = entry
+    if skipped and not reasons:
+        raise InputError(f"{path}: not JSON lines of trial end reasons, cut or damaged")
+    return reasons, skipped
+
+
+def read_end_reasons(path: Path, warn: bool = True) -> dict[str, dict[str, Any]]:
+    """Why each trial of the experiment at `path` ended ({trial id: {"end_reason", "epochs",
+    <metric>}}), from the journal and, for older experiments, the JSON map; {} before any trial
+    ended. Damaged files are InputErrors naming them; with `warn`, skipped lines are said."""
+    path = Path(path)
+    reasons: dict[str, dict[str, Any]] = {}
+    legacy = path / LEGACY_END_REASONS_FILE
+    if legacy.is_file():
+        reasons.update(read_json_object(legacy))
+        if not all(isinstance(v, dict) for v in reasons.values()):
+            raise InputError(f"{legacy}: not a map of trial ids to end reasons")
+    journal = path / END_REASONS_FILE
+    if journal.is_file():
+        entries, skipped = read_end_reasons_journal(journal)
+        reasons.update(entries)
+        if skipped and warn:
+            print(
+                f"warning: {journal.name}: ignored {skipped} cut or damaged line(s) "
+                f"(kept {len(entries)} trials' end reasons)",
+                file=sys.stderr,
+            )
+    return reasons
 
 
 def read_settings(path: Path, flag: str = "") -> dict[str, Any]:

@@ -4,7 +4,6 @@ optionally its best weights as a model dir that `genretune tune-threshold` accep
 from __future__ import annotations
 
 import json
-import platform
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -64,10 +63,7 @@ def best_epoch_rule(exp: Experiment, row: pd.Series, config: dict[str, Any]) -> 
 
 
 def export_payload(exp: Experiment, row: pd.Series, metric: str) -> dict[str, Any]:
-    import numpy
-    import optuna
-    import ray
-    import torch
+    from genretune.model.versions import SEARCH_PACKAGES, package_versions
 
     config = trial_config(exp, row["trial_id"])
     metrics = {k: _plain(v) for k, v in row.items() if k.startswith(("best_", "last_"))}
@@ -85,13 +81,7 @@ def export_payload(exp: Experiment, row: pd.Series, metric: str) -> dict[str, An
             "epochs_run": _plain(row.get("epochs")),
             "metrics": metrics,
             "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "versions": {
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "ray": ray.__version__,
-                "optuna": optuna.__version__,
-                "numpy": numpy.__version__,
-            },
+            "versions": package_versions(SEARCH_PACKAGES),
         },
     }
 

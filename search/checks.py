@@ -79,7 +79,7 @@ def check_settings(s: SearchSettings) -> None:
         raise InputError("--reduction-factor must be >= 2")
     if s.mode not in ("max", "min"):
         raise InputError("--mode must be max or min")
-    from genretune.model.training import REPORTED_METRICS
+    from genretune.model.metric_keys import REPORTED_METRICS
 
     if s.metric not in (*REPORTED_METRICS, *RAY_METRICS):
         raise InputError(

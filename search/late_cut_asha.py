@@ -25,7 +25,7 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from genretune.model.training import RUNNING_MAXIMA
+from genretune.model.metric_keys import RUNNING_MAXIMA
 
 
 def rung_to_record(scheduler: ASHAScheduler, trial_id: str, t: float):

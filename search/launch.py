@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -16,7 +15,7 @@ import optuna
 from genretune.data import InputError, first_line
 from genretune.model.config import config_from_flat
 from genretune.results import experiment_dir
-from genretune.results.experiment import quiet_ray_reader
+from genretune.results.experiment import quiet_ray_reader, saved_trials
 from genretune.search import experiment, storage_guard
 from genretune.search.checks import (
     check_against_data,
@@ -58,9 +57,11 @@ def _monitor(s: SearchSettings):
 
 
 def _callbacks(s: SearchSettings) -> list:
-    """Progress and end reasons; TensorBoard event files are written by Ray's default loggers;
-    MLflow when asked."""
-    callbacks = [_monitor(s)]
+    """Progress and end reasons, finished trials' checkpoints trimmed; TensorBoard event files
+    are written by Ray's default loggers; MLflow when asked."""
+    from genretune.search.checkpoint_pruning import TrimFinishedTrials
+
+    callbacks = [_monitor(s), TrimFinishedTrials()]
     if s.mlflow_uri:
         from genretune.search.mlflow_runs import NestedMlflowRuns
 
@@ -85,13 +86,12 @@ def _close_mlflow_runs(s: SearchSettings, results, interrupted: bool) -> None:
         return
     from genretune.search.mlflow_runs import close_search_runs
 
-    reasons_file = Path(s.experiment_path) / experiment_dir.END_REASONS_FILE
     try:
-        reasons = json.loads(reasons_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        reasons = experiment_dir.read_end_reasons(Path(s.experiment_path), warn=False)
+    except InputError:
         reasons = {}
     try:
-        close_search_runs(s, results, interrupted, reasons if isinstance(reasons, dict) else {})
+        close_search_runs(s, results, interrupted, reasons)
     except Exception as exc:  # the search itself ran: MLflow trouble is a warning
         print(f"warning: --mlflow-uri: could not close the search's runs ({first_line(exc)})",
               file=sys.stderr)  # fmt: skip
@@ -103,6 +103,7 @@ def build_tuner(s: SearchSettings):
     from ray.tune.stopper import CombinedStopper
 
     from genretune.search.algorithms import build_algorithms, fixed_config
+    from genretune.search.checkpoint_pruning import KEEP_WHILE_RUNNING
     from genretune.search.search_generator import RelocatableSearchGenerator
     from genretune.search.storage_guard import StorageGuard
 
@@ -132,9 +133,8 @@ def build_tuner(s: SearchSettings):
             stop=CombinedStopper(*stoppers) if len(stoppers) > 1 else stoppers[0],
             callbacks=_callbacks(s),
             failure_config=tune.FailureConfig(max_failures=s.max_failures),
-            checkpoint_config=tune.CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute=s.metric, checkpoint_score_order=s.mode
-            ),
+            # The newest checkpoints: each holds the best-so-far weights (checkpoint_pruning).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=KEEP_WHILE_RUNNING),
             verbose=0,
         ),
     )
@@ -236,12 +236,10 @@ def saved_statuses(experiment_path: str, results=None) -> list[str]:
     state still shows which trials were running. A trial whose worker died for good is saved
     as RUNNING (Ray does not save a trial's state again when it errors without a live actor):
     the errors in `results` (a ResultGrid) say which."""
-    from ray import tune
-
     errored = errored_trial_ids(results)
     return [
         "ERROR" if trial.trial_id in errored else trial.status
-        for trial in tune.ExperimentAnalysis(experiment_path).trials
+        for trial in saved_trials(Path(experiment_path))
     ]
 
 
@@ -283,10 +281,7 @@ def strategy_line(s: SearchSettings) -> str:
 
 def finished_trials(experiment_path: str) -> int:
     """Trials of an experiment that ended without error (read from its saved state)."""
-    from ray import tune
-
-    analysis = tune.ExperimentAnalysis(experiment_path)
-    return sum(trial.status == "TERMINATED" for trial in analysis.trials)
+    return sum(trial.status == "TERMINATED" for trial in saved_trials(Path(experiment_path)))
 
 
 # With fewer trial-epochs than this many whole trials per trial running at once, most trials

@@ -4,7 +4,6 @@ compact progress printout."""
 from __future__ import annotations
 
 import csv
-import json
 import sys
 import time
 from dataclasses import dataclass
@@ -13,8 +12,15 @@ from typing import Any
 
 from ray import tune
 
+from genretune.data import InputError
 from genretune.data.outputs import write_text_atomically
-from genretune.results.experiment_dir import END_REASONS_FILE, trial_dirs, trial_id_of
+from genretune.results.experiment_dir import (
+    END_REASONS_FILE,
+    end_reason_line,
+    read_end_reasons,
+    trial_dirs,
+    trial_id_of,
+)
 from genretune.search.experiment import experiment_being_run, progress_interval_being_run
 
 __all__ = ["END_REASONS_FILE", "BudgetStopper", "PatienceStopper", "TrialMonitor"]
@@ -114,17 +120,26 @@ def _params(config: dict[str, Any], keys: tuple[str, ...]) -> str:
     return " ".join(parts)
 
 
-def _read_reasons(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
-    return payload if isinstance(payload, dict) else {}
+def _reasons_at(paths: list[Path]) -> dict[str, dict[str, Any]]:
+    """What the end-reasons files at `paths` hold, merged; what cannot be read is left out
+    (the search goes on; the loader names a damaged file)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for path in paths:
+        try:
+            merged.update(read_end_reasons(path.parent, warn=False))
+        except InputError:
+            continue
+    return merged
 
 
-def _write_reasons(path: Path, reasons: dict[str, dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomically(path, json.dumps(reasons, indent=1, default=str))
+def _append_line(path: Path, line: str) -> None:
+    """Append `line` to `path` on a line of its own (after a line a full disk or a kill cut)."""
+    with open(path, "a+b") as fh:
+        if fh.tell() > 0:
+            fh.seek(-1, 2)
+            if fh.read(1) != b"\n":
+                line = "\n" + line
+        fh.write(line.encode("utf-8"))
 
 
 CUT = (END_ASHA, END_BUDGET)  # trials stopped before their own end
@@ -182,7 +197,7 @@ def progress_text(
 
 
 class TrialMonitor(tune.Callback):
-    """Records why each trial ended (`trial_end_reasons.json` in the experiment dir) and prints
+    """Records why each trial ended (`trial_end_reasons.jsonl` in the experiment dir) and prints
     a line per finished trial plus a short status every `interval` seconds."""
 
     def __init__(
@@ -211,6 +226,7 @@ class TrialMonitor(tune.Callback):
         self.local_storage = local_storage
         self.num_samples = num_samples
         self.session_epochs = 0  # epochs reported since this driver started (for the ETA)
+        self._journals_written: set[Path] = set()  # end-reasons journals this driver rewrote
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Saved before it stopped keeping a path: it wrote beside the trials if it had one.
@@ -219,6 +235,7 @@ class TrialMonitor(tune.Callback):
         self.__dict__.update(state)
         # A resumed search's clock starts now (the saved one is another process's).
         self.started, self.last_print, self.session_epochs = time.monotonic(), 0.0, 0
+        self._journals_written = set()
 
     def _say(self, text: str) -> None:
         elapsed = time.monotonic() - self.started
@@ -231,32 +248,40 @@ class TrialMonitor(tune.Callback):
 
     def _record(self, trial, reason: str) -> None:
         last = trial.last_result or {}
-        self.reasons[trial.trial_id] = {
+        entry = {
             "end_reason": reason,
             "epochs": last.get("training_iteration", 0),
             self.metric: last.get(self.metric),
         }
-        # The experiment dir, and Ray's driver staging dir: Ray copies the staging dir over
-        # the experiment dir when a search ends, and a resumed search starts with the file as it
-        # was, so a copy written only to the experiment dir would be overwritten by a stale one.
+        self.reasons[trial.trial_id] = entry
+        # Ray's driver staging dir, and the experiment dir: Ray copies the staging dir over the
+        # experiment dir at each save of its state, and a resumed search starts with a staging
+        # dir without the journal, so both get every line (the staging copy first).
         here = trial.remote_experiment_path if self.local_storage else trial.local_experiment_path
-        paths = {
-            Path(here) / END_REASONS_FILE,
-            Path(trial.local_experiment_path) / END_REASONS_FILE,
-        }
-        merged: dict[str, dict[str, Any]] = {}
-        for path in sorted(paths):
-            merged.update(_read_reasons(path))
-        merged.update(self.reasons)
+        paths = list(dict.fromkeys([
+            Path(trial.local_experiment_path) / END_REASONS_FILE, Path(here) / END_REASONS_FILE
+        ]))  # fmt: skip
         for path in paths:
             try:
-                _write_reasons(path, merged)
+                if path in self._journals_written:
+                    _append_line(path, end_reason_line(trial.trial_id, entry))
+                    continue
+                # The first line this driver writes: the journal is rewritten whole from what
+                # both copies and this monitor hold (a line per trial), then only appended to:
+                # a trial's end costs the same at the thousandth trial as at the first.
+                base = {**_reasons_at(paths), **self.reasons}
+                path.parent.mkdir(parents=True, exist_ok=True)
+                write_text_atomically(
+                    path, "".join(end_reason_line(tid, e) for tid, e in base.items())
+                )
+                self._journals_written.add(path)
             except OSError as exc:
                 from genretune.search import storage_guard
 
                 if not storage_guard.is_storage_error(exc):
                     raise
-                # Kept in memory and written again with the next trial's; the search stops.
+                # Kept in memory and written whole with the next trial's; the search stops.
+                self._journals_written.discard(path)
                 storage_guard.note_storage_full(f"{path.name}: {exc.strerror or exc}")
                 storage_guard.stop_like_ctrl_c()
 

@@ -23,12 +23,13 @@ from typing import Any
 
 from ray import tune
 
-from genretune.results.experiment_dir import EXPERIMENT_STATE_GLOB, trial_dirs
+from genretune.results.experiment_dir import EXPERIMENT_STATE_GLOB, trial_dir_name, trial_dirs
 from genretune.search.experiment import experiment_being_run
 
 # Kept free besides the checkpoints about to be written (logs, state files, the study).
 FLOOR_BYTES = 1 << 20
 CHECK_EVERY_S = 1.0
+RECENT_TRIALS = 8  # trials whose checkpoints size the next round of writes
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 STORAGE_MESSAGES = ("No space left on device", "Disk quota exceeded", "File too large")
 
@@ -62,13 +63,15 @@ def note_storage_full(reason: str) -> None:
         _TRIPPED.append(reason)
 
 
-def _largest_checkpoint(path: Path, newest: int = 8) -> int:
-    """Bytes of the largest checkpoint among the most recently changed trial directories."""
-    dirs = sorted(trial_dirs(path), key=lambda d: d.stat().st_mtime, reverse=True)[:newest]
+def _largest_checkpoint(dirs: list[Path]) -> int:
+    """Bytes of the largest checkpoint in the trial directories `dirs`."""
     largest = 0
     for d in dirs:
         for ckpt in d.glob("checkpoint_*"):
-            size = sum(f.stat().st_size for f in ckpt.iterdir() if f.is_file())
+            try:
+                size = sum(f.stat().st_size for f in ckpt.iterdir() if f.is_file())
+            except OSError:  # trimmed or replaced while it was read
+                continue
             largest = max(largest, size)
     return largest
 
@@ -77,10 +80,13 @@ def _largest_state(path: Path) -> int:
     return max((p.stat().st_size for p in path.glob(EXPERIMENT_STATE_GLOB)), default=0)
 
 
-def bytes_needed(path: Path, slots: int) -> int:
+def bytes_needed(path: Path, slots: int, recent: list[str] | None = None) -> int:
     """What the next round of writes needs: a checkpoint per running trial and two more, Ray's
-    experiment state twice (written beside the old one, then renamed), and the floor."""
-    return (slots + 2) * _largest_checkpoint(path) + 2 * _largest_state(path) + FLOOR_BYTES
+    experiment state twice (written beside the old one, then renamed), and the floor. The
+    checkpoint's size is the largest of the trials that reported last (`recent` trial ids; all
+    trials when not given)."""
+    dirs = trial_dirs(path) if recent is None else [path / trial_dir_name(t) for t in recent]
+    return (slots + 2) * _largest_checkpoint(dirs) + 2 * _largest_state(path) + FLOOR_BYTES
 
 
 class StorageGuard(tune.Stopper):
@@ -89,6 +95,7 @@ class StorageGuard(tune.Stopper):
     def __init__(self, slots: int) -> None:
         self.slots = max(1, slots)
         self._last = 0.0
+        self._recent: dict[str, None] = {}  # the trials that reported last, oldest first
 
     def __getstate__(self) -> dict[str, Any]:
         return {"slots": self.slots}
@@ -96,8 +103,15 @@ class StorageGuard(tune.Stopper):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.slots = state["slots"]
         self._last = 0.0
+        self._recent = {}
 
     def __call__(self, trial_id: str, result: dict[str, Any]) -> bool:
+        # The trials that reported last hold the newest checkpoints: looking at them only
+        # keeps each check's cost the same at the thousandth trial as at the first.
+        self._recent.pop(trial_id, None)
+        self._recent[trial_id] = None
+        if len(self._recent) > RECENT_TRIALS:
+            del self._recent[next(iter(self._recent))]
         self._check()
         return False
 
@@ -114,7 +128,7 @@ class StorageGuard(tune.Stopper):
         self._last = now
         try:
             free = shutil.disk_usage(path).free
-            needed = bytes_needed(path, self.slots)
+            needed = bytes_needed(path, self.slots, list(self._recent) or None)
         except OSError:
             return
         if free < needed:

@@ -185,12 +185,17 @@ def _with_fake_experiment(tmp: Path, argv: list[str]) -> list[str]:
 GOOD_SETTINGS = '{"name": "exp", "metric": "best_val_f1", "mode": "max", "space": {}}'
 
 
-def _damaged_experiment(tmp: Path, settings: str = GOOD_SETTINGS, reasons: str = "{}") -> str:
-    """An experiment dir whose genretune files are as given (Ray's state is never reached)."""
+def _damaged_experiment(
+    tmp: Path, settings: str = GOOD_SETTINGS, reasons: str = "{}", journal: str | None = None
+) -> str:
+    """An experiment dir whose genretune files are as given (Ray's state is never reached):
+    `reasons` is the older end-reasons map, `journal` the end-reasons journal."""
     d = tmp / "runs" / "damaged"
     d.mkdir(parents=True)
     (d / "genretune_search.json").write_text(settings)
     (d / "trial_end_reasons.json").write_text(reasons)
+    if journal is not None:
+        (d / "trial_end_reasons.jsonl").write_text(journal)
     (d / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
     return str(d)
 
@@ -803,6 +808,11 @@ CASES: list[Case] = [
             str(t / "b.json"),
         ],
         "trial_end_reasons.json: not valid JSON",
+    ),
+    (
+        "results of a garbage end-reasons journal",
+        lambda t: ["results", _damaged_experiment(t, journal="\x00garbage\n")],
+        "trial_end_reasons.jsonl: not JSON lines of trial end reasons",
     ),
     (
         "resume of a truncated settings file",

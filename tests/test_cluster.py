@@ -4,7 +4,6 @@ walkthrough test runs a search on both nodes, the authentication refusals and th
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -19,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from helpers import descendant_pids
+
+from genretune.results.experiment_dir import read_end_reasons
 
 # Starts Ray or trains real models: the full suite (make test), not the fast lane.
 pytestmark = pytest.mark.slow
@@ -212,5 +213,5 @@ def test_lost_node_trials_resume_on_the_remaining_node(two_node_cluster, tmp_pat
     assert history["node_id"].nunique() == 2
     moved_at = int(history.index[history["node_id"] != history["node_id"].iloc[0]][0])
     assert moved_at >= 2, "resumed from a checkpoint of at least two epochs"
-    reasons = json.loads((exp / "trial_end_reasons.json").read_text())
+    reasons = read_end_reasons(exp)
     assert len(reasons) == 3 and {r["end_reason"] for r in reasons.values()} == {"max_epochs"}

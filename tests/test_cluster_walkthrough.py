@@ -32,6 +32,8 @@ from walkthrough import (
     walkthrough_blocks,
 )
 
+from genretune.results.experiment_dir import read_end_reasons
+
 BIN = Path(sys.executable).parent
 RAY_DASHBOARD_PORT = 8265  # the doc's
 
@@ -269,7 +271,7 @@ def test_cluster_walkthrough_runs_as_written(tmp_path, isolated_cache):
         assert code == 0, out[-3000:]
         timings["resume to the end (step 9)"] = time.monotonic() - clock
         settings = json.loads((exp / "genretune_search.json").read_text())
-        reasons = json.loads((exp / "trial_end_reasons.json").read_text())
+        reasons = read_end_reasons(exp)
         assert len(reasons) == settings["num_samples"], reasons
         nodes = set()
         for progress in exp.glob("trial_*/progress.csv"):

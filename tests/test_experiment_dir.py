@@ -332,3 +332,67 @@ def test_the_best_epochs_rule_of_a_tuned_search_turns_zero_parts_off():
     searched = Experiment(Path("x"), {"decision": "space"}, pd.DataFrame(), pd.DataFrame())
     assert best_epoch_rule(searched, row, {"threshold": 0.4, "top_k": 2}) == {
         "threshold": 0.4, "top_k": 2}  # fmt: skip
+
+
+def _ended(trial_id: str, exp: Path, staging: Path, epochs: int = 3):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        trial_id=trial_id,
+        last_result={"training_iteration": epochs, "best_val_f1": 0.5},
+        remote_experiment_path=str(exp),
+        local_experiment_path=str(staging),
+    )
+
+
+def test_end_reasons_are_appended_after_one_rewrite_of_what_both_copies_hold(tmp_path):
+    from genretune.search.monitoring import TrialMonitor
+
+    exp, staging = tmp_path / "exp", tmp_path / "staging"
+    exp.mkdir()
+    # An experiment from before the journal, resumed once since: a map and a journal.
+    (exp / layout.LEGACY_END_REASONS_FILE).write_text(
+        json.dumps({"old": {"end_reason": "asha", "epochs": 1}})
+    )
+    (exp / layout.END_REASONS_FILE).write_text(
+        layout.end_reason_line("mid", {"end_reason": "patience", "epochs": 4})
+    )
+    monitor = TrialMonitor("best_val_f1", "max", epochs=9, patience=3, searched=())
+    monitor._record(_ended("t0", exp, staging), "max_epochs")
+    journal = exp / layout.END_REASONS_FILE
+    inode = journal.stat().st_ino
+    for i in range(1, 50):
+        monitor._record(_ended(f"t{i}", exp, staging), "asha")
+    assert journal.stat().st_ino == inode  # appended to, not rewritten per trial
+    for where in (exp, staging):
+        reasons = layout.read_end_reasons(where)
+        assert set(reasons) == {"old", "mid", *(f"t{i}" for i in range(50))}
+        assert reasons["mid"]["end_reason"] == "patience"
+        assert reasons["t0"] == {"end_reason": "max_epochs", "epochs": 3, "best_val_f1": 0.5}
+    # The staging copy (which Ray copies over the experiment's) has every line too.
+    assert (staging / layout.END_REASONS_FILE).read_text() == journal.read_text()
+
+
+def test_a_cut_end_reason_line_is_skipped_and_said_and_the_next_lands_whole(tmp_path, capsys):
+    from genretune.search.monitoring import TrialMonitor
+
+    exp = tmp_path / "exp"
+    monitor = TrialMonitor("best_val_f1", "max", epochs=9, patience=3, searched=())
+    monitor._record(_ended("a", exp, exp), "asha")
+    journal = exp / layout.END_REASONS_FILE
+    with journal.open("a") as fh:
+        fh.write('{"trial_id": "b", "end_re')  # a kill or a full disk mid-line
+    monitor._record(_ended("c", exp, exp), "patience")
+    reasons = layout.read_end_reasons(exp)
+    assert set(reasons) == {"a", "c"}
+    assert "trial_end_reasons.jsonl: ignored 1 cut or damaged line(s)" in capsys.readouterr().err
+    # A later line of a trial wins (a trial Ray ran again after an error).
+    monitor._record(_ended("a", exp, exp, epochs=7), "max_epochs")
+    assert layout.read_end_reasons(exp)["a"]["epochs"] == 7
+
+
+@pytest.mark.parametrize("text", ["\x00garbage", "[1, 2]\n", '{"no": "trial id"}\n'])
+def test_a_damaged_end_reasons_journal_is_refused_naming_it(tmp_path, text):
+    (tmp_path / layout.END_REASONS_FILE).write_text(text)
+    with pytest.raises(InputError, match=r"trial_end_reasons\.jsonl: not JSON lines"):
+        layout.read_end_reasons(tmp_path)

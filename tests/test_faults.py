@@ -3,7 +3,6 @@ reused names."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -18,6 +17,7 @@ from helpers import TINY_SEARCH as TINY
 from helpers import search_settings as settings
 from ray import tune
 
+from genretune.results.experiment_dir import read_end_reasons
 from genretune.search.cli import main
 from genretune.search.launch import run_search
 from genretune.search.trainable import STATE_FILE, load_checkpoint_state
@@ -196,7 +196,7 @@ def test_existing_name_needs_resume_or_overwrite_and_finished_resume_changes_not
         )
         assert len(study.trials) == 2
         assert len([p for p in (tmp_path / name).glob("trial_*") if p.is_dir()]) == 2
-    reasons = json.loads((tmp_path / "one" / "trial_end_reasons.json").read_text())
+    reasons = read_end_reasons(tmp_path / "one")
     assert len(reasons) == 2
     assert main([*args, "--name", "one", "--overwrite"]) == 0
     assert len([p for p in exp.glob("trial_*") if p.is_dir()]) == 2

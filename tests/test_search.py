@@ -12,8 +12,9 @@ from helpers import search_settings
 from ray import tune
 
 from genretune.results.experiment import load_experiment
+from genretune.results.experiment_dir import read_end_reasons
 from genretune.search.launch import run_search
-from genretune.search.monitoring import END_ASHA, END_MAX_EPOCHS, END_PATIENCE, END_REASONS_FILE
+from genretune.search.monitoring import END_ASHA, END_MAX_EPOCHS, END_PATIENCE
 from genretune.search.settings import TPE_STARTUP_TRIALS
 from genretune.search.trainable import dataset_for_trials, train_trial
 
@@ -45,7 +46,7 @@ def test_search_runs_asha_optuna_and_the_dir_reads_back(local_ray, tmp_path):
     results = run_search(s)
     assert len(results) == 6 and not results.errors
     exp = tmp_path / "basic"
-    reasons = json.loads((exp / END_REASONS_FILE).read_text())
+    reasons = read_end_reasons(exp)
     assert len(reasons) == 6
     kinds = {r["end_reason"] for r in reasons.values()}
     assert END_ASHA in kinds, "ASHA stopped no trial early"
@@ -53,6 +54,11 @@ def test_search_runs_asha_optuna_and_the_dir_reads_back(local_ray, tmp_path):
     for trial_id, info in reasons.items():
         if info["end_reason"] == END_ASHA:
             assert info["epochs"] < 6, trial_id
+        # A finished trial keeps its newest two checkpoints (each holds the best weights),
+        # the newest being its last epoch's.
+        checkpoints = sorted(p.name for p in (exp / f"trial_{trial_id}").glob("checkpoint_*"))
+        assert len(checkpoints) == min(2, info["epochs"]), (trial_id, checkpoints)
+        assert int(checkpoints[-1].removeprefix("checkpoint_")) == info["epochs"] - 1
 
     # The baseline is the first configuration evaluated.
     study = optuna.load_study(study_name="basic", storage=f"sqlite:///{exp / 'optuna.db'}")
@@ -119,7 +125,7 @@ def test_patience_stopper_fires_on_a_plateau(local_ray, tmp_path):
         "1e-9",
     )
     results = run_search(s)
-    reasons = json.loads((tmp_path / "plateau" / END_REASONS_FILE).read_text())
+    reasons = read_end_reasons(tmp_path / "plateau")
     assert {r["end_reason"] for r in reasons.values()} == {END_PATIENCE}
     for r in results:
         df = r.metrics_dataframe
@@ -267,7 +273,7 @@ def test_budget_random_sampler_and_fifo_scheduler(local_ray, tmp_path, capsys):
     # It stops at 7 trial-epochs, overshooting by at most one epoch per running trial.
     assert 7 <= spent <= 9, history[["trial_id", "training_iteration"]]
     assert len(df) < 50
-    reasons = json.loads((tmp_path / "budget" / END_REASONS_FILE).read_text())
+    reasons = read_end_reasons(tmp_path / "budget")
     assert set(reasons) == set(df["trial_id"]) | {
         p.name.removeprefix("trial_") for p in (tmp_path / "budget").glob("trial_*") if p.is_dir()
     }

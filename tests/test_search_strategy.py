@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 from helpers import TINY_SEARCH, interrupt_search, search_settings
 
+from genretune.results.experiment_dir import read_end_reasons
 from genretune.search.cli import main
 from genretune.search.launch import run_search
-from genretune.search.monitoring import END_ASHA, END_REASONS_FILE
+from genretune.search.monitoring import END_ASHA
 
 # Starts Ray or trains real models: the full suite (make test), not the fast lane.
 pytestmark = pytest.mark.slow
@@ -46,7 +47,7 @@ def test_cut_trials_reach_optuna_as_pruned_with_every_epoch(local_ray, tmp_path)
     results = run_search(s)
     assert len(results) == 6 and not results.errors
     exp = tmp_path / "pruned"
-    reasons = json.loads((exp / END_REASONS_FILE).read_text())
+    reasons = read_end_reasons(exp)
     assert END_ASHA in {r["end_reason"] for r in reasons.values()}, "ASHA cut no trial"
     study = _study(exp)
     assert len(study.trials) == 6
@@ -314,7 +315,7 @@ def test_resume_keeps_the_draws_and_the_pruned_states(local_ray, tmp_path, isola
     assert len(finished) == 6
     first = sorted(study.trials, key=lambda t: t.number)[:3]
     assert [t.params for t in first] == [saved["baseline"], *saved["baseline_draws"]]
-    reasons = json.loads((exp / END_REASONS_FILE).read_text())
+    reasons = read_end_reasons(exp)
     for t in finished:
         cut = reasons[_ray_trial_of(exp, t.params)]["end_reason"] == END_ASHA
         assert t.state == (PRUNED if cut else COMPLETE), t.number

@@ -19,8 +19,9 @@ from genretune.model.device import (
     release_freed_heap,
     resolve_runtime,
 )
+from genretune.model.metric_keys import REPORTED_METRICS
 from genretune.model.prepare import prepare_data
-from genretune.model.training import REPORTED_METRICS, STOP_MAX_EPOCHS, STOP_PATIENCE, fit
+from genretune.model.training import STOP_MAX_EPOCHS, STOP_PATIENCE, fit
 
 DESIGN_KEYS = {
     "val_f1",

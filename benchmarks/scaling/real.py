@@ -15,13 +15,16 @@ EPOCHS = 15
 GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 
 
-class RssSampler:
-    """This process's resident memory, sampled every `interval` seconds in a thread."""
+class DriverSampler:
+    """This process's resident memory and CPU time, with the trials the experiment has so far
+    (its trial dirs), sampled every `interval` seconds in a thread."""
 
-    def __init__(self, interval: float = 1.0) -> None:
-        self.samples: list[tuple[float, float]] = []
+    def __init__(self, experiment: Path, interval: float = 1.0) -> None:
+        self.experiment = experiment
+        self.samples: list[dict[str, float]] = []
         self._stop = threading.Event()
         self._start = time.perf_counter()
+        self._sample()
         self._thread = threading.Thread(target=self._run, args=(interval,), daemon=True)
         self._thread.start()
 
@@ -33,14 +36,28 @@ class RssSampler:
                     return int(line.split()[1]) / 1024
         return float("nan")
 
+    def _trials(self) -> int:
+        try:
+            return sum(1 for p in self.experiment.iterdir() if p.name.startswith("trial_"))
+        except OSError:
+            return 0
+
+    def _sample(self) -> None:
+        self.samples.append({
+            "s": round(time.perf_counter() - self._start, 1),
+            "trials": self._trials(),
+            "rss_mb": round(self.rss_mb()),
+            "cpu_s": round(time.process_time(), 2),
+        })  # fmt: skip
+
     def _run(self, interval: float) -> None:
         while not self._stop.wait(interval):
-            self.samples.append((time.perf_counter() - self._start, self.rss_mb()))
+            self._sample()
 
     def stop(self) -> dict[str, float]:
         self._stop.set()
         self._thread.join()
-        rss = [r for _, r in self.samples] or [self.rss_mb()]
+        rss = [x["rss_mb"] for x in self.samples] or [self.rss_mb()]
         return {"start_mb": round(rss[0]), "peak_mb": round(max(rss)), "end_mb": round(rss[-1])}
 
 
@@ -53,18 +70,36 @@ def _settings(root: Path, name: str, trials: int, workers: int, extra: list[str]
     return settings_from_argv([*argv, *extra])
 
 
-def run_ray_part(root: Path, trials: int, workers: int, seconds: float) -> dict[str, Any]:
+def _local_ray(workers: int) -> None:
     import ray
-
-    from genretune.search.launch import run_search
-    from scaling.standin import launch_with_standin
 
     if not ray.is_initialized():
         ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+
+
+# Two objectives, so that the experiment the ray part leaves is the one the experiment part
+# reads (`results --pareto` needs them): one run of 1,000 trials serves both.
+OBJECTIVES = ["--objectives", "val_f1,val_coverage"]
+RAY_PART = "ray-part"
+
+
+def run_ray_part(root: Path, trials: int, workers: int, seconds: float) -> dict[str, Any]:
+    """The ray part; its experiment is left at root / RAY_PART."""
+    from genretune.search.launch import run_search
+    from scaling.standin import launch_with_standin
+
+    _local_ray(workers)
     launch_with_standin(seconds)
-    sampler = RssSampler()
+    # The driver's libraries are loaded before the baseline: the growth is the search's own.
+    import optuna  # noqa: F401
+    import torch  # noqa: F401
+    from ray import tune  # noqa: F401
+
+    from genretune.search import algorithms, trainable  # noqa: F401
+
+    sampler = DriverSampler(root / RAY_PART)
     start = time.perf_counter()
-    results = run_search(_settings(root, "ray-part", trials, workers, []))
+    results = run_search(_settings(root, RAY_PART, trials, workers, OBJECTIVES))
     wall = time.perf_counter() - start
     rss = sampler.stop()
     ideal = trials * EPOCHS * seconds / workers
@@ -77,21 +112,20 @@ def run_ray_part(root: Path, trials: int, workers: int, seconds: float) -> dict[
         "ideal_s": round(ideal, 1),
         "wall_over_ideal": round(wall / ideal, 3),
         "driver_rss_mb": rss,
-        "driver_rss_curve": [
-            (round(t), round(r)) for t, r in sampler.samples[:: max(1, len(sampler.samples) // 60)]
-        ],
+        # Every sample: seconds, trials so far, the driver's RSS (MB) and CPU time (s).
+        "driver_curve": sampler.samples[:: max(1, len(sampler.samples) // 120)],
     }
 
 
-def build_experiment(root: Path, trials: int, workers: int, seconds: float) -> Path:
+def build_experiment(root: Path, name: str, trials: int, workers: int, seconds: float) -> Path:
     """A finished two-objective experiment of `trials` stand-in trials of EPOCHS epochs."""
     from genretune.search.launch import run_search
     from scaling.standin import launch_with_standin
 
+    _local_ray(workers)
     launch_with_standin(seconds)
-    extra = ["--objectives", "val_f1,val_coverage"]
-    run_search(_settings(root, "experiment-part", trials, workers, extra))
-    return root / "experiment-part"
+    run_search(_settings(root, name, trials, workers, OBJECTIVES))
+    return root / name
 
 
 def _timed(argv: list[str], cwd: Path) -> float:
@@ -129,6 +163,7 @@ def run_experiment_part(exp: Path, trials: int) -> dict[str, Any]:
                 storage,
                 "-o",
                 str(exp.parent / "b.json"),
+                "--force",
             ],
             exp.parent,
         ),

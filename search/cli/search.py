@@ -214,7 +214,7 @@ def _startup(text: str) -> int | str:
 def parse_objectives(text: str) -> tuple[tuple[str, str], ...]:
     """`METRIC[:max|min],...` -> ((metric, mode), ...), checked against the reported keys."""
     from genretune.model.config import OBJECTIVES
-    from genretune.model.training import REPORTED_METRICS, natural_mode
+    from genretune.model.metric_keys import REPORTED_METRICS, natural_mode
 
     objectives = []
     for item in text.split(","):
@@ -313,7 +313,7 @@ def settings_from_args(
         metric = args.metric or "best_tuned_val_f1"
         base = config_from_flat({"objective": "tuned_val_f1"}, base=base)
     objectives = parse_objectives(args.objectives) if args.objectives is not None else ()
-    from genretune.model.training import natural_mode
+    from genretune.model.metric_keys import natural_mode
 
     mode = args.mode or natural_mode(metric)
     if objectives:
