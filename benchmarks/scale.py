@@ -1,6 +1,6 @@
 """Scale: a 1,000-trial search on 32 workers, measured part by part.
 
-    python benchmarks/scale.py                        # all parts (about 24 minutes on 2 cores)
+    python benchmarks/scale.py                        # all parts (about 22 minutes on 2 cores)
     python benchmarks/scale.py --parts searcher --trials 1000
 
 Parts:
@@ -63,10 +63,19 @@ def main() -> int:
     parser.add_argument("--experiment-trials", type=int, default=1000)
     parser.add_argument("--json", type=Path, default=RESULTS / "scale.json")
     parser.add_argument(
+        "--report", type=Path, default=None,
+        help="only write the .md report of an existing result file (no run)",
+    )  # fmt: skip
+    parser.add_argument(
         "--experiment-dir", type=Path, default=None,
         help="experiment part: build the experiment here and keep it; reuse it when it exists",
     )  # fmt: skip
     args = parser.parse_args()
+    if args.report:
+        out = json.loads(args.report.read_text())
+        args.report.with_suffix(".md").write_text(report(out))
+        print(f"wrote {args.report.with_suffix('.md')}")
+        return 0
     from scaling.searcher import at, run_searcher_part
 
     out: dict = {"provenance": _provenance()}
@@ -116,12 +125,91 @@ def main() -> int:
                 print(f"experiment: {out['experiment']}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n")
+    args.json.with_suffix(".md").write_text(report(out))
     if "searcher_run" in out:
         _plot(out, args.json.with_suffix(".png"))
     if "ray" in out:
         _plot_driver(out["ray"], args.json.with_name(args.json.stem + "_driver.png"))
     print(f"wrote {args.json}")
     return 0
+
+
+COMMANDS = {
+    "results_s": "`genretune results NAME`",
+    "export_s": "`genretune export NAME -o best.json`",
+    "pareto_s": "`genretune results NAME --pareto`",
+    "load_s": "`load_experiment(NAME)` in a new Python",
+    "resume_s": "`genretune search --resume NAME` of the finished search",
+}
+
+
+def _met(value: float, goal: float) -> str:
+    return "met" if value < goal else "**missed**"
+
+
+def report(out: dict) -> str:
+    """The result file as the tables benchmarks/README.md quotes (numbers from the JSON only)."""
+    p = out.get("provenance", {})
+    lines = [
+        "# scale.py results",
+        "",
+        f"`{' '.join(p.get('argv', []))}` at commit {p.get('commit', '?')[:10]}"
+        + (" (with uncommitted changes)" if p.get("dirty") else ""),
+        "",
+    ]
+    if "searcher" in out:
+        run = out["searcher_run"]
+        lines += ["| trials | call | median | p95 | max | goal |", "|---|---|---|---|---|---|"]
+        for n, calls in out["searcher"].items():
+            for call, v in calls.items():
+                goal = {"1000": 100, "3000": 300}.get(n) if call == "suggest_ms" else None
+                verdict = f"p95 < {goal} ms: {_met(v['p95'], goal)}" if goal else ""
+                name = call.removesuffix("_ms")
+                lines.append(f"| {n} | {name} | {v['median']} ms | {v['p95']} ms | "
+                             f"{v['max']} ms | {verdict} |")  # fmt: skip
+        lines += [
+            "",
+            f"Driver CPU per trial-epoch (searcher and scheduler): "
+            f"{run['driver_cpu_ms_per_trial_epoch']} ms over {run['trial_epochs']} trial-epochs "
+            f"({run['wall_s']} s).",
+            "",
+        ]
+    if "ray" in out:
+        r = out["ray"]
+        rss = r["driver_rss_mb"]
+        lines += [
+            f"Ray: {r['trials']} trials ({r['errors']} errors), {r['concurrent']} at once, "
+            f"{r['seconds_per_epoch']} s epochs: wall {r['wall_s']} s against an ideal of "
+            f"{r['ideal_s']} s = **{r['wall_over_ideal']}x** (goal <= 1.15: "
+            f"{_met(r['wall_over_ideal'], 1.1500001)}).",
+            "",
+            f"Driver RSS: {rss['start_mb']} MB at the start (libraries loaded), peak "
+            f"{rss['peak_mb']} MB, growth **{out['driver_rss_growth_mb']} MB** (goal < 300: "
+            f"{_met(out['driver_rss_growth_mb'], 300)}).",
+            "",
+        ]
+        curve = r.get("driver_curve", [])
+        if len(curve) > 2:
+            lines += ["| trials so far | seconds | driver RSS MB | driver CPU s |",
+                      "|---|---|---|---|"]  # fmt: skip
+            step = max(1, len(curve) // 10)
+            for x in [*curve[::step], curve[-1]]:
+                lines.append(f"| {x['trials']} | {x['s']} | {x['rss_mb']} | {x['cpu_s']} |")
+            lines.append("")
+    if "experiment" in out:
+        e = out["experiment"]
+        lines += [
+            f"Experiment of {e['trials']} trials x 15 epochs, two objectives; each command a "
+            f"process of its own (Python alone starts in {e['python_start_s']} s):",
+            "",
+            "| command | seconds | goal |",
+            "|---|---|---|",
+        ]
+        for key, name in COMMANDS.items():
+            goal = 10 if key == "resume_s" else 5
+            lines.append(f"| {name} | {e[key]} | < {goal}: {_met(e[key], goal)} |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _plot(out: dict, path: Path) -> None:

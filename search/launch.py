@@ -344,8 +344,9 @@ def run_search(
     if s.optuna_storage and not resume:
         check_optuna_storage(s.optuna_storage)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    # One snapshot per checkpointing epoch is intended (it is what makes a resume lose
-    # nothing); Ray's warning about it would only clutter the progress lines.
+    # A snapshot when a trial has written all the checkpoints it keeps is intended (it keeps
+    # the saved state naming checkpoints that exist); Ray's warning about it would only
+    # clutter the progress lines.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # Ray starts (or is reached) and shows it can run a trial before anything is written.
@@ -425,6 +426,10 @@ def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, sto
         if not storage_guard.is_storage_error(exc):
             raise
         raise StorageFull(None, 0, f"a write failed ({first_line(exc)})") from None
+    if not storage_guard.storage_full_reason():
+        from genretune.search.checkpoint_pruning import trim_after_search
+
+        trim_after_search()  # Ray's last save is done: it holds every finished trial as such
     if local:
         for trial, rows in experiment.drop_rerun_rows(exp_path).items():
             print(

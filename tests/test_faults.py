@@ -26,14 +26,7 @@ from genretune.search.trainable import STATE_FILE, load_checkpoint_state
 pytestmark = pytest.mark.slow
 
 
-def _rows(progress: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(progress)
-    except (pd.errors.EmptyDataError, FileNotFoundError):
-        return pd.DataFrame()
-
-
-def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
+def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, logged_epochs, tmp_path):
     s = settings(
         tmp_path,
         "--name",
@@ -50,16 +43,15 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.setdefault("results", run_search(s)))
     runner.start()
-    exp = tmp_path / "killed"
     killed_pid = None
     deadline = time.monotonic() + 300
     while runner.is_alive() and time.monotonic() < deadline:
-        rows = _rows(next(iter(exp.glob("trial_*/progress.csv")), Path("/nonexistent")))
+        rows = logged_epochs("killed")
         if len(rows) >= 2:
             killed_pid = int(rows["pid"].iloc[-1])
             os.kill(killed_pid, signal.SIGKILL)  # mid-search: epoch 3 is under way
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     runner.join(timeout=600)
     assert killed_pid is not None, "the trial never reached epoch 2"
     results = outcome["results"]
@@ -83,7 +75,9 @@ def test_killed_trial_worker_resumes_from_its_checkpoint(local_ray, tmp_path):
     assert list(history["val_f1"]) == pytest.approx([r["val_f1"] for r in clean.history], abs=1e-9)
 
 
-def test_resume_continues_an_errored_trial_and_the_study_gets_its_values(local_ray, tmp_path):
+def test_resume_continues_an_errored_trial_and_the_study_gets_its_values(
+    local_ray, logged_epochs, tmp_path
+):
     """A trial that errored (its worker killed, no retries left) is continued from its last
     checkpoint by --resume under its own id; the study, which holds it as FAIL, gets a new trial
     with its parameters and every epoch's value."""
@@ -95,11 +89,11 @@ def test_resume_continues_an_errored_trial_and_the_study_gets_its_values(local_r
     exp = tmp_path / "errored"
     deadline = time.monotonic() + 300
     while runner.is_alive() and time.monotonic() < deadline:
-        rows = _rows(next(iter(exp.glob("trial_*/progress.csv")), Path("/nonexistent")))
+        rows = logged_epochs("errored")
         if len(rows) >= 2:
             os.kill(int(rows["pid"].iloc[-1]), signal.SIGKILL)
             break
-        time.sleep(0.2)
+        time.sleep(0.05)
     runner.join(timeout=600)
     (errored,) = list(outcome["results"])
     assert errored.error is not None, "the killed trial was not retried (--max-failures 0)"
