@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from genretune.data.dataset import SPLIT_NAMES, Dataset
-from genretune.data.errors import InputError
+from genretune.data.errors import InputError, first_line
 
 FEATURES_FILE = "features.npy"
 LABELS_FILE = "labels_multilabel.npy"
@@ -34,7 +34,7 @@ def _load_npy(path: Path, mmap: bool) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise InputError(f"{path}: not a readable .npy array ({reason})") from None
 
 

@@ -28,7 +28,7 @@ import pandas as pd
 
 from genretune.data.audio import ClipError, MelSpec, decode
 from genretune.data.dataset import TEST, TRAIN, VAL
-from genretune.data.errors import InputError
+from genretune.data.errors import InputError, first_line
 from genretune.data.feature_dir import FEATURES_FILE, GENRES_FILE, LABELS_FILE, SPLIT_FILE
 from genretune.data.outputs import write_text_atomically
 
@@ -63,7 +63,7 @@ def read_tracks(metadata_dir: Path) -> pd.DataFrame:
     try:
         tracks = pd.read_csv(path, index_col=0, header=[0, 1], low_memory=False)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: not FMA's tracks.csv ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path}: not FMA's tracks.csv ({first_line(exc)})") from None
     needed = [("set", "split"), ("set", "subset"), *(("track", c) for c in LABEL_COLUMNS)]
     missing = [f"{a}.{b}" for a, b in needed if (a, b) not in tracks.columns]
     if missing:
@@ -80,7 +80,7 @@ def read_genre_table(metadata_dir: Path) -> pd.DataFrame:
     try:
         genres = pd.read_csv(path, index_col="genre_id")
     except (ValueError, pd.errors.ParserError) as exc:
-        raise InputError(f"{path}: not FMA's genres.csv ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path}: not FMA's genres.csv ({first_line(exc)})") from None
     missing = {"parent", "title"} - set(genres.columns)
     if missing:
         raise InputError(f"{path}: missing column(s) {', '.join(sorted(missing))}")

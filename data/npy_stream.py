@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genretune.data.errors import InputError
+from genretune.data.errors import InputError, first_line
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def open_npy(path: Path, flag: str) -> NpyFile:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
             offset = fh.tell()
     except (ValueError, OSError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise InputError(f"{flag} {path}: not a readable .npy array ({reason})") from None
     if dtype.hasobject:
         raise InputError(f"{flag} {path}: holds Python objects, not numbers")

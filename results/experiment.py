@@ -259,15 +259,10 @@ def saved_trials(path: Path) -> list:
     in `path`, read by Ray's own reader without each trial's results, which genretune reads
     itself, all trials at once (Ray's reader builds a DataFrame per trial: most of the time of
     loading a 1,000-trial experiment)."""
-    from ray.tune import ExperimentAnalysis
-
-    class _TrialsOnly(ExperimentAnalysis):
-        # ExperimentAnalysis.__init__ reads every trial's results; no public option skips it.
-        def _fetch_trial_dataframes(self) -> dict:
-            return {}
+    from genretune.results.internals import trials_only_analysis
 
     quiet_ray_reader()
-    return _TrialsOnly(str(path)).trials
+    return trials_only_analysis(str(path)).trials
 
 
 def quiet_ray_reader() -> None:

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import optuna.distributions as od
 
-from genretune.data import InputError
+from genretune.data import InputError, first_line
 from genretune.model.config import config_from_flat
 from genretune.search import experiment
 from genretune.search.settings import (
@@ -38,7 +38,7 @@ def check_mlflow_uri(uri: str) -> None:
     try:
         mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as exc:  # MLflow raises many types; the first line says what is wrong
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputError(f"--mlflow-uri {uri}: {first[:300]}") from None
     finally:
         for key, value in saved.items():
@@ -206,5 +206,5 @@ def check_optuna_storage(url: str) -> None:
     try:
         open_rdb_storage(url)
     except Exception as exc:  # SQLAlchemy raises many types (no driver, bad URL, refused)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputError(f"--optuna-storage {url}: cannot open it ({first[:200]})") from None

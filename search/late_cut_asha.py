@@ -26,15 +26,22 @@ from typing import Any
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 from genretune.model.metric_keys import RUNNING_MAXIMA
+from genretune.results.internals import (
+    asha_bracket,
+    asha_sign,
+    asha_time_attr,
+    bracket_rungs,
+    count_asha_stop,
+)
 
 
 def rung_to_record(scheduler: ASHAScheduler, trial_id: str, t: float):
     """(milestone, recorded) of the rung ASHA decides at for a result at time t (as
     `_Bracket.on_result` picks it), or None when the result passes no new rung."""
-    bracket = scheduler._trial_info.get(trial_id)
+    bracket = asha_bracket(scheduler, trial_id)
     if bracket is None:
         return None
-    for milestone, recorded in bracket._rungs:
+    for milestone, recorded in bracket_rungs(bracket):
         if t < milestone or trial_id in recorded:
             continue
         return milestone, recorded
@@ -51,24 +58,24 @@ class LateCutASHA(ASHAScheduler):
     def lower_bounds(self, tid: str, milestone: float, recorded: dict) -> dict[str, float]:
         """What the running trials of `tid`'s bracket that have not reached `milestone` yet
         are certain to have there (their latest value of a running maximum), else nothing."""
-        if self._metric not in RUNNING_MAXIMA or self._mode != "max":
+        if self.metric not in RUNNING_MAXIMA or asha_sign(self) != 1.0:
             return {}
-        bracket = self._trial_info.get(tid)
+        bracket = asha_bracket(self, tid)
         return {
             other: value
             for other, (t, value) in self.latest.items()
             if other != tid
             and other not in recorded
             and t < milestone
-            and self._trial_info.get(other) is bracket
+            and asha_bracket(self, other) is bracket
         }
 
     def on_trial_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
         tid = trial.trial_id
-        t = result.get(self._time_attr)
-        value = result.get(self._metric)
+        t = result.get(asha_time_attr(self))
+        value = result.get(self.metric)
         if t is not None and value is not None:
-            self.latest[tid] = (t, self._metric_op * value)
+            self.latest[tid] = (t, asha_sign(self) * value)
         rung = rung_to_record(self, tid, t) if t is not None else None
         action = super().on_trial_result(tune_controller, trial, result)
         if action != TrialScheduler.CONTINUE:
@@ -76,8 +83,8 @@ class LateCutASHA(ASHAScheduler):
             return action
         if rung is not None and list(rung[1]) == [tid]:
             self.unranked.setdefault(tid, []).append(rung[0])
-        bracket = self._trial_info.get(tid)
-        rungs = dict(bracket._rungs) if bracket is not None else {}
+        bracket = asha_bracket(self, tid)
+        rungs = dict(bracket_rungs(bracket)) if bracket is not None else {}
         for milestone in list(self.unranked.get(tid, ())):
             recorded = rungs[milestone]
             reached = {k: v for k, v in recorded.items() if k != tid}
@@ -87,7 +94,7 @@ class LateCutASHA(ASHAScheduler):
             if reached:  # ranked against real values once; lower bounds at every result
                 self.unranked[tid].remove(milestone)
             if recorded[tid] < bracket.cutoff(others):
-                self._num_stopped += 1
+                count_asha_stop(self)
                 self.latest.pop(tid, None)
                 return TrialScheduler.STOP
         return action

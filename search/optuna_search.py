@@ -31,6 +31,18 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from genretune.results.internals import (
+    OPTUNA_SEARCH_COMPLETED,
+    OPTUNA_SEARCH_SAMPLER,
+    OPTUNA_SEARCH_SPACE,
+    OPTUNA_SEARCH_STORAGE,
+    OPTUNA_SEARCH_STUDY,
+    OPTUNA_SEARCH_STUDY_NAME,
+    OPTUNA_SEARCH_TRIALS,
+    optuna_search_part,
+    optuna_study_storage,
+    optuna_trial_id,
+)
 from genretune.search.experiment import study_url_being_run
 from genretune.search.study_storage import open_rdb_storage
 
@@ -74,7 +86,7 @@ def read_searcher_state(checkpoint_path: str) -> dict[str, Any]:
     """A saved searcher's state (its attributes), no database opened."""
     with open(checkpoint_path, "rb") as fh:
         state = _SearcherUnpickler(fh).load()
-    if not isinstance(state, dict) or "_ot_trials" not in state:
+    if not isinstance(state, dict) or OPTUNA_SEARCH_TRIALS not in state:
         raise ValueError("not a saved Optuna searcher")
     return state
 
@@ -91,6 +103,30 @@ class PruningOptunaSearch(OptunaSearch):
         self.last_step: dict[str, int] = {}  # the last epoch told to Optuna, per trial
         self._held: dict[str, set[int]] = {}
 
+    # Ray's OptunaSearch keeps its state private; these read it through genretune's one door
+    # to Ray's and Optuna's internals (results/internals.py).
+
+    @property
+    def study(self) -> optuna.Study:
+        return optuna_search_part(self, OPTUNA_SEARCH_STUDY)
+
+    @property
+    def study_trials(self) -> dict[str, optuna.trial.Trial]:
+        """Ray trial id -> its Optuna trial (the live map OptunaSearch keeps)."""
+        return optuna_search_part(self, OPTUNA_SEARCH_TRIALS)
+
+    @property
+    def told_complete(self) -> set[str]:
+        """Ray trial ids whose end the study has been told (the live set)."""
+        return optuna_search_part(self, OPTUNA_SEARCH_COMPLETED)
+
+    @property
+    def searched_space(self):
+        return optuna_search_part(self, OPTUNA_SEARCH_SPACE)
+
+    def _storage_part(self):
+        return optuna_search_part(self, OPTUNA_SEARCH_STORAGE)
+
     # `_held`: the running study trials this object has read from the study since it was made
     # or restored, with the epochs the study holds of each. Only this object writes them while
     # it runs, so a result needs no read of the study after the first (a read per result cost
@@ -106,36 +142,42 @@ class PruningOptunaSearch(OptunaSearch):
 
     def _portable_state(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        if isinstance(self._storage, optuna.storages.RDBStorage):
-            state["_storage"] = self._storage.url
-            state["_ot_study"] = None
-            state["_ot_trials"] = {tid: t._trial_id for tid, t in self._ot_trials.items()}
+        if isinstance(self._storage_part(), optuna.storages.RDBStorage):
+            state[OPTUNA_SEARCH_STORAGE] = self._storage_part().url
+            state[OPTUNA_SEARCH_STUDY] = None
+            state[OPTUNA_SEARCH_TRIALS] = {
+                tid: optuna_trial_id(t) for tid, t in self.study_trials.items()
+            }
         state.pop("_held", None)
         return state
 
     def _reopen(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._held = {}
-        saved = self._storage
+        saved = self._storage_part()
         if isinstance(saved, optuna.storages.RDBStorage):
             saved = saved.url  # saved by an older genretune, unpickled unopened
         if not isinstance(saved, str):
             return  # an in-memory study (tests, the simulator): saved whole
         if _LEAVE_UNOPENED:  # read by a check of the saved state, not to run
-            self._storage = saved
+            setattr(self, OPTUNA_SEARCH_STORAGE, saved)
             return
         url = study_url_being_run() or saved
         storage = open_rdb_storage(url)
-        self._storage = storage
-        self._ot_study = optuna.load_study(
-            study_name=self._study_name, storage=storage, sampler=self._sampler
+        setattr(self, OPTUNA_SEARCH_STORAGE, storage)
+        study = optuna.load_study(
+            study_name=optuna_search_part(self, OPTUNA_SEARCH_STUDY_NAME),
+            storage=storage,
+            sampler=optuna_search_part(self, OPTUNA_SEARCH_SAMPLER),
         )
-        self._ot_trials = {
+        setattr(self, OPTUNA_SEARCH_STUDY, study)
+        trials = {
             trial_id: optuna.trial.Trial(
-                self._ot_study, trial if isinstance(trial, int) else trial._trial_id
+                study, trial if isinstance(trial, int) else optuna_trial_id(trial)
             )
-            for trial_id, trial in self._ot_trials.items()
+            for trial_id, trial in self.study_trials.items()
         }
+        setattr(self, OPTUNA_SEARCH_TRIALS, trials)
 
     def __getstate__(self) -> dict[str, Any]:
         return self._portable_state()
@@ -161,39 +203,40 @@ class PruningOptunaSearch(OptunaSearch):
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         config = super().suggest(trial_id)
-        if trial_id in self._ot_trials:
-            self._ot_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
+        if trial_id in self.study_trials:
+            self.study_trials[trial_id].set_user_attr(RAY_TRIAL_ID, trial_id)
         return config
 
     def _open_trial(self, trial_id: str, result: dict[str, Any] | None) -> bool:
         """Whether the study has an open trial for `trial_id`, opening one when Ray runs again
         a trial whose study trial failed (`--resume` of an errored trial) or one the searcher
         never drew (its parameters from the result's config)."""
-        known = self._ot_trials.get(trial_id)
+        known = self.study_trials.get(trial_id)
         if known is not None and trial_id in self._held:
             return True
         if known is not None:
             # The study is the truth: this object may be a restored copy older than it (Ray
             # saves the searcher at checkpoints; the study is written at once, and trials the
             # search stopped at its end are settled after Ray's last save).
-            old = known.storage.get_trial(known._trial_id)
+            old = known.storage.get_trial(optuna_trial_id(known))
             if old.state == TrialState.RUNNING:
-                self._completed_trials.discard(trial_id)
+                self.told_complete.discard(trial_id)
                 if RAY_TRIAL_ID not in old.user_attrs:  # drawn before ids were tagged at once
                     known.set_user_attr(RAY_TRIAL_ID, trial_id)
                 self._confirm_running(trial_id, old.intermediate_values)
                 return True
             if old.state != TrialState.FAIL:
-                self._completed_trials.add(trial_id)
+                self.told_complete.add(trial_id)
                 return False  # finished for good: its results are not told again
             params, distributions = old.params, old.distributions
             reported = dict(old.intermediate_values)
         else:
             config = _config_of(result)
-            if callable(self._space) or not config or any(k not in config for k in self._space):
+            space = self.searched_space
+            if callable(space) or not config or any(k not in config for k in space):
                 return False
-            params = {k: config[k] for k in self._space}
-            distributions, reported = dict(self._space), {}
+            params = {k: config[k] for k in space}
+            distributions, reported = dict(space), {}
         frozen = optuna.trial.create_trial(
             state=TrialState.RUNNING,
             params=params,
@@ -201,10 +244,10 @@ class PruningOptunaSearch(OptunaSearch):
             intermediate_values=reported,
             user_attrs={RAY_TRIAL_ID: trial_id},
         )
-        storage = self._ot_study._storage
-        number = storage.create_new_trial(self._ot_study._study_id, template_trial=frozen)
-        self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, number)
-        self._completed_trials.discard(trial_id)
+        storage, study_id = optuna_study_storage(self.study)
+        new_id = storage.create_new_trial(study_id, template_trial=frozen)
+        self.study_trials[trial_id] = optuna.trial.Trial(self.study, new_id)
+        self.told_complete.discard(trial_id)
         self._confirm_running(trial_id, reported)
         return True
 
@@ -224,19 +267,19 @@ class PruningOptunaSearch(OptunaSearch):
     def _study_holds_epoch(self, trial_id: str, step: int | None) -> bool:
         """Whether the study has this epoch of the trial already (read from its storage: the
         trial object a resumed search unpickled may lag behind it)."""
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or step is None or trial_id in self._completed_trials:
+        ot_trial = self.study_trials.get(trial_id)
+        if ot_trial is None or step is None or trial_id in self.told_complete:
             return False
         if trial_id in self._held:
             return step in self._held[trial_id]
-        return step in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values
+        return step in ot_trial.storage.get_trial(optuna_trial_id(ot_trial)).intermediate_values
 
     def on_trial_complete(
         self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
     ) -> None:
         from genretune.search.algorithms import trial_was_cut
 
-        if error and trial_id in self._completed_trials:
+        if error and trial_id in self.told_complete:
             return  # failed again before a result: the study has it as FAIL already
         if not self._open_trial(trial_id, result):
             return
@@ -249,8 +292,8 @@ class PruningOptunaSearch(OptunaSearch):
         cut = (
             self.cut_as_pruned
             and not error
-            and trial_id not in self._completed_trials
-            and trial_id in self._ot_trials
+            and trial_id not in self.told_complete
+            and trial_id in self.study_trials
             and trial_was_cut(result or {}, self.epochs, self.patience)
             and isinstance(self.metric, str)
             and result.get(self.metric) is not None
@@ -259,7 +302,7 @@ class PruningOptunaSearch(OptunaSearch):
             self._held.pop(trial_id, None)  # read again if Ray runs it again (a retried error)
             super().on_trial_complete(trial_id, result=result, error=error)
             return
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = self.study_trials[trial_id]
         # Ray does not pass the result a trial is stopped on to on_trial_result (a trial the
         # budget ends had its last result reported already).
         step = result["training_iteration"]
@@ -268,8 +311,8 @@ class PruningOptunaSearch(OptunaSearch):
         ):
             ot_trial.report(result[self.metric], step)
         self._held.pop(trial_id, None)
-        self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
-        self._completed_trials.add(trial_id)
+        self.study.tell(ot_trial, state=TrialState.PRUNED)
+        self.told_complete.add(trial_id)
 
 
 RAY_TRIAL_ID = "ray_trial_id"  # the user attribute tying a study trial to its Ray trial
@@ -363,7 +406,7 @@ def settle_stopped_trials(s, results, errored: set[str]) -> int:
             study.tell(frozen.number, state=TrialState.FAIL)
             continue
         state, value = stopped_trial_outcome(s, rows_of.get(trial_id, []))
-        trial = optuna.trial.Trial(study, frozen._trial_id)
+        trial = optuna.trial.Trial(study, optuna_trial_id(frozen))
         if state == TrialState.PRUNED and value is not None:
             step = int(rows_of[trial_id][-1]["training_iteration"])
             if step not in frozen.intermediate_values:

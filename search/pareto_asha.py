@@ -14,6 +14,7 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
+from genretune.results.internals import asha_max_t, asha_time_attr
 from genretune.search.late_cut_asha import rung_to_record
 
 
@@ -40,7 +41,7 @@ class ParetoASHA(ASHAScheduler):
         return point
 
     def on_trial_result(self, tune_controller, trial, result: dict[str, Any]) -> str:
-        t = result.get(self._time_attr)
+        t = result.get(asha_time_attr(self))
         rung = rung_to_record(self, trial.trial_id, t) if t is not None else None
         milestone = rung[0] if rung is not None else None
         action = super().on_trial_result(tune_controller, trial, result)
@@ -50,6 +51,6 @@ class ParetoASHA(ASHAScheduler):
         recorded = self.rung_points.setdefault(milestone, {})
         on_front = not any(dominates(other, point) for other in recorded.values())
         recorded[trial.trial_id] = point
-        if action == TrialScheduler.STOP and on_front and t < self._max_t:
+        if action == TrialScheduler.STOP and on_front and t < asha_max_t(self):
             return TrialScheduler.CONTINUE
         return action

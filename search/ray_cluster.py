@@ -10,7 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from genretune.data import InputError
+from genretune.data import InputError, first_line
 from genretune.search.settings import Resources
 
 LOOPBACK = "127.0.0.1"
@@ -210,7 +210,7 @@ def connect_ray(address: str | None, verbose: bool) -> bool:
         refusal = auth_refusal(address, "".join(said))
         if refusal:
             raise InputError(refusal) from None
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
         raise InputError(f"--address {address}: not a reachable Ray cluster ({reason})") from None
     finally:
         if saved is None:
@@ -230,15 +230,11 @@ def _ray_init(address: str | None, verbose: bool) -> None:
         code = staged_code()
         ray.init(address=address, runtime_env={"py_modules": [code]}, log_to_driver=verbose)
     else:
-        # A Ray of our own listens on the loopback interface only: Ray binds its servers to
-        # the node's IP, and would replace 127.0.0.1 with the machine's address unless its
-        # multi-node mode is off (the process then cannot be joined by other nodes, which a
-        # local search never needs).
-        from ray._private import ray_constants
+        # A Ray of our own listens on the loopback interface only.
+        from genretune.results.internals import keep_local_ray_on_loopback
 
         check_local_environment()
-        if hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
-            ray_constants.ENABLE_RAY_CLUSTER = False
+        keep_local_ray_on_loopback()
         ray.init(
             include_dashboard=False,
             log_to_driver=verbose,

@@ -8,11 +8,11 @@ included) into the original. Restored here, it takes the location the experiment
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from ray.tune.search import SearchGenerator
 
+from genretune.results.internals import point_generator_at
 from genretune.search.experiment import experiment_being_run
 
 
@@ -20,13 +20,5 @@ class RelocatableSearchGenerator(SearchGenerator):
     def set_state(self, state: dict[str, Any]) -> None:
         super().set_state(state)
         path = experiment_being_run()
-        spec = getattr(self._experiment, "spec", None)
-        storage = spec.get("storage") if isinstance(spec, dict) else None
-        if path is None or storage is None:
-            return  # cloud storage, or nothing saved: Ray's own paths hold
-        here = copy.copy(storage)
-        here.storage_fs_path = str(path.parent)
-        here.experiment_dir_name = path.name
-        spec["storage"] = here
-        if getattr(self._experiment, "storage", None) is storage:
-            self._experiment.storage = here
+        if path is not None:  # None: cloud storage, where Ray's own paths hold
+            point_generator_at(self, path)

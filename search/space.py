@@ -21,7 +21,7 @@ import numpy as np
 import optuna.distributions as od
 import yaml
 
-from genretune.data import InputError
+from genretune.data import InputError, first_line
 from genretune.model.config import FLAT_KEYS, INT_KEYS, OPTIONAL_KEYS
 from genretune.search.profiles import BASELINE_MIN_SAMPLES, Profile
 from genretune.search.unit_space import from_unit, to_unit
@@ -222,7 +222,7 @@ def read_space_file(path: Path) -> dict[str, Any]:
         payload = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise InputError(f"--space {path}: not valid {kind} ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"--space {path}: not valid {kind} ({first_line(exc)})") from None
     if not isinstance(payload, dict):
         raise InputError(f"--space {path}: must be a mapping of parameter names")
     return payload
@@ -238,9 +238,7 @@ def read_baseline_file(path: Path) -> dict[str, Any]:
         payload = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise InputError(
-            f"--baseline {path}: not valid {kind} ({str(exc).splitlines()[0]})"
-        ) from None
+        raise InputError(f"--baseline {path}: not valid {kind} ({first_line(exc)})") from None
     if isinstance(payload, dict) and isinstance(payload.get("config"), dict):
         payload = payload["config"]
     if not isinstance(payload, dict) or not payload:

@@ -162,16 +162,10 @@ class StorageErrorFilter(logging.Filter):
         return False
 
 
-QUIETED_LOGGERS = (
-    "ray.tune.execution.tune_controller",
-    "ray.train._internal.syncer",
-    "ray.tune.tune",
-    "optuna.storages._rdb.storage",
-)
-
-
 def quiet_storage_errors() -> None:
-    for name in QUIETED_LOGGERS:
+    from genretune.results.internals import STORAGE_ERROR_LOGGERS
+
+    for name in STORAGE_ERROR_LOGGERS:
         logger = logging.getLogger(name)
         if not any(isinstance(f, StorageErrorFilter) for f in logger.filters):
             logger.addFilter(StorageErrorFilter())

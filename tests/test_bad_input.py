@@ -214,7 +214,8 @@ def _read_only(path: Path) -> Path:
         return path
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)],
                          capture_output=True, text=True)  # fmt: skip
-    assert res.returncode == 0, f"cannot mount a read-only filesystem as root: {res.stderr}"
+    if res.returncode != 0:  # a container without the capability: nothing stops root here
+        pytest.skip(f"root cannot mount a read-only filesystem here: {res.stderr.strip()}")
     MOUNTED.append(path)
     return path
 

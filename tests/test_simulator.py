@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from genretune.results.internals import OPTUNA_SEARCH_STUDY, optuna_search_part
 from hposim.bank import DEFAULT_PATH, RULES, CurveBank, load_bank, rule_index
 from hposim.curves import CurveSource
 from hposim.replay import replay
@@ -150,7 +151,7 @@ def test_asha_cut_trial_reaches_optuna_with_its_last_value():
     assert [t.end_reason for t in log.trials] == ["max_epochs", "asha"]
     # Ray's OptunaSearch tells Optuna a stopped trial's last reported value, as COMPLETE; the
     # result it was stopped on is not reported as an intermediate value.
-    study = algorithms.searcher._ot_study
+    study = optuna_search_part(algorithms.searcher, OPTUNA_SEARCH_STUDY)
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     assert [t.value for t in study.trials] == [0.7, 0.3]
     assert study.trials[1].intermediate_values == {1: 0.1}
@@ -583,7 +584,7 @@ def test_first_wave_comes_from_the_search_and_the_rest_from_the_known_order():
     assert [t.config["lr"] for t in log.trials] == [a, b, c, d]
     # The first searcher's study holds its own two trials, ended with their last values,
     # and nothing of the known order's.
-    study = first._ot_study
+    study = optuna_search_part(first, OPTUNA_SEARCH_STUDY)
     assert [t.params["lr"] for t in study.trials] == [a, b]
     assert [t.value for t in study.trials] == pytest.approx([0.3, 0.4])
 

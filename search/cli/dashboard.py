@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from genretune.data import InputError
+from genretune.data import InputError, first_line
 from genretune.results import experiment_dir as layout
 from genretune.results.experiment import resolve_experiment_path
 
@@ -59,7 +59,7 @@ def open_study_storage(path: Path) -> tuple[Any, str]:
     except KeyError:
         raise InputError(f"{url}: holds no study named {name!r}") from None
     except Exception as exc:  # SQLAlchemy raises many types (no driver, refused, not a DB)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise InputError(f"{url}: cannot open the study ({first[:200]})") from None
     return storage, name
 
