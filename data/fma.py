@@ -161,10 +161,11 @@ def audio_path(audio_dir: Path, track_id: int) -> Path:
     return audio_dir / name[:3] / f"{name}.mp3"
 
 
-def _decode_chunk(
+def decode_chunk(
     audio_dir: str, spec: MelSpec, rows: list[tuple[int, int]]
 ) -> list[tuple[int, np.ndarray | None, str]]:
-    """Worker: (row, features or None, skip reason) for each (row, track id)."""
+    """(row, features or None, skip reason) for each (row, track id): the unit of work of a
+    decoding process or of a remote task."""
     out = []
     for row, track_id in rows:
         try:
@@ -176,37 +177,29 @@ def _decode_chunk(
     return out
 
 
-def _chunks(rows: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
+def chunks(rows: list[tuple[int, int]], size: int) -> Iterator[list[tuple[int, int]]]:
     for start in range(0, len(rows), size):
         yield rows[start : start + size]
 
 
-def _local_results(audio_dir: Path, spec: MelSpec, rows, workers: int) -> Iterator[list]:
-    if workers == 1:
-        for chunk in _chunks(rows, 8):
-            yield _decode_chunk(str(audio_dir), spec, chunk)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        pending = [pool.submit(_decode_chunk, str(audio_dir), spec, c) for c in _chunks(rows, 8)]
-        for future in pending:
-            yield future.result()
+# A decoder: (audio dir, mel spec, [(row, track id), ...]) -> decode_chunk's lists, in any order.
+Decoder = Callable[[Path, MelSpec, list[tuple[int, int]]], Iterator[list]]
 
 
-def _ray_results(audio_dir: Path, spec: MelSpec, rows, address: str) -> Iterator[list]:
-    """Decode as Ray tasks on a cluster (the audio dir must be readable on every node)."""
-    import ray
+def local_decoder(workers: int) -> Decoder:
+    """Decoding in this process (1) or in `workers` local processes."""
 
-    if not ray.is_initialized():
-        # The decoding code travels with the job; nodes need numpy, scipy and soundfile.
-        from genretune.data.shipping import staged_code
+    def results(audio_dir: Path, spec: MelSpec, rows) -> Iterator[list]:
+        if workers == 1:
+            for chunk in chunks(rows, 8):
+                yield decode_chunk(str(audio_dir), spec, chunk)
+            return
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            pending = [pool.submit(decode_chunk, str(audio_dir), spec, c) for c in chunks(rows, 8)]
+            for future in pending:
+                yield future.result()
 
-        code = staged_code(("data",))
-        ray.init(address=address, runtime_env={"py_modules": [code]}, log_to_driver=False)
-    task = ray.remote(num_cpus=1)(_decode_chunk)
-    refs = [task.remote(str(audio_dir), spec, c) for c in _chunks(rows, 16)]
-    while refs:
-        ready, refs = ray.wait(refs, num_returns=1)
-        yield ray.get(ready[0])
+    return results
 
 
 @dataclass(frozen=True)
@@ -219,7 +212,6 @@ class PrepareSettings:
     min_tracks: int = 1
     spec: MelSpec = MelSpec()
     workers: int = 1
-    address: str | None = None
 
     def identity(self) -> dict:
         """What makes two runs the same preparation (a rerun resumes only when equal)."""
@@ -233,7 +225,8 @@ class PrepareSettings:
         }
 
 
-def check_settings(s: PrepareSettings) -> None:
+def check_settings(s: PrepareSettings, local: bool = True) -> None:
+    """Refuses bad settings in one line; `local`: decoding in local processes (s.workers)."""
     if s.subset not in SUBSETS:
         raise InputError(f"--subset must be one of {', '.join(SUBSETS)}")
     if s.labels not in LABEL_COLUMNS:
@@ -241,7 +234,7 @@ def check_settings(s: PrepareSettings) -> None:
     if s.min_tracks < 1:
         raise InputError("--min-tracks must be >= 1")
     cpus = os.cpu_count() or 1
-    if s.workers < 1 or (s.address is None and s.workers > cpus):
+    if s.workers < 1 or (local and s.workers > cpus):
         raise InputError(
             f"--workers {s.workers}: must be in [1, {cpus}] (the CPUs of this machine; "
             "use --address to decode on a Ray cluster)"
@@ -277,9 +270,15 @@ def _existing_identity(out: Path) -> dict | None:
     return None
 
 
-def prepare_fma(s: PrepareSettings, log: Callable[[str], None] = print) -> dict:
-    """Make (or finish) the feature dir; returns the summary written to prepare.json."""
-    check_settings(s)
+def prepare_fma(
+    s: PrepareSettings,
+    log: Callable[[str], None] = print,
+    decoder: tuple[Decoder, str] | None = None,
+) -> dict:
+    """Make (or finish) the feature dir; returns the summary written to prepare.json.
+    `decoder`: (a Decoder, what to call it) to decode elsewhere (`prepare-fma --address`
+    hands in Ray tasks); by default s.workers local processes."""
+    check_settings(s, local=decoder is None)
     tracks = read_tracks(s.metadata)
     genre_table = read_genre_table(s.metadata)
     where = str(s.metadata / "tracks.csv")
@@ -319,17 +318,11 @@ def prepare_fma(s: PrepareSettings, log: Callable[[str], None] = print) -> dict:
     todo = [(int(i), int(fma.track_ids[i])) for i in np.flatnonzero(status == PENDING)]
     if len(todo) < n:
         log(f"resuming: {n - len(todo):,} of {n:,} tracks already done")
-    log(
-        f"decoding {len(todo):,} clips into {spec.n_mels}x{spec.frames} log-mels "
-        f"({'Ray at ' + s.address if s.address else f'{s.workers} process(es)'})"
-    )
+    decode, where = decoder or (local_decoder(s.workers), f"{s.workers} process(es)")
+    log(f"decoding {len(todo):,} clips into {spec.n_mels}x{spec.frames} log-mels ({where})")
     from tqdm import tqdm
 
-    results = (
-        _ray_results(s.audio, spec, todo, s.address)
-        if s.address
-        else _local_results(s.audio, spec, todo, s.workers)
-    )
+    results = decode(s.audio, spec, todo)
     with (
         open(reasons_path, "a", encoding="utf-8") as reasons,
         tqdm(total=len(todo), unit="clip", file=sys.stderr, disable=None) as bar,

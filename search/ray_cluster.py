@@ -225,7 +225,7 @@ def _ray_init(address: str | None, verbose: bool) -> None:
         return
     if address:
         # Code travels with the job unless the nodes have genretune installed themselves.
-        from genretune.data.shipping import staged_code
+        from genretune.search.code_shipping import staged_code
 
         code = staged_code()
         ray.init(address=address, runtime_env={"py_modules": [code]}, log_to_driver=verbose)
@@ -241,3 +241,27 @@ def _ray_init(address: str | None, verbose: bool) -> None:
             configure_logging=verbose,
             _node_ip_address=LOOPBACK,
         )
+
+
+def ray_decoder(address: str):
+    """A prepare-fma decoder (data.fma.Decoder) running each chunk of clips as a Ray task on
+    the cluster at `address` (the audio dir must be readable on every node)."""
+
+    def results(audio_dir, spec, rows):
+        import ray
+
+        from genretune.data.fma import chunks, decode_chunk
+
+        if not ray.is_initialized():
+            # The decoding code travels with the job; nodes need numpy, scipy and soundfile.
+            from genretune.search.code_shipping import staged_code
+
+            code = staged_code(("data",))
+            ray.init(address=address, runtime_env={"py_modules": [code]}, log_to_driver=False)
+        task = ray.remote(num_cpus=1)(decode_chunk)
+        refs = [task.remote(str(audio_dir), spec, c) for c in chunks(rows, 16)]
+        while refs:
+            ready, refs = ray.wait(refs, num_returns=1)
+            yield ray.get(ready[0])
+
+    return results

@@ -216,8 +216,10 @@ def test_log_mel_of_a_tone_peaks_at_its_frequency():
 
 
 def test_ray_tasks_decode_the_same_features(archive, prepared, local_ray, tmp_path):
-    """With --address, clips are decoded as Ray tasks (here on the session's local Ray)."""
+    """With --address, clips are decoded as Ray tasks (here on the session's local Ray), by
+    the decoder the command hands in (data/ itself imports no Ray)."""
     from genretune.data.fma import PrepareSettings, prepare_fma
+    from genretune.search.ray_cluster import ray_decoder
 
     spec = MelSpec(
         sample_rate=8000, n_fft=256, hop_length=128, n_mels=32, frames=48, min_seconds=1.0
@@ -229,9 +231,8 @@ def test_ray_tasks_decode_the_same_features(archive, prepared, local_ray, tmp_pa
         out=out,
         subset="medium",
         spec=spec,
-        address="auto",
     )
-    summary = prepare_fma(settings, log=lambda text: None)
+    summary = prepare_fma(settings, log=lambda text: None, decoder=(ray_decoder("auto"), "Ray"))
     assert summary["tracks"] == len(np.load(prepared / "track_ids.npy"))
     for name in ("features.npy", "labels_multilabel.npy", "split.npy", "track_ids.npy"):
         assert np.array_equal(np.load(out / name), np.load(prepared / name)), name

@@ -46,6 +46,31 @@ def test_import_direction(package):
     assert not (FORBIDDEN[package] & loaded), FORBIDDEN[package] & loaded
 
 
+@pytest.mark.parametrize("package", ["data", "model"])
+def test_no_late_import_crosses_the_direction_either(package):
+    """Imports inside functions too (test_import_direction sees only what importing does):
+    data/ never imports Ray, Optuna or torch, model/ never Ray or Optuna."""
+    import ast
+
+    third_party = {n for n in FORBIDDEN[package] if not n.startswith(G)}
+    found = []
+    for path in sorted((REPO / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
+            found += [
+                f"{path.relative_to(REPO)}:{node.lineno} {n}"
+                for n in names
+                if n.split(".")[0] in third_party
+            ]
+    assert not found, found
+
+
 def test_genretune_train_does_not_import_ray():
     code = (
         "import sys; import genretune.search.cli, genretune.model.standalone; "

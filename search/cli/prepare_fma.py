@@ -57,12 +57,14 @@ def run(args: argparse.Namespace) -> int:
         min_tracks=args.min_tracks,
         spec=spec,
         workers=args.workers,
-        address=args.address,
     )
+    decoder = None
     if args.address:
-        from genretune.search.ray_cluster import check_address
+        from genretune.search.ray_cluster import check_address, ray_decoder
 
         check_address(args.address)  # before anything is written: ray.init would retry minutes
-    prepare_fma(settings, log=lambda text: print(text, file=sys.stderr, flush=True))
+        decoder = (ray_decoder(args.address), f"Ray at {args.address}")
+    log = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    prepare_fma(settings, log=log, decoder=decoder)
     print(f"next: genretune data stats --data {args.out}")
     return 0
