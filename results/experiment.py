@@ -16,6 +16,7 @@ import pandas as pd
 
 from genretune.data import InputError
 from genretune.results import experiment_dir as layout
+from genretune.results import writer_lock
 from genretune.results.experiment_dir import read_json_object
 
 __all__ = ["Experiment", "load_experiment", "read_json_object"]
@@ -277,11 +278,11 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
     """The trials and per-epoch history of an experiment directory."""
     path = resolve_experiment_path(name_or_path, storage_path)
     settings = layout.read_settings(path)
-    holder = layout.read_lock(path)
+    holder = writer_lock.read_lock(path)
     if holder is not None and not holder["gone"]:
         print(
             f"note: {path.name} is being written by a running search "
-            f"({layout.describe_holder(holder)}): these are its results so far",
+            f"({writer_lock.describe_holder(holder)}): these are its results so far",
             file=sys.stderr,
         )
     reasons = layout.read_end_reasons(path)

@@ -125,13 +125,9 @@ def fit_space_to_data(s: SearchSettings, dataset) -> SearchSettings:
     would keep no genre or exceed the genre count. A space the user gave is left as it is (and
     checked by `check_against_data`)."""
     from genretune.search.profiles import get_profile
-    from genretune.search.space import default_space, nearest
+    from genretune.search.space import default_space_for, nearest
 
-    defaults = default_space(get_profile(s.profile))
-    if not s.base.data.is_synthetic:
-        defaults["min_samples_per_genre"] = default_space(get_profile("full"))[
-            "min_samples_per_genre"
-        ]
+    defaults = default_space_for(get_profile(s.profile), s.base.data.is_synthetic)
     space, notes = dict(s.space), []
     dist = space.get("min_samples_per_genre")
     top = int(dataset.labels.sum(axis=0).max())

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 
@@ -16,6 +15,7 @@ from genretune.data import InputError, first_line
 from genretune.model.config import config_from_flat
 from genretune.results import experiment_dir
 from genretune.results.experiment import quiet_ray_reader, saved_trials
+from genretune.results.writer_lock import WriterLock
 from genretune.search import experiment, storage_guard
 from genretune.search.checks import (
     check_against_data,
@@ -26,7 +26,16 @@ from genretune.search.checks import (
 from genretune.search.ray_cluster import check_trial_fits, connect_ray, trials_at_once
 from genretune.search.resume_checks import check_saved_state
 from genretune.search.settings import SearchSettings
-from genretune.search.stop_signals import SearchStopped, StopSignals, blocked_in_children
+from genretune.search.start_lines import strategy_line, thin_budget_note
+from genretune.search.stop_signals import (
+    InterruptWatch,
+    SearchInterrupted,
+    SearchStopped,
+    StopSignals,
+    StorageFull,
+    blocked_in_children,
+    keep_rays_resume_advice_back,
+)
 from genretune.search.study_storage import open_rdb_storage
 
 
@@ -140,83 +149,6 @@ def build_tuner(s: SearchSettings):
     )
 
 
-class _WithoutRaysResumeAdvice(logging.Filter):
-    """Ray logs how to resume with its Python API when a run is interrupted; genretune prints
-    the command that does it (with the settings Ray does not know), on a line of its own."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "Resume experiment with" not in record.getMessage()
-
-
-def keep_rays_resume_advice_back() -> None:
-    tune_logger = logging.getLogger("ray.tune.tune")
-    if not any(isinstance(f, _WithoutRaysResumeAdvice) for f in tune_logger.filters):
-        tune_logger.addFilter(_WithoutRaysResumeAdvice())
-
-
-class SearchInterrupted(KeyboardInterrupt):
-    """The search was stopped by Ctrl-C (SIGINT) or SIGUSR1 before it ended on its own; Ray
-    saved its state, so `genretune search --resume NAME` finishes it. `results` holds what the
-    trials reported so far."""
-
-    def __init__(self, results, unfinished: int, signum: int = signal.SIGINT):
-        super().__init__(f"{unfinished} trial(s) unfinished")
-        self.results = results
-        self.unfinished = unfinished
-        self.signum = signum  # SIGINT (Ctrl-C), or SIGTERM / SIGHUP handled alike
-
-
-class StorageFull(SearchInterrupted):
-    """The experiment's storage ran (nearly) full: the search stopped as on Ctrl-C, saving what
-    it could; `reason` says what was seen. `results` is None when Ray could not save."""
-
-    def __init__(self, results, unfinished: int, reason: str):
-        super().__init__(results, unfinished)
-        self.reason = reason
-
-
-class InterruptWatch:
-    """Tells whether Ray Tune's fit() inside was stopped by a signal. Ray catches Ctrl-C
-    (SIGINT) and SIGUSR1, saves the experiment and returns from fit() as if it had finished;
-    its handler then puts back the SIGINT handler that was in place before fit(). A sentinel
-    installed here is therefore in place after fit() only if Ray's handler ran. Not watching
-    (`interrupted` stays False) where Ray installs no handler here: off the main thread, with
-    TUNE_DISABLE_SIGINT_HANDLER=1 (Ctrl-C then raises KeyboardInterrupt through fit()), or
-    through Ray Client (fit() runs on the cluster); the saved state tells there."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self.interrupted = False
-
-    def __enter__(self) -> InterruptWatch:
-        self._watching = (
-            self.enabled
-            and threading.current_thread() is threading.main_thread()
-            and not int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0") or 0)
-            and signal.getsignal(signal.SIGINT) is not None  # None: set outside Python
-        )
-        if self._watching:
-            self._previous = {s: signal.getsignal(s) for s in _CAUGHT_BY_RAY}
-
-            def sentinel(signum, frame):
-                raise KeyboardInterrupt
-
-            self._sentinel = sentinel
-            signal.signal(signal.SIGINT, sentinel)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._watching:
-            self.interrupted = signal.getsignal(signal.SIGINT) is self._sentinel
-            # Ray leaves its own handlers behind after a finished run: put ours back.
-            for signum, handler in self._previous.items():
-                if handler is not None:
-                    signal.signal(signum, handler)
-
-
-_CAUGHT_BY_RAY = (signal.SIGINT, *((signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()))
-
-
 def errored_trial_ids(results) -> set[str]:
     """Ids of the trials a search's ResultGrid holds as errored for good. Ray's own status in
     memory where it can be read (a Result's error is also set for a trial waiting for a retry),
@@ -253,54 +185,9 @@ def ended_on_its_own(s: SearchSettings, statuses: list[str], spent_epochs: int) 
     )
 
 
-SAMPLER_NAMES = {"tpe": "TPE", "random": "random sampling", "gp": "GP-BO", "nsga2": "NSGA-II"}
-
-
-def strategy_line(s: SearchSettings) -> str:
-    """One line saying what the search will do: sampler, early stopping, objective."""
-    sampler = SAMPLER_NAMES.get(s.sampler, s.sampler)
-    if s.sampler in ("tpe", "gp"):
-        sampler += f" after {s.tpe_startup_trials} random start-up trial(s)"
-    if s.scheduler == "asha":
-        late = ", late cut" if s.late_cut else ""
-        stop = f"ASHA from epoch {s.grace_period} (reduction factor {s.reduction_factor}{late})"
-    else:
-        stop = "no ASHA"
-    budget = f", at most {s.budget_epochs} trial-epochs" if s.budget_epochs else ""
-    objective = (
-        ", ".join(f"{m} ({mode})" for m, mode in s.objectives)
-        if s.objectives
-        else f"{s.metric} ({s.mode})"
-    )
-    return (
-        f"search {s.name}: {s.num_samples} trial(s){budget} of up to {s.base.optim.epochs} "
-        f"epochs; {sampler} over {', '.join(s.space)}; {stop}, patience "
-        f"{s.base.optim.patience}; objective {objective}"
-    )
-
-
 def finished_trials(experiment_path: str) -> int:
     """Trials of an experiment that ended without error (read from its saved state)."""
     return sum(trial.status == "TERMINATED" for trial in saved_trials(Path(experiment_path)))
-
-
-# With fewer trial-epochs than this many whole trials per trial running at once, most trials
-# start before any has ended and the search has little to learn from: on the simulator
-# (benchmarks/README.md) the default with 8 or 32 workers did as well for its budget as with 2
-# from 3 whole trials per worker on, and worse below.
-WHOLE_TRIALS_PER_SLOT = 3
-
-
-def thin_budget_note(budget: int | None, at_once: int, epochs: int) -> str | None:
-    """A note when --budget-epochs spreads too thin over the trials running at once."""
-    if not budget or at_once < 2 or budget >= WHOLE_TRIALS_PER_SLOT * epochs * at_once:
-        return None
-    return (
-        f"note: --budget-epochs {budget} over {at_once} trials at once is {budget / at_once:.1f} "
-        f"epochs each, under {WHOLE_TRIALS_PER_SLOT} whole trials of {epochs} epoch(s): most "
-        "trials will start before any has ended, so TPE and ASHA learn little; --ramp-up N "
-        "starts N and adds one as each ends, --max-concurrent N caps how many run at once"
-    )
 
 
 def run_search(
@@ -313,7 +200,7 @@ def run_search(
     check_settings(s)
     local = not experiment.is_uri(s.storage_path)
     exp_path = Path(s.experiment_path)
-    lock = experiment_dir.WriterLock(exp_path) if local else None
+    lock = WriterLock(exp_path) if local else None
     if lock is not None:
         lock.check_free()  # before anything else: the experiment may be mid-write
     replace = False
@@ -392,8 +279,35 @@ def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, sto
     experiment.set_experiment_being_run(
         exp_path if local else None, s.optuna_url(), s.progress_interval
     )
-    from ray import tune
+    _announce(s)
+    began = time.monotonic()
+    results, interrupted = _fit(s, _tuner(s, resume))
+    _tidy_after_fit(exp_path if local else None)
+    seconds = time.monotonic() - began
+    statuses = saved_statuses(s.experiment_path, results)
+    unfinished = sum(status not in ("TERMINATED", "ERROR") for status in statuses)
+    spent = sum(int(r.metrics.get("training_iteration") or 0) for r in results if r.metrics)
+    if storage_guard.storage_full_reason():
+        _close_mlflow_runs(s, results, interrupted=True)
+        raise StorageFull(results, unfinished, storage_guard.storage_full_reason())
+    # A search that ran all it was asked to is finished, even if Ctrl-C came while Ray saved
+    # its last state; otherwise a signal or a trial left unfinished means it was interrupted.
+    finished = ended_on_its_own(s, statuses, spent)
+    if not finished and (interrupted or unfinished or stops.signum):
+        print(f"search interrupted after {seconds:.0f}s", file=sys.stderr)
+        _close_mlflow_runs(s, results, interrupted=True)
+        raise SearchInterrupted(results, unfinished, stops.signum or signal.SIGINT)
+    _close_mlflow_runs(s, results, interrupted=False)
+    _settle_study(s, results, resume)
+    if local and not results.num_errors and finished:
+        # Errored trials are restarted by --resume, so a search with any is not marked.
+        experiment.mark_finished(exp_path, len(results), seconds)
+    print(f"search finished in {seconds:.0f}s", file=sys.stderr)
+    return results
 
+
+def _announce(s: SearchSettings) -> None:
+    """The strategy line, and how trials are started or a note on a thin budget."""
     print(strategy_line(s), file=sys.stderr)
     if s.ramp_up:
         cap = f", up to {s.resources.max_concurrent}" if s.resources.max_concurrent else ""
@@ -402,20 +316,29 @@ def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, sto
             f"that ends{cap}",
             file=sys.stderr,
         )
-    else:
-        at_once = min(trials_at_once(s.resources), s.num_samples)
-        note = thin_budget_note(s.budget_epochs, at_once, s.base.optim.epochs)
-        if note:
-            print(note, file=sys.stderr)
-    began = time.monotonic()
-    if resume:
-        if not tune.Tuner.can_restore(s.experiment_path):
-            raise InputError(f"--resume {s.name}: {s.experiment_path} cannot be restored")
-        tuner = tune.Tuner.restore(
-            s.experiment_path, _trainable(s), resume_unfinished=True, resume_errored=True
-        )
-    else:
-        tuner = build_tuner(s)
+        return
+    at_once = min(trials_at_once(s.resources), s.num_samples)
+    note = thin_budget_note(s.budget_epochs, at_once, s.base.optim.epochs)
+    if note:
+        print(note, file=sys.stderr)
+
+
+def _tuner(s: SearchSettings, resume: bool):
+    """A new Tuner, or the saved one restored to continue its unfinished and errored trials."""
+    from ray import tune
+
+    if not resume:
+        return build_tuner(s)
+    if not tune.Tuner.can_restore(s.experiment_path):
+        raise InputError(f"--resume {s.name}: {s.experiment_path} cannot be restored")
+    return tune.Tuner.restore(
+        s.experiment_path, _trainable(s), resume_unfinished=True, resume_errored=True
+    )
+
+
+def _fit(s: SearchSettings, tuner) -> tuple[Any, bool]:
+    """(Ray's ResultGrid, whether a signal stopped the fit); a write that failed for lack of
+    space is StorageFull."""
     client = bool(s.address) and s.address.startswith("ray://")
     storage_guard.reset()
     storage_guard.quiet_storage_errors()
@@ -426,36 +349,34 @@ def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, sto
         if not storage_guard.is_storage_error(exc):
             raise
         raise StorageFull(None, 0, f"a write failed ({first_line(exc)})") from None
+    return results, watch.interrupted
+
+
+def _tidy_after_fit(exp_path: Path | None) -> None:
+    """Once Ray has returned (its last save done): finished trials' old checkpoints go, and
+    epochs run twice keep the rerun's row (exp_path None: storage that is not a local path)."""
     if not storage_guard.storage_full_reason():
         from genretune.search.checkpoint_pruning import trim_after_search
 
-        trim_after_search()  # Ray's last save is done: it holds every finished trial as such
-    if local:
-        for trial, rows in experiment.drop_rerun_rows(exp_path).items():
-            print(
-                f"{trial}: {rows} epoch(s) logged before a restart from an older checkpoint were "
-                "run again; the history keeps the rerun's rows",
-                file=sys.stderr,
-            )
-    seconds = time.monotonic() - began
-    statuses = saved_statuses(s.experiment_path, results)
-    unfinished = sum(status not in ("TERMINATED", "ERROR") for status in statuses)
-    spent = sum(int(r.metrics.get("training_iteration") or 0) for r in results if r.metrics)
-    if storage_guard.storage_full_reason():
-        _close_mlflow_runs(s, results, interrupted=True)
-        raise StorageFull(results, unfinished, storage_guard.storage_full_reason())
-    # A search that ran all it was asked to is finished, even if Ctrl-C came while Ray saved
-    # its last state; otherwise a signal or a trial left unfinished means it was interrupted.
-    if not ended_on_its_own(s, statuses, spent) and (
-        watch.interrupted or unfinished or stops.signum
-    ):
-        print(f"search interrupted after {seconds:.0f}s", file=sys.stderr)
-        _close_mlflow_runs(s, results, interrupted=True)
-        raise SearchInterrupted(results, unfinished, stops.signum or signal.SIGINT)
-    _close_mlflow_runs(s, results, interrupted=False)
-    from genretune.search.optuna_search import close_orphaned_optuna_trials, settle_stopped_trials
+        trim_after_search()
+    if exp_path is None:
+        return
+    for trial, rows in experiment.drop_rerun_rows(exp_path).items():
+        print(
+            f"{trial}: {rows} epoch(s) logged before a restart from an older checkpoint were "
+            "run again; the history keeps the rerun's rows",
+            file=sys.stderr,
+        )
 
-    # Trials Ray stopped as the budget ran out are in the study before its front is read.
+
+def _settle_study(s: SearchSettings, results, resume: bool) -> None:
+    """Trials Ray stopped as the budget ran out go into the study (before its front is read);
+    after a resume, samples a killed driver left open are closed."""
+    from genretune.search.study_settlement import (
+        close_orphaned_optuna_trials,
+        settle_stopped_trials,
+    )
+
     try:
         settle_stopped_trials(s, results, errored_trial_ids(results))
     except Exception as exc:  # the search itself finished: say so, keep its results
@@ -466,8 +387,3 @@ def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, sto
         )
     if resume:
         close_orphaned_optuna_trials(s, results)
-    if local and not results.num_errors and ended_on_its_own(s, statuses, spent):
-        # Errored trials are restarted by --resume, so a search with any is not marked.
-        experiment.mark_finished(exp_path, len(results), seconds)
-    print(f"search finished in {seconds:.0f}s", file=sys.stderr)
-    return results

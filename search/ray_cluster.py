@@ -250,7 +250,7 @@ def ray_decoder(address: str):
     def results(audio_dir, spec, rows):
         import ray
 
-        from genretune.data.fma import chunks, decode_chunk
+        from genretune.data.fma_decoding import chunks, decode_chunk
 
         if not ray.is_initialized():
             # The decoding code travels with the job; nodes need numpy, scipy and soundfile.

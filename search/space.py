@@ -45,6 +45,17 @@ SEARCHABLE = tuple(k for k in FLAT_KEYS if k not in UNSEARCHABLE)
 Space = dict[str, od.BaseDistribution]
 
 
+def default_space_for(profile: Profile, synthetic: bool) -> Space:
+    """The space searched when no space file says otherwise. The profile's min-samples range is
+    sized for its synthetic data; on a real dataset it is the full profile's, unscaled."""
+    space = default_space(profile)
+    if not synthetic:
+        from genretune.search.profiles import get_profile
+
+        space["min_samples_per_genre"] = default_space(get_profile("full"))["min_samples_per_genre"]
+    return space
+
+
 def default_space(profile: Profile) -> Space:
     scaled = profile.scaled_min_samples
     return {
@@ -264,11 +275,12 @@ def moved_baseline_values(given: dict[str, Any], baseline: dict[str, Any]) -> li
 
 
 def apply_space_file(
-    space: Space, fixed: dict[str, Any], path: Path
+    space: Space, path: Path, entries: dict[str, Any]
 ) -> tuple[Space, dict[str, Any]]:
-    """(space, fixed values) after a user's space file; every entry is checked by name."""
-    space, fixed = dict(space), dict(fixed)
-    for name, spec in read_space_file(path).items():
+    """(space, fixed values) after a user's space file (`entries`, read from `path` by
+    read_space_file); every entry is checked by name."""
+    space, fixed = dict(space), {}
+    for name, spec in entries.items():
         where = f"--space {path}: {name}"
         if name not in SEARCHABLE:
             raise InputError(

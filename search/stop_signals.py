@@ -11,6 +11,8 @@ the search ends, and stops them itself."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -70,3 +72,80 @@ class StopSignals:
         for signum, handler in self._previous.items():
             if handler is not None:
                 signal.signal(signum, handler)
+
+
+class _WithoutRaysResumeAdvice(logging.Filter):
+    """Ray logs how to resume with its Python API when a run is interrupted; genretune prints
+    the command that does it (with the settings Ray does not know), on a line of its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Resume experiment with" not in record.getMessage()
+
+
+def keep_rays_resume_advice_back() -> None:
+    tune_logger = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _WithoutRaysResumeAdvice) for f in tune_logger.filters):
+        tune_logger.addFilter(_WithoutRaysResumeAdvice())
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """The search was stopped by Ctrl-C (SIGINT) or SIGUSR1 before it ended on its own; Ray
+    saved its state, so `genretune search --resume NAME` finishes it. `results` holds what the
+    trials reported so far."""
+
+    def __init__(self, results, unfinished: int, signum: int = signal.SIGINT):
+        super().__init__(f"{unfinished} trial(s) unfinished")
+        self.results = results
+        self.unfinished = unfinished
+        self.signum = signum  # SIGINT (Ctrl-C), or SIGTERM / SIGHUP handled alike
+
+
+class StorageFull(SearchInterrupted):
+    """The experiment's storage ran (nearly) full: the search stopped as on Ctrl-C, saving what
+    it could; `reason` says what was seen. `results` is None when Ray could not save."""
+
+    def __init__(self, results, unfinished: int, reason: str):
+        super().__init__(results, unfinished)
+        self.reason = reason
+
+
+class InterruptWatch:
+    """Tells whether Ray Tune's fit() inside was stopped by a signal. Ray catches Ctrl-C
+    (SIGINT) and SIGUSR1, saves the experiment and returns from fit() as if it had finished;
+    its handler then puts back the SIGINT handler that was in place before fit(). A sentinel
+    installed here is therefore in place after fit() only if Ray's handler ran. Not watching
+    (`interrupted` stays False) where Ray installs no handler here: off the main thread, with
+    TUNE_DISABLE_SIGINT_HANDLER=1 (Ctrl-C then raises KeyboardInterrupt through fit()), or
+    through Ray Client (fit() runs on the cluster); the saved state tells there."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.interrupted = False
+
+    def __enter__(self) -> InterruptWatch:
+        self._watching = (
+            self.enabled
+            and threading.current_thread() is threading.main_thread()
+            and not int(os.getenv("TUNE_DISABLE_SIGINT_HANDLER", "0") or 0)
+            and signal.getsignal(signal.SIGINT) is not None  # None: set outside Python
+        )
+        if self._watching:
+            self._previous = {s: signal.getsignal(s) for s in _CAUGHT_BY_RAY}
+
+            def sentinel(signum, frame):
+                raise KeyboardInterrupt
+
+            self._sentinel = sentinel
+            signal.signal(signal.SIGINT, sentinel)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._watching:
+            self.interrupted = signal.getsignal(signal.SIGINT) is self._sentinel
+            # Ray leaves its own handlers behind after a finished run: put ours back.
+            for signum, handler in self._previous.items():
+                if handler is not None:
+                    signal.signal(signum, handler)
+
+
+_CAUGHT_BY_RAY = (signal.SIGINT, *((signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()))

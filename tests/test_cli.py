@@ -294,7 +294,7 @@ def test_interrupt_watch_tells_a_signal_ray_caught_from_a_run_that_ended(signum)
     its handler behind; one stopped by a signal has put back the handler it found."""
     from ray.tune.tune import _setup_signal_catching
 
-    from genretune.search.launch import InterruptWatch
+    from genretune.search.stop_signals import InterruptWatch
 
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
     with InterruptWatch() as watch:
@@ -313,3 +313,23 @@ def test_interrupt_watch_tells_a_signal_ray_caught_from_a_run_that_ended(signum)
     assert not watch.interrupted
     for s, handler in before.items():
         signal.signal(s, handler)
+
+
+def test_a_space_file_range_holds_on_real_data_too(feature_dir, tmp_path):
+    """On a real dataset the default min-samples range is the full profile's; a range the
+    space file gives is kept as given, and a fixed value leaves the space."""
+    from genretune.search.cli.search import settings_from_argv
+    from genretune.search.profiles import get_profile
+    from genretune.search.space import default_space
+
+    real = ["--data", str(feature_dir)]
+    full = default_space(get_profile("full"))["min_samples_per_genre"]
+    assert settings_from_argv(real).space["min_samples_per_genre"] == full
+    ranged = tmp_path / "space.yaml"
+    ranged.write_text("min_samples_per_genre: {type: int, low: 2, high: 9}\n")
+    dist = settings_from_argv([*real, "--space", str(ranged)]).space["min_samples_per_genre"]
+    assert (dist.low, dist.high) == (2, 9)
+    fixed = tmp_path / "fixed.yaml"
+    fixed.write_text("min_samples_per_genre: 7\n")
+    s = settings_from_argv([*real, "--space", str(fixed)])
+    assert "min_samples_per_genre" not in s.space and s.base.to_flat()["min_samples_per_genre"] == 7

@@ -20,6 +20,7 @@ from helpers import search_settings
 
 from genretune.data import InputError
 from genretune.results import experiment_dir as layout
+from genretune.results import writer_lock
 from genretune.search import experiment
 from genretune.search.settings import Resources, SearchSettings, settings_from_json
 
@@ -168,20 +169,20 @@ def test_outputs_inside_an_experiment_are_recognised(tmp_path):
 
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     exp = tmp_path / "exp"
-    with layout.WriterLock(exp) as first:
+    with writer_lock.WriterLock(exp) as first:
         assert layout.lock_path(exp).is_file() and not exp.exists()
-        holder = layout.read_lock(exp)
+        holder = writer_lock.read_lock(exp)
         assert holder["pid"] == os.getpid() and not holder["gone"]
         with pytest.raises(InputError) as info:
-            layout.WriterLock(exp).acquire()
+            writer_lock.WriterLock(exp).acquire()
         message = str(info.value)
         assert f"pid {os.getpid()}" in message and socket.gethostname() in message
         assert "since" in message and "\n" not in message
         with pytest.raises(InputError):
-            layout.WriterLock(exp).check_free()
+            writer_lock.WriterLock(exp).check_free()
         assert first.held
     assert not layout.lock_path(exp).exists()
-    assert layout.read_lock(exp) is None
+    assert writer_lock.read_lock(exp) is None
 
 
 def _dead_pid() -> int:
@@ -194,9 +195,9 @@ def test_a_lock_whose_writer_is_gone_is_taken_over_with_a_note(tmp_path, capsys)
     exp = tmp_path / "exp"
     holder = {"host": socket.gethostname(), "pid": _dead_pid(), "since": "earlier"}
     layout.lock_path(exp).write_text(json.dumps(holder))
-    assert layout.read_lock(exp)["gone"]
-    with layout.WriterLock(exp):
-        assert layout.read_lock(exp)["pid"] == os.getpid()
+    assert writer_lock.read_lock(exp)["gone"]
+    with writer_lock.WriterLock(exp):
+        assert writer_lock.read_lock(exp)["pid"] == os.getpid()
     assert "took over the lock" in capsys.readouterr().err
 
 
@@ -205,11 +206,11 @@ def test_a_lock_from_another_host_is_kept_while_its_heartbeat_is_fresh(tmp_path)
     lock = layout.lock_path(exp)
     lock.write_text(json.dumps({"host": "other-node", "pid": 1, "since": "earlier"}))
     with pytest.raises(InputError, match="host other-node"):
-        layout.WriterLock(exp).acquire()
-    old = time.time() - layout.STALE_AFTER_S - 5
+        writer_lock.WriterLock(exp).acquire()
+    old = time.time() - writer_lock.STALE_AFTER_S - 5
     os.utime(lock, (old, old))  # no heartbeat for longer than STALE_AFTER_S: that writer is gone
-    with layout.WriterLock(exp):
-        assert layout.read_lock(exp)["host"] == socket.gethostname()
+    with writer_lock.WriterLock(exp):
+        assert writer_lock.read_lock(exp)["host"] == socket.gethostname()
 
 
 def test_a_reused_pid_does_not_keep_a_lock(tmp_path):
@@ -217,13 +218,13 @@ def test_a_reused_pid_does_not_keep_a_lock(tmp_path):
     # This process's pid, but another start time: the pid was reused after the writer died.
     holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": "1", "since": "x"}
     layout.lock_path(exp).write_text(json.dumps(holder))
-    assert layout.read_lock(exp)["gone"]
+    assert writer_lock.read_lock(exp)["gone"]
 
 
 def test_the_heartbeat_touches_the_lock(tmp_path, monkeypatch):
-    monkeypatch.setattr(layout, "HEARTBEAT_S", 0.1)
+    monkeypatch.setattr(writer_lock, "HEARTBEAT_S", 0.1)
     exp = tmp_path / "exp"
-    with layout.WriterLock(exp):
+    with writer_lock.WriterLock(exp):
         lock = layout.lock_path(exp)
         old = time.time() - 1000
         os.utime(lock, (old, old))
@@ -236,7 +237,7 @@ def test_the_heartbeat_touches_the_lock(tmp_path, monkeypatch):
 def _try_lock(path: str, start, done, results) -> None:
     start.wait()
     try:
-        lock = layout.WriterLock(Path(path))
+        lock = writer_lock.WriterLock(Path(path))
         lock.acquire()
     except InputError:
         results.put("refused")

@@ -291,7 +291,7 @@ def test_no_baseline_leaves_every_trial_to_the_sampler(local_ray, tmp_path):
     search baseline), and the choice is saved for --resume."""
     from genretune.data import load_dataset
     from genretune.search.checks import fit_space_to_data
-    from genretune.search.cli.search import summary
+    from genretune.search.cli.search_summary import summary
 
     default = settings(tmp_path)
     hand_tuned = fit_space_to_data(default, load_dataset(default.base.data)).baseline
@@ -380,9 +380,9 @@ def test_trials_share_one_zero_copy_feature_array(local_ray):
 
 
 def test_trials_at_once_and_when_a_budget_is_spread_too_thin(local_ray, tmp_path, capsys):
-    from genretune.search.launch import thin_budget_note
     from genretune.search.ray_cluster import trials_at_once
     from genretune.search.settings import Resources
+    from genretune.search.start_lines import thin_budget_note
 
     # The session's local Ray has 2 CPUs and no GPU.
     assert trials_at_once(Resources(1, 0, None)) == 2

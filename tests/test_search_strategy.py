@@ -70,7 +70,7 @@ def test_cut_trials_reach_optuna_as_pruned_with_every_epoch(local_ray, tmp_path)
 def test_a_trial_stopped_at_the_end_is_told_as_the_searcher_would(tmp_path):
     """What settle_stopped_trials tells the study of a trial Ray stopped without telling the
     searcher (the search budget ran out): the searcher's own rules."""
-    from genretune.search.optuna_search import stopped_trial_outcome
+    from genretune.search.study_settlement import stopped_trial_outcome
 
     rows = [
         {"training_iteration": 1, "val_f1": 0.2, "val_coverage": 0.5, "best_tuned_val_f1": 0.3},

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import signal
 import sys
 from dataclasses import replace
@@ -18,15 +17,14 @@ from genretune.model.config import config_from_flat
 from genretune.results import experiment_dir
 from genretune.search import experiment
 from genretune.search.algorithms import AUTO, auto_tpe_startup
-from genretune.search.cli.common import add_data_flags, add_train_flags, config_flags
+from genretune.search.cli.common import config_flags
+from genretune.search.cli.search_flags import add_arguments  # noqa: F401 (the command's flags)
+from genretune.search.cli.search_summary import resume_command, summary
 from genretune.search.profiles import get_profile
 from genretune.search.settings import (
-    BASELINE_SPREAD,
     CUT_AS_COMPLETE,
-    CUT_TRIALS_AS,
     DECISION_SPACE,
     DECISION_TUNED,
-    SAMPLERS,
     TPE_STARTUP_TRIALS,
     Resources,
     SearchSettings,
@@ -36,179 +34,13 @@ from genretune.search.space import (
     DECISION_KEYS,
     apply_space_file,
     baseline_point,
-    default_space,
+    default_space_for,
     draws_around,
     moved_baseline_values,
     profile_defaults,
     read_baseline_file,
+    read_space_file,
 )
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    add_data_flags(p)
-    add_train_flags(p)
-    g = p.add_argument_group("search")
-    g.add_argument("--profile", default="demo", help="demo (default; minutes on a CPU) or full")
-    g.add_argument("--space", type=Path, help="YAML/JSON file overriding or removing parameters")
-    g.add_argument("--num-samples", type=int, help="trials to run")
-    g.add_argument(
-        "--metric",
-        help="reported key to optimise (default best_tuned_val_f1; best_val_f1 with "
-        "--decision space)",
-    )
-    g.add_argument(
-        "--mode",
-        choices=("max", "min"),
-        help="whether --metric is better high or low (default: min for a loss, else max)",
-    )
-    g.add_argument(
-        "--objectives",
-        metavar="METRIC[:max|min],...",
-        help="search for the trade-off between two or three reported metrics (a Pareto "
-        "front), e.g. val_f1,val_coverage; the first (val_f1 or val_f1_macro) picks each "
-        "trial's best epoch and drives early stopping",
-    )
-    g.add_argument(
-        "--decision",
-        choices=("space", "tuned"),
-        help="tuned (the default): each epoch's validation-optimal threshold/top-K rule from "
-        "the sweep, optimising best_tuned_val_f1; space (the default with --objectives): "
-        "Optuna searches threshold and top-K",
-    )
-    g.add_argument(
-        "--sampler",
-        choices=SAMPLERS,
-        default="tpe",
-        help="Optuna sampler: tpe (default), random (a baseline), nsga2 (several objectives) or "
-        "gp (Gaussian-process Bayesian optimisation, after --tpe-startup random trials)",
-    )
-    g.add_argument(
-        "--tpe-startup",
-        type=_startup,
-        default=TPE_STARTUP_TRIALS,
-        metavar="N|auto",
-        help="tpe and gp: trials sampled at random before the model proposes; the baseline and "
-        f"the draws around it count (default {TPE_STARTUP_TRIALS}; Optuna's own is 10); auto: a "
-        "share of the trials the search expects to run",
-    )
-    g.add_argument(
-        "--tpe-multivariate",
-        action="store_true",
-        help="TPE: model the parameters jointly (Optuna 5's default; genretune's is the "
-        "independent TPE, which found better configurations on the search simulator)",
-    )
-    g.add_argument(
-        "--tpe-constant-liar",
-        action="store_true",
-        help="TPE: treat running trials as poor when proposing (Optuna 5's default; off here: "
-        "with many concurrent trials it pushed proposals away from every region being tried)",
-    )
-    g.add_argument(
-        "--scheduler",
-        choices=("asha", "fifo"),
-        default="asha",
-        help="asha (default) stops weak trials early; fifo runs every trial until patience",
-    )
-    g.add_argument(
-        "--no-baseline",
-        "--no-seed-point",
-        dest="no_baseline",
-        action="store_true",
-        help="do not evaluate the hand-tuned baseline configuration as the first trial "
-        "(every trial comes from the sampler, as in a plain random search)",
-    )
-    g.add_argument(
-        "--baseline",
-        type=Path,
-        metavar="FILE",
-        help="your own baseline configuration (YAML/JSON of parameters, or a `genretune "
-        "export` file) instead of the built-in hand-tuned one",
-    )
-    g.add_argument(
-        "--baseline-draws",
-        type=int,
-        default=0,
-        help="trials drawn around the baseline, evaluated right after it (default 0)",
-    )
-    g.add_argument(
-        "--baseline-spread",
-        type=float,
-        default=BASELINE_SPREAD,
-        help="spread of those draws: standard deviation as a share of each parameter's "
-        f"range on its own scale (default {BASELINE_SPREAD})",
-    )
-    g.add_argument(
-        "--cut-trials-as",
-        choices=CUT_TRIALS_AS,
-        default=CUT_AS_COMPLETE,
-        help="how Optuna hears of a trial ASHA or the budget cut: complete (Ray's way: its last "
-        "value) or pruned (its per-epoch values; TPE ranks it below finished trials)",
-    )
-    g.add_argument(
-        "--budget-epochs",
-        type=int,
-        help="end the search once its trials have run this many epochs in total",
-    )
-    g.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial can be cut")
-    g.add_argument("--reduction-factor", type=int, help="ASHA reduction factor")
-    g.add_argument(
-        "--late-cut",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="ASHA: a trial that reached a rung before any other (Ray's ASHA lets it continue "
-        "unranked) is ranked again as others approach and reach that rung, and stopped if "
-        "below its cutoff (default: on with ASHA and one objective; --no-late-cut: Ray's ASHA)",
-    )
-    g.add_argument(
-        "--ramp-up",
-        type=int,
-        default=0,
-        metavar="N",
-        help="run N trials at first and one more for every trial that ends, up to "
-        "--max-concurrent: fewer trial-epochs to a good result on a large cluster, more wall "
-        "time (default 0: every worker from the start)",
-    )
-    g.add_argument("--max-failures", type=int, default=2, help="restarts of a failed trial")
-    g.add_argument(
-        "--progress-interval", type=float, default=30.0, help="seconds between status lines"
-    )
-    r = p.add_argument_group("cluster and storage")
-    r.add_argument("--name", help="experiment name (default search_<timestamp>)")
-    r.add_argument("--storage-path", default="runs", help="local/shared path or cloud URI")
-    r.add_argument("--resume", metavar="NAME", help="continue the interrupted experiment NAME")
-    r.add_argument(
-        "--overwrite", action="store_true", help="replace an experiment of the same name"
-    )
-    r.add_argument(
-        "--address",
-        default=os.environ.get("RAY_ADDRESS"),
-        help="Ray cluster address (default $RAY_ADDRESS; none = start a local Ray)",
-    )
-    r.add_argument("--cpus-per-trial", type=float, default=1.0)
-    r.add_argument(
-        "--gpus-per-trial", type=float, default=0.0, help="fractions like 0.25 pack trials on a GPU"
-    )
-    r.add_argument("--max-concurrent", type=int)
-    r.add_argument(
-        "--optuna-storage", help="Optuna RDB URL (default: SQLite in the experiment dir)"
-    )
-    r.add_argument(
-        "--data-on-workers",
-        action="store_true",
-        help="trials memory-map the feature dir themselves (shared storage) instead of "
-        "receiving it from the driver",
-    )
-    r.add_argument("--verbose", action="store_true", help="show Ray's and the trials' logs")
-    r.add_argument("--mlflow-uri", help="also log trials to this MLflow tracking URI (extra)")
-
-
-def _startup(text: str) -> int | str:
-    if text == AUTO:
-        return AUTO
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer or auto, got {text!r}") from None
 
 
 def parse_objectives(text: str) -> tuple[tuple[str, str], ...]:
@@ -275,68 +107,10 @@ def settings_from_args(
 ) -> SearchSettings:
     flags = config_flags(args) if flags is None else flags
     profile = get_profile(args.profile)
-    # Flags given explicitly fix a value; a fixed parameter leaves the space.
-    base = config_from_flat({**profile_defaults(profile), **flags}, as_flags=True)
-    space = default_space(profile)
-    fixed: dict[str, Any] = {}
-    if args.space is not None:
-        space, fixed = apply_space_file(space, fixed, args.space)
-        base = config_from_flat(fixed, origin=f"--space {args.space}", base=base)
-    for key in flags:
-        space.pop(key, None)
-    if not base.data.is_synthetic:
-        # The profile's min-samples range is sized for its synthetic data; a real dataset
-        # keeps the full profile's range unscaled.
-        if "min_samples_per_genre" in space:
-            space["min_samples_per_genre"] = default_space(get_profile("full"))[
-                "min_samples_per_genre"
-            ]
-    metric = args.metric or "best_val_f1"
-    decision = args.decision or (DECISION_SPACE if args.objectives else DECISION_TUNED)
-    if args.objectives and decision == DECISION_TUNED:
-        raise InputError(
-            "--objectives measures every objective at the trial's own decision rule: use it "
-            "with --decision space (its default)"
-        )
-    if decision == DECISION_TUNED:
-        if args.space is not None:
-            from genretune.search.space import read_space_file
-
-            searched = [k for k, v in read_space_file(args.space).items() if k in DECISION_KEYS]
-            if any(isinstance(read_space_file(args.space)[k], dict) for k in searched):
-                raise InputError(
-                    f"--space {args.space}: threshold/top_k are searched only with --decision "
-                    "space (the default, tuned, picks the validation-optimal rule each epoch)"
-                )
-        for key in DECISION_KEYS:
-            space.pop(key, None)
-        metric = args.metric or "best_tuned_val_f1"
-        base = config_from_flat({"objective": "tuned_val_f1"}, base=base)
-    objectives = parse_objectives(args.objectives) if args.objectives is not None else ()
-    from genretune.model.metric_keys import natural_mode
-
-    mode = args.mode or natural_mode(metric)
-    if objectives:
-        if args.metric:
-            raise InputError("--objectives and --metric cannot be combined")
-        # Flags the objectives decide, refused rather than silently overridden.
-        if args.mode:
-            raise InputError(
-                "--objectives gives each objective's mode (METRIC:max|min): drop --mode"
-            )
-        if "objective" in vars(args):
-            raise InputError(
-                "--objectives: its first objective is the training objective: drop --objective"
-            )
-        if args.cut_trials_as != CUT_AS_COMPLETE:
-            raise InputError(
-                f"--cut-trials-as {args.cut_trials_as} needs one objective (Optuna prunes "
-                "single-objective trials only)"
-            )
-        first = objectives[0][0]
-        # The first objective keeps each trial's best epoch, as `genretune train` would.
-        base = config_from_flat({"objective": first}, base=base)
-        metric, mode = f"best_{first}", "max"
+    entries = read_space_file(args.space) if args.space is not None else None
+    base, space = _base_and_space(args, flags, profile, entries)
+    decision, base, space = _decision_rule(args, base, space, entries)
+    objectives, metric, mode, base = _objectives(args, base, decision)
     epochs, patience = base.optim.epochs, base.optim.patience
     baseline, draws = _baseline_and_draws(args, profile, space, base)
     # On by default wherever it applies; an explicit --late-cut elsewhere is refused (checks).
@@ -387,6 +161,68 @@ def settings_from_args(
     return settings
 
 
+def _base_and_space(args, flags: dict[str, Any], profile, entries: dict | None):
+    """(fixed configuration, searched space): the profile's, then the space file's entries,
+    then the flags given (a flag given fixes its value: it leaves the space)."""
+    base = config_from_flat({**profile_defaults(profile), **flags}, as_flags=True)
+    space = default_space_for(profile, base.data.is_synthetic)
+    if entries is not None:
+        space, fixed = apply_space_file(space, args.space, entries)
+        base = config_from_flat(fixed, origin=f"--space {args.space}", base=base)
+    for key in flags:
+        space.pop(key, None)
+    return base, space
+
+
+def _decision_rule(args, base, space, entries: dict | None):
+    """(decision, base, space): with `--decision tuned` each epoch picks the validation-optimal
+    threshold/top-K, so they leave the space and the training objective is tuned_val_f1."""
+    decision = args.decision or (DECISION_SPACE if args.objectives else DECISION_TUNED)
+    if args.objectives and decision == DECISION_TUNED:
+        raise InputError(
+            "--objectives measures every objective at the trial's own decision rule: use it "
+            "with --decision space (its default)"
+        )
+    if decision != DECISION_TUNED:
+        return decision, base, space
+    if entries and any(isinstance(entries.get(k), dict) for k in DECISION_KEYS):
+        raise InputError(
+            f"--space {args.space}: threshold/top_k are searched only with --decision "
+            "space (the default, tuned, picks the validation-optimal rule each epoch)"
+        )
+    space = {k: v for k, v in space.items() if k not in DECISION_KEYS}
+    return decision, config_from_flat({"objective": "tuned_val_f1"}, base=base), space
+
+
+def _objectives(args, base, decision: str):
+    """(objectives, metric, mode, base): one metric and its mode, or with --objectives the
+    Pareto search's objectives, whose first picks each trial's best epoch (flags they decide
+    are refused rather than silently overridden)."""
+    from genretune.model.metric_keys import natural_mode
+
+    default = "best_tuned_val_f1" if decision == DECISION_TUNED else "best_val_f1"
+    metric = args.metric or default
+    if args.objectives is None:
+        return (), metric, args.mode or natural_mode(metric), base
+    objectives = parse_objectives(args.objectives)
+    if args.metric:
+        raise InputError("--objectives and --metric cannot be combined")
+    if args.mode:
+        raise InputError("--objectives gives each objective's mode (METRIC:max|min): drop --mode")
+    if "objective" in vars(args):
+        raise InputError(
+            "--objectives: its first objective is the training objective: drop --objective"
+        )
+    if args.cut_trials_as != CUT_AS_COMPLETE:
+        raise InputError(
+            f"--cut-trials-as {args.cut_trials_as} needs one objective (Optuna prunes "
+            "single-objective trials only)"
+        )
+    first = objectives[0][0]
+    # The first objective keeps each trial's best epoch, as `genretune train` would.
+    return objectives, f"best_{first}", "max", config_from_flat({"objective": first}, base=base)
+
+
 # What `--resume NAME` takes besides the name: where the experiment is and how to watch it. Its
 # settings are the experiment's own; a flag that would change them is refused.
 RESUME_FLAGS = ("resume", "storage_path", "address", "progress_interval", "verbose")
@@ -435,89 +271,6 @@ def resume_settings(args: argparse.Namespace) -> SearchSettings:
     )
 
 
-def _fmt(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-def _best_value(s: SearchSettings, result) -> float:
-    """A trial's best value of the search metric over its epochs."""
-    values = result.metrics_dataframe[s.metric]
-    return float(values.max() if s.mode == "max" else values.min())
-
-
-def reported_results(s: SearchSettings, results) -> list:
-    """The trials that reported the search metric at least once. A trial that never reported
-    (started when the budget or a Ctrl-C ended the search) has neither config nor metrics."""
-    out = []
-    for r in results:
-        df = r.metrics_dataframe
-        if r.config is None or df is None or s.metric not in df:
-            continue
-        if df[s.metric].notna().any():
-            out.append(r)
-    return out
-
-
-def summary(s: SearchSettings, results, interrupted: bool = False) -> list[str]:
-    lines = [f"experiment: {s.experiment_path} ({len(results)} trials)"]
-    errors = [r for r in results if r.error]
-    if errors:
-        lines.append(f"{len(errors)} trial(s) errored; see their error.txt files")
-    reported = reported_results(s, results)
-    if not reported:
-        return [*lines, "no trial reported a result"]
-    sign = 1 if s.mode == "max" else -1
-    best = max(reported, key=lambda r: sign * _best_value(s, r))
-    lines.append(
-        f"best trial {best.metrics.get('trial_id')}: {s.metric} = {_fmt(_best_value(s, best))}"
-    )
-    lines += [f"  {k} = {_fmt(best.config[k])}" for k in s.space if k in best.config]
-    if s.baseline:
-        as_baseline = [
-            r for r in reported if all(r.config.get(k) == v for k, v in s.baseline.items())
-        ]
-        if as_baseline:
-            value = max(sign * _best_value(s, r) for r in as_baseline) * sign
-            lines.append(f"baseline configuration: {s.metric} = {_fmt(value)}")
-    storage = f" --storage-path {shlex.quote(s.storage_path)}"
-    if interrupted:
-        return [*lines, "next:", f"  {resume_command(s)}"]
-    if s.objectives:
-        lines += _front_lines(s)
-        lines += [
-            "next:",
-            f"  genretune results {s.name}{storage} --pareto --plots plots/",
-            f"  genretune export {s.name}{storage} --pareto --where "
-            f'"{s.objectives[1][0]} >= ..." -o best.json',
-            "  genretune train --config best.json",
-        ]
-        return lines
-    lines += [
-        "next:",
-        f"  genretune results {s.name}{storage}",
-        f"  genretune export {s.name}{storage} -o best.json",
-        "  genretune train --config best.json",
-    ]
-    return lines
-
-
-def _front_lines(s: SearchSettings) -> list[str]:
-    """The Pareto front of a multi-objective search, read back from its experiment dir."""
-    from genretune.results.experiment import load_experiment
-    from genretune.results.pareto import pareto_front
-
-    try:
-        front = pareto_front(load_experiment(s.experiment_path))
-    except InputError as exc:
-        return [f"Pareto front: not available ({exc})"]
-    names = [m for m, _ in s.objectives]
-    lines = [f"Pareto front: {len(front)} trial(s) on {', '.join(names)}"]
-    for _, row in front.iterrows():
-        values = ", ".join(f"{m} {_fmt(float(row[m]))}" for m in names)
-        lines.append(f"  {row['trial_id']}: {values}")
-    return lines
-
-
 def run(args: argparse.Namespace) -> int:
     flags = config_flags(args)
     if not args.address:
@@ -530,8 +283,8 @@ def run(args: argparse.Namespace) -> int:
         settings = resume_settings(args)
     else:
         settings = settings_from_args(args, flags)
-    from genretune.search.launch import SearchInterrupted, StorageFull, run_search
-    from genretune.search.stop_signals import SearchStopped
+    from genretune.search.launch import run_search
+    from genretune.search.stop_signals import SearchInterrupted, SearchStopped, StorageFull
 
     try:
         results = run_search(
@@ -568,12 +321,3 @@ def run(args: argparse.Namespace) -> int:
     print("\n".join(summary(settings, results)))
     # Errored trials keep their results and error.txt; the exit status tells scripts about them.
     return 1 if results.errors else 0
-
-
-def resume_command(s: SearchSettings) -> str:
-    """The command that finishes an interrupted search, to run verbatim from any directory:
-    the experiment's absolute storage path, and the cluster it ran on."""
-    words = ["genretune", "search", "--resume", s.name, "--storage-path", s.storage_path]
-    if s.address:
-        words += ["--address", s.address]
-    return shlex.join(words)
