@@ -291,9 +291,27 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
     except Exception as exc:  # Ray raises several types for unreadable state
         raise InputError(f"{path}: cannot read the experiment state ({exc})") from None
 
+    searched = list(settings["space"])
+    rows, records = _trial_rows(path, saved, reasons, searched)
+    history = _history(records)
+    trials = pd.DataFrame(rows)
+    if not history.empty:
+        summaries = _trial_summaries(history, settings)
+        trials = trials.join(summaries, on="trial_id")
+    trials["epochs"] = trials["epochs"].fillna(0).astype(int) if "epochs" in trials else 0
+    for key in searched:
+        # Optional integers (top_k, max_genres) would otherwise turn into floats with NaN.
+        trials = _optional_integers(trials, key)
+        history = _optional_integers(history, f"config/{key}")
+    trials = _best_first(trials, settings)
+    return Experiment(path=path, settings=settings, trials=trials, history=history)
+
+
+def _trial_rows(path: Path, saved: list, reasons: dict, searched: list[str]):
+    """(a row per trial: id, status, end reason, searched values; every trial's result
+    records tagged with its id), from Ray's saved trials and each trial's result.json."""
     records: list[dict[str, Any]] = []
     rows = []
-    searched = list(settings["space"])
     for trial in saved:
         result_file = path / layout.trial_dir_name(trial.trial_id) / "result.json"
         results, skipped = read_result_records(result_file)
@@ -317,23 +335,15 @@ def load_experiment(name_or_path: str | Path, storage_path: str | Path = "runs")
         for key in searched:
             row[key] = trial.config.get(key)
         rows.append(row)
-    history = _history(records)
-    trials = pd.DataFrame(rows)
-    if not history.empty:
-        summaries = _trial_summaries(history, settings)
-        trials = trials.join(summaries, on="trial_id")
-    trials["epochs"] = trials["epochs"].fillna(0).astype(int) if "epochs" in trials else 0
-    for key in searched:
-        # Optional integers (top_k, max_genres) would otherwise turn into floats with NaN.
-        trials = _optional_integers(trials, key)
-        history = _optional_integers(history, f"config/{key}")
-    metric_col = (
-        settings["metric"]
-        if settings["metric"].startswith("best_")
-        else (f"best_{settings['metric']}")
-    )
-    if metric_col in trials:
-        trials = trials.sort_values(
-            metric_col, ascending=settings["mode"] == "min", na_position="last"
-        ).reset_index(drop=True)
-    return Experiment(path=path, settings=settings, trials=trials, history=history)
+    return rows, records
+
+
+def _best_first(trials: pd.DataFrame, settings: dict[str, Any]) -> pd.DataFrame:
+    """Trials by the search's metric (its best_ column), best first, unranked ones last."""
+    metric = settings["metric"]
+    column = metric if metric.startswith("best_") else f"best_{metric}"
+    if column not in trials:
+        return trials
+    return trials.sort_values(
+        column, ascending=settings["mode"] == "min", na_position="last"
+    ).reset_index(drop=True)

@@ -147,3 +147,30 @@ def visible_text(html: str) -> str:
 
     html = re.sub(r"<(script|style)\b.*?</\1>", " ", html, flags=re.S)
     return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html)).strip()
+
+
+DOCS = [Path(__file__).resolve().parents[1] / "README.md"] + sorted(
+    (Path(__file__).resolve().parents[1] / "docs").glob("*.md")
+)
+
+
+def doc_code_blocks(path: Path, languages: tuple[str, ...]) -> list[str]:
+    """The fenced code blocks of a Markdown file in the given languages, in order."""
+    import re
+
+    pattern = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
+    return [code for lang, code in pattern.findall(path.read_text()) if lang in languages]
+
+
+def run_doc_python(code: str, cwd: Path, replacements: dict[str, str], setup: str = "") -> None:
+    """Run a docs Python example in a new interpreter in `cwd`, as a user would paste it, with
+    its placeholder strings replaced (a model dir's name, ...); fails with its stderr."""
+    import subprocess
+    import sys
+
+    for old, new in replacements.items():
+        assert old in code, f"the example no longer has {old!r}"
+        code = code.replace(old, new)
+    res = subprocess.run([sys.executable, "-c", setup + code], cwd=cwd, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]

@@ -4,6 +4,7 @@ genre the model filters out."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,15 @@ def test_a_feature_dir_names_rows_by_its_track_ids_in_input_order(trained, tmp_p
     err = capsys.readouterr().err
     assert "predicts 4 of its dataset's 5 genres" in err and "never predicted" in err
     assert "# " not in (tmp_path / "all.csv").read_text(), "no comment lines in the CSV"
+
+
+def test_the_python_example_of_docs_predict_runs(trained, tmp_path):
+    from helpers import DOCS, doc_code_blocks, run_doc_python
+
+    (doc,) = [p for p in DOCS if p.name == "predict.md"]
+    (code,) = doc_code_blocks(doc, ("python",))
+    name = re.search(r'load_model\("([^"]+)"\)', code).group(1)
+    features = trained["root"] / "test_features.npy"
+    setup = f"import numpy as np\nx = np.load({str(features)!r})\n"
+    check = "\nassert tags.shape == (len(x), len(model.genres)) and tags.dtype == bool\n"
+    run_doc_python(code + check, tmp_path, {name: str(trained["model"])}, setup)

@@ -453,3 +453,12 @@ def test_best_values_are_the_best_epochs_and_export_carries_its_rule(experiment,
 
 def _none(value):
     return None if pd.isna(value) else int(value)
+
+
+def test_the_python_example_of_docs_search_runs(experiment):
+    from helpers import DOCS, doc_code_blocks, run_doc_python
+
+    (doc,) = [p for p in DOCS if p.name == "search.md"]
+    (code,) = doc_code_blocks(doc, ("python",))
+    check = "\nassert len(exp.trials) == 5 and exp.best()['trial_id'] in set(exp.trials.trial_id)\n"
+    run_doc_python(code + check, experiment.parent, {'"demo"': '"exp"', '"runs"': '"."'})
