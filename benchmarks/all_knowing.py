@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import simulate
+from provenance import provenance
 
 from hposim.all_knowing import (
     FLAGS,
@@ -326,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             if n % max(1, len(tasks) // 10) == 0 or n == len(tasks):
                 print(f"  {n}/{len(tasks)} ({time.monotonic() - began:.0f}s)", file=sys.stderr)
     payload = {
+        "provenance": provenance({"default": args.flags}),
         "settings": {
             "bank": args.bank.name,
             "seeds": args.seeds,

@@ -23,20 +23,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import provenance
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GENRETUNE = str(Path(sys.executable).with_name("genretune"))
 SHAPE = (128, 1280)  # prepare-fma's default: 128 mel bands x 1280 hops of 512 at 22,050 Hz
 N_GENRES = 8
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=RESULTS.parent
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 # The command run as its console script runs it, reporting its peak resident memory when it
@@ -135,8 +127,7 @@ def main() -> int:
 
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     result: dict = {
-        "argv": sys.argv,
-        "commit": _commit(),
+        "provenance": provenance(),
         "cpus": os.cpu_count(),
         "input_shape": list(SHAPE),
         "base_channels": args.base_channels,

@@ -29,26 +29,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
+from provenance import provenance
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _provenance() -> dict:
-    """The command line, the commit and whether the tree had changes not in it."""
-    here = Path(__file__).parent
-
-    def git(*args: str) -> str:
-        res = subprocess.run(["git", *args], capture_output=True, text=True, cwd=here)
-        return res.stdout.strip() if res.returncode == 0 else ""
-
-    return {
-        "argv": sys.argv,
-        "commit": git("rev-parse", "HEAD") or "unknown",
-        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-    }
 
 
 def main() -> int:
@@ -78,7 +64,7 @@ def main() -> int:
         return 0
     from scaling.searcher import at, run_searcher_part
 
-    out: dict = {"provenance": _provenance()}
+    out: dict = {"provenance": provenance()}
     if "searcher" in args.parts.split(","):  # noqa: SIM102
         counts = [int(n) for n in args.trials.split(",")]
         result = run_searcher_part(max(counts), args.workers, args.seed, args.flags.split())

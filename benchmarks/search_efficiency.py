@@ -46,6 +46,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import provenance
 
 from hposim.stats import median_ci
 from hposim.strategies import REFERENCES, STRATEGIES
@@ -475,23 +476,35 @@ def plot(runs: list[dict], summary: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def write_outputs(summary: dict, runs: list[dict], out: Path) -> None:
+def write_outputs(summary: dict, runs: list[dict], out: Path, extends: dict | None = None) -> None:
+    """The JSON (with its provenance; `extends`: that of the earlier run --add-to added to),
+    the tables and the plot."""
     text = print_tables(summary)
     print("\n" + text)
     budget = summary["budget_epochs"]
     stem = "search_efficiency" + ("" if budget == DEFAULT_BUDGET_EPOCHS else f"_budget{budget}")
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(
-        json.dumps({"summary": summary, "runs": runs}, indent=1, default=float)
+        json.dumps(
+            {
+                "provenance": provenance(summary["strategy_flags"], extends=extends),
+                "summary": summary,
+                "runs": runs,
+            },
+            indent=1,
+            default=float,
+        )
     )
     (out / f"{stem}.md").write_text(text + "\n")
     plot(runs, summary, out / f"{stem}.png")
     print(f"wrote {out / stem}.json, .md and .png ({summary['wall_s']:.0f}s)")
 
 
-def earlier_runs(path: Path, args, methods: dict[str, list[str]], error) -> tuple[dict, dict]:
-    """({seed: run}, summary) of an earlier run to extend with more seeds or more methods;
-    `error` ends the program (exit 2) before anything runs."""
+def earlier_runs(
+    path: Path, args, methods: dict[str, list[str]], error
+) -> tuple[dict, dict, dict | None]:
+    """({seed: run}, summary, provenance) of an earlier run to extend with more seeds or more
+    methods; `error` ends the program (exit 2) before anything runs."""
     try:
         saved = json.loads(path.read_text())
         summary, runs = saved["summary"], saved["runs"]
@@ -509,7 +522,7 @@ def earlier_runs(path: Path, args, methods: dict[str, list[str]], error) -> tupl
     if missing:
         given = " ".join(f'--strategy "{m}={flags_before[m]}"' for m in missing)
         error(f"--add-to {path}: method(s) {missing} ran there; give them again: {given}")
-    return by_seed, summary
+    return by_seed, summary, saved.get("provenance")
 
 
 def main() -> int:
@@ -548,7 +561,9 @@ def main() -> int:
         if unknown or not names:
             parser.error(f"--methods: unknown {unknown or args.methods!r}; known: {list(methods)}")
         to_run = {m: f for m, f in methods.items() if m in (*REFERENCES, *names)}
-    earlier = earlier_runs(args.add_to, args, methods, parser.error) if args.add_to else ({}, {})
+    earlier = (
+        earlier_runs(args.add_to, args, methods, parser.error) if args.add_to else ({}, {}, None)
+    )
     # Seeds of the earlier run get the methods they lack; new seeds get every method to run.
     by_seed = dict(earlier[0])
     seeds = sorted({*by_seed, *range(args.first_seed, args.first_seed + args.seeds)})
@@ -577,7 +592,7 @@ def main() -> int:
     if "relabelled" in earlier[1]:
         summary["relabelled"] = earlier[1]["relabelled"]
     summary["strategy_flags"] = {m: " ".join(f) for m, f in methods.items()}
-    write_outputs(summary, runs, args.out)
+    write_outputs(summary, runs, args.out, extends=earlier[2])
     return 0
 
 

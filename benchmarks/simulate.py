@@ -43,6 +43,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from provenance import provenance
 
 from hposim.bank import DEFAULT_PATH, load_bank
 from hposim.evaluation import (
@@ -351,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     payload = {
+        "provenance": provenance(shown_flags),
         **summary,
         "settings": {
             "bank": args.bank.name,

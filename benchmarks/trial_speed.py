@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import provenance
 from speed.common import DEMO_SHAPE, FULL_SHAPE
 from speed.device import device_section, gpu_packing
 from speed.flops import cpu_efficiency, step_breakdown
@@ -89,6 +90,7 @@ def main() -> int:
         for s in scales
     ]
     r["wall_s"] = time.monotonic() - began
+    r = {"provenance": provenance(), **r}
     text = tables(r)
     print(text)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,64 @@
+"""Every benchmark result file says how it was made: a top-level `provenance` object with the
+command line, the commit, whether the tree had uncommitted changes and each compared
+strategy's flags (benchmarks/provenance.py); superseded sets are in results/archive/ and each
+is in its index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+FILES = sorted(RESULTS.glob("*.json")) + sorted((RESULTS / "archive").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(RESULTS)))
+def test_each_result_file_records_its_provenance(path):
+    payload = json.loads(path.read_text())
+    p = payload.get("provenance") if isinstance(payload, dict) else None
+    assert isinstance(p, dict), f"{path.name}: no top-level provenance object"
+    assert isinstance(p.get("argv"), list) and p["argv"], f"{path.name}: provenance.argv"
+    assert isinstance(p.get("commit"), str) and len(p["commit"]) == 40, f"{path.name}: commit"
+    assert p.get("dirty") in (True, False, None), f"{path.name}: provenance.dirty"
+    flags = p.get("strategy_flags", "missing")
+    assert flags is None or isinstance(flags, dict), f"{path.name}: provenance.strategy_flags"
+
+
+def test_every_archived_set_is_in_the_index():
+    archive = RESULTS / "archive"
+    index = (archive / "README.md").read_text()
+    for path in sorted(archive.glob("*.json")):
+        assert f"`{path.stem}`" in index, f"{path.name} is not in archive/README.md"
+
+
+def test_provenance_records_the_command_and_the_commit():
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; sys.path.insert(0, 'benchmarks'); sys.argv = ['x.py', '--seeds', '3']\n"
+        "from provenance import provenance\n"
+        "print(json.dumps(provenance({'a': '--sampler random'})))"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code], cwd=RESULTS.parents[1], capture_output=True, text=True
+    )
+    p = json.loads(res.stdout)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=RESULTS, capture_output=True, text=True
+    ).stdout.strip()
+    assert p["argv"] == ["x.py", "--seeds", "3"] and p["commit"] == head
+    assert p["strategy_flags"] == {"a": "--sampler random"} and isinstance(p["dirty"], bool)
+
+
+def test_quoted_numbers_are_rendered_from_the_result_files():
+    """README.md's and benchmarks/README.md's generated blocks equal what
+    benchmarks/headlines.py renders from the JSON (rerun it after a benchmark)."""
+    import headlines
+
+    stale = {p.name: headlines.stale_blocks(p) for p in headlines.DOCS}
+    assert not any(stale.values()), f"run python benchmarks/headlines.py: {stale}"
+    blocks = sum(len(headlines.BLOCK.findall(p.read_text())) for p in headlines.DOCS)
+    assert blocks >= 2, "the READMEs quote benchmark numbers through generated blocks"
