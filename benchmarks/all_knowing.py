@@ -42,7 +42,8 @@ from hposim.all_knowing import (
     rankings,
 )
 from hposim.bank import DEFAULT_PATH, load_bank
-from hposim.evaluation import baseline_and_oracle, first_reach
+from hposim.evaluation import baseline_and_oracle
+from hposim.measures import first_reach
 from hposim.stats import median_ci
 from hposim.strategies import STRATEGIES
 

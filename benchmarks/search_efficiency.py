@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 from provenance import provenance
 
+from hposim.measures import final_best, first_reach
 from hposim.stats import median_ci
 from hposim.strategies import REFERENCES, STRATEGIES
 
@@ -215,15 +216,6 @@ def curve_points(rows: list, budget: int) -> dict:
     return points
 
 
-def first_reach(rows: list, target: float, budget: int) -> float:
-    best = -np.inf
-    for epochs, value, _ in rows[:budget]:
-        best = max(best, value)
-        if best >= target - 1e-12:
-            return epochs / budget
-    return float("inf")
-
-
 def tuned_rule_fraction(run: dict, method: str, budget: int) -> float | None:
     """The budget fraction at which `method` first reaches the best tuned-rule validation F1
     of random-fifo's trials (same seed): both searches' models measured alike (the rule does
@@ -243,7 +235,9 @@ def tuned_rule_fraction(run: dict, method: str, budget: int) -> float | None:
         return None
     if not values:
         return None
-    return first_reach([(e, v, None) for e, v in curve], float(np.nanmax(values)), budget)
+    # Per result, random-fifo's values count within the budget only, as its own final best.
+    target = final_best(values, budget) if fifo.get("curve_tuned_rule") else np.nanmax(values)
+    return first_reach([v for _, v in curve], float(target), budget)
 
 
 def test_all(jobs: dict[str, tuple]) -> dict[str, dict]:
@@ -338,8 +332,8 @@ def run_seed(
         out["checkpoint_vs_retrain"] = abs(check["test_f1"] - tested[BASELINE]["test_f1"])
     fifo_final = out["methods"]["random-fifo"]["points"]["1.0"]["best"]
     for method in to_run:
-        rows = [(e, v, None) for e, v in out["methods"][method]["curve"]]
-        out["methods"][method]["fraction_to_random_final"] = first_reach(rows, fifo_final, budget)
+        values = [v for _, v in out["methods"][method]["curve"]]
+        out["methods"][method]["fraction_to_random_final"] = first_reach(values, fifo_final, budget)
     return out
 
 

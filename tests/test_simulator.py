@@ -15,6 +15,7 @@ import pytest
 from genretune.results.internals import OPTUNA_SEARCH_STUDY, optuna_search_part
 from hposim.bank import DEFAULT_PATH, RULES, CurveBank, load_bank, rule_index
 from hposim.curves import CurveSource
+from hposim.measures import NEVER, final_best, first_reach
 from hposim.replay import replay
 from hposim.settings import bank_flags, demo_settings, fit_to_bank
 
@@ -563,7 +564,7 @@ def test_all_knowing_search_runs_the_configurations_best_first_at_each_depth():
     # fifth result (both first trials' epochs 1 and 2, then its epoch 3).
     best = np.maximum.accumulate(log.objective)
     assert best[-1] == pytest.approx(0.9)
-    assert int(np.argmax(best >= 0.9 - 1e-12)) + 1 == 5
+    assert first_reach(best, 0.9, len(best)) * len(best) == pytest.approx(5)
 
 
 def test_first_wave_comes_from_the_search_and_the_rest_from_the_known_order():
@@ -636,3 +637,14 @@ def test_simulate_refuses_bad_strategies_before_any_replay(tmp_path, capsys):
             simulate.main(["--quick", *argv])  # refused before anything starts
         err = capsys.readouterr().err
         assert stopped.value.code == 2 and said in err.strip().splitlines()[-1], err
+
+
+def test_first_reach_counts_results_within_the_budget_only():
+    """One measure for the simulated and the real benchmark (hposim/measures.py)."""
+    values = [0.1, 0.5, 0.5, float("nan"), 0.9, 0.95]
+    assert first_reach(values, 0.5, 4) == pytest.approx(2 / 4)  # a tie counts
+    assert first_reach(values, 0.9, 6) == pytest.approx(5 / 6)
+    assert first_reach(values, 0.9, 4) == NEVER  # reached only past the budget
+    assert first_reach(values, 0.96, 6) == NEVER
+    assert first_reach([float("nan")] * 3, 0.0, 3) == NEVER  # a NaN never reaches
+    assert final_best(values, 3) == 0.5 and final_best(values, 6) == 0.95

@@ -10,6 +10,7 @@ import numpy as np
 
 from hposim.bank import RULES, CurveBank, rule_index
 from hposim.curves import CurveSource, _curve
+from hposim.measures import first_reach, seconds_to_reach
 from hposim.stats import band, median_ci
 from hposim.surrogate import BASELINE_RULE, check, noise_floor_mae
 
@@ -140,17 +141,6 @@ def bank_summary(bank: CurveBank, source: CurveSource) -> dict:
             "provenance": bank.provenance,
         },
     }
-
-
-def first_reach(best: np.ndarray, target: float, budget: int) -> float:
-    hit = np.flatnonzero(best >= target - 1e-12)
-    return float((hit[0] + 1) / budget) if len(hit) else float("inf")
-
-
-def seconds_to_reach(best: np.ndarray, seconds: np.ndarray, target: float) -> float:
-    """Simulated wall time of the first result at or above `target` (not reached: inf)."""
-    hit = np.flatnonzero(best >= target - 1e-12)
-    return float(seconds[hit[0]]) if len(hit) else float("inf")
 
 
 def summarise(results: dict, budgets: list[int], oracle_test_f1: float) -> dict:
