@@ -50,7 +50,7 @@ from provenance import provenance
 
 from hposim.measures import final_best, first_reach
 from hposim.stats import median_ci
-from hposim.strategies import REFERENCES, STRATEGIES
+from hposim.strategies import NAMED, REFERENCES, STRATEGIES, VARIANTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FRACTIONS = (0.25, 0.5, 1.0)
@@ -543,17 +543,21 @@ def main() -> int:
     if args.seeds < 1 or args.budget_epochs < 4:
         parser.error("--seeds must be >= 1 and --budget-epochs >= 4")
     methods = {name: shlex.split(flags) for name, flags in STRATEGIES.items()}
+    # Variants run when named; those with a simulator-only placeholder cannot run for real.
+    variants = {n: f for n, f in VARIANTS.items() if "{worst_baseline}" not in f}
     for spec in args.strategy:
         name, sep, flags = spec.partition("=")
-        if not sep or not name.strip() or name.strip() in (*methods, BASELINE):
+        if not sep or not name.strip() or name.strip() in (*NAMED, BASELINE):
             parser.error(f'--strategy {spec!r}: expected a new NAME="FLAGS"')
         methods[name.strip()] = shlex.split(flags)
     to_run = dict(methods)
     if args.methods:
         names = [n.strip() for n in args.methods.split(",") if n.strip()]
-        unknown = sorted(set(names) - set(methods))
+        unknown = sorted(set(names) - set(methods) - set(variants))
         if unknown or not names:
-            parser.error(f"--methods: unknown {unknown or args.methods!r}; known: {list(methods)}")
+            known = [*methods, *variants]
+            parser.error(f"--methods: unknown {unknown or args.methods!r}; known: {known}")
+        methods.update({n: shlex.split(variants[n]) for n in names if n not in methods})
         to_run = {m: f for m, f in methods.items() if m in (*REFERENCES, *names)}
     earlier = (
         earlier_runs(args.add_to, args, methods, parser.error) if args.add_to else ({}, {}, None)

@@ -54,10 +54,10 @@ from hposim.evaluation import (
 )
 from hposim.report import markdown, plot_regret, print_tables
 from hposim.settings import bank_flags, demo_settings, fit_to_bank
-from hposim.strategies import REFERENCES, STRATEGIES
+from hposim.strategies import NAMED, REFERENCES
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BUILTIN = STRATEGIES
+BUILTIN = NAMED
 
 
 def worst_baseline_file(bank, directory: Path) -> Path:
@@ -83,6 +83,11 @@ def parse_strategies(names: str, custom: list[str], epochs: int) -> dict[str, li
         name, sep, flags = spec.partition("=")
         if not sep or not name.strip():
             raise ValueError(f'--strategy {spec!r}: expected NAME="FLAGS"')
+        if name.strip() in BUILTIN:
+            raise ValueError(
+                f"--strategy {spec!r}: {name.strip()} is built in "
+                "(benchmarks/hposim/strategies.py); give a new name"
+            )
         defined[name.strip()] = flags
     chosen = [n.strip() for n in names.split(",") if n.strip()]
     chosen += [

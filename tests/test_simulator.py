@@ -648,3 +648,18 @@ def test_first_reach_counts_results_within_the_budget_only():
     assert first_reach(values, 0.96, 6) == NEVER
     assert first_reach([float("nan")] * 3, 0.0, 3) == NEVER  # a NaN never reaches
     assert final_best(values, 3) == 0.5 and final_best(values, 6) == 0.95
+
+
+def test_every_named_strategy_is_a_valid_search(tmp_path):
+    """The strategies defined once for both benchmarks all parse as `genretune search` flags
+    (placeholders filled as the benchmarks fill them)."""
+    import shlex
+
+    from hposim.strategies import NAMED
+
+    baseline = tmp_path / "worst.json"
+    baseline.write_text(json.dumps({"lr": 0.0001, "base_channels": 8}))
+    for name, flags in NAMED.items():
+        filled = flags.replace("{epochs}", "15").replace("{worst_baseline}", str(baseline))
+        settings = demo_settings(shlex.split(filled))
+        assert settings.profile == "demo", name

@@ -1,5 +1,10 @@
-"""Search strategies as `genretune search` flags (demo profile): the one list the simulator and
-the real-search benchmark both run. `{epochs}` stands for the profile's epochs."""
+"""Search strategies as `genretune search` flags (demo profile): the one place they are defined
+for the simulator and the real-search benchmark. `{epochs}` stands for the profile's epochs,
+`{worst_baseline}` for a baseline file of the bank's worst configuration (simulator only).
+
+STRATEGIES run by default; VARIANTS run when named (`simulate.py --strategies`,
+`search_efficiency.py --methods`); a new strategy is `--strategy NAME="FLAGS"`, under a name
+that is neither (each result file records the flags every strategy ran with)."""
 
 from __future__ import annotations
 
@@ -27,3 +32,20 @@ STRATEGIES = {
 }
 # Always simulated: the statistics compare every strategy with them.
 REFERENCES = ("random-fifo", "random-asha")
+
+# The variants the committed results compare with the default.
+VARIANTS = {
+    # The default without the late cut: Ray's ASHA alone.
+    "no-late-cut": "--no-late-cut",
+    # Optuna's multivariate TPE with a constant liar instead of the independent TPE.
+    "optuna-tpe": "--tpe-multivariate --tpe-constant-liar",
+    # Random search with the default's tuned decision rule and late cut.
+    "random-asha-tuned": "--sampler random --no-baseline",
+    # The default without the hand-tuned baseline point first.
+    "default-no-baseline": "--no-baseline",
+    # The default, and the default without the late cut, given the bank's worst configuration
+    # as the baseline: what a misleading baseline costs.
+    "default-misled": "--baseline {worst_baseline}",
+    "no-late-cut-misled": "--no-late-cut --baseline {worst_baseline}",
+}
+NAMED = {**STRATEGIES, **VARIANTS}
