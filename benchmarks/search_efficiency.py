@@ -151,7 +151,7 @@ def retrain(flat: dict, tuned_rule: bool, threads: int) -> dict:
     """Train a configuration from scratch as `genretune train` does; its held-out test F1."""
     from genretune.model.config import config_from_flat
     from genretune.model.device import resolve_runtime
-    from genretune.model.standalone import prepare_run, train_run
+    from genretune.model.training_run import prepare_run, train_run
 
     cfg = config_from_flat(flat)
     with tempfile.TemporaryDirectory() as out:
@@ -181,8 +181,8 @@ def checkpoint_test(trial_dir: Path, flat: dict, tuned_rule: bool) -> dict:
     from genretune.model.config import config_from_flat
     from genretune.model.device import resolve_runtime
     from genretune.model.prepare import prepare_data
-    from genretune.model.standalone import evaluation_report
     from genretune.model.training import FitResult, build_model, decision_rule
+    from genretune.model.training_run import evaluation_report
     from genretune.results.checkpoints import latest_state
 
     torch.set_num_threads(1)

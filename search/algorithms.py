@@ -135,9 +135,9 @@ def build_stoppers(s: SearchSettings) -> list:
 
     stoppers = [PatienceStopper(s.base.optim.patience)]
     if s.budget_epochs:
-        from genretune.search import experiment
+        from genretune.search import experiment_writer
 
-        local = not experiment.is_uri(s.storage_path)
+        local = not experiment_writer.is_uri(s.storage_path)
         stoppers.append(BudgetStopper(s.budget_epochs, read_logged=local))
     return stoppers
 

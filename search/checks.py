@@ -12,7 +12,7 @@ import optuna.distributions as od
 
 from genretune.data import InputError, first_line
 from genretune.model.config import config_from_flat
-from genretune.search import experiment
+from genretune.search import experiment_writer
 from genretune.search.settings import (
     CUT_TRIALS_AS,
     DECISION_TUNED,
@@ -105,7 +105,7 @@ def check_settings(s: SearchSettings) -> None:
         raise InputError("--decision tuned: threshold/top_k cannot also be searched")
     if s.mlflow_uri:
         check_mlflow_uri(s.mlflow_uri)
-    if experiment.is_uri(s.storage_path) and not s.optuna_storage:
+    if experiment_writer.is_uri(s.storage_path) and not s.optuna_storage:
         raise InputError("--optuna-storage URL is required with a cloud --storage-path")
     # Every corner of the space must make a valid config: check the bounds against it.
     for name, dist in s.space.items():

@@ -16,7 +16,7 @@ from genretune.model.config import config_from_flat
 from genretune.results import experiment_dir
 from genretune.results.experiment import quiet_ray_reader, saved_trials
 from genretune.results.writer_lock import WriterLock
-from genretune.search import experiment, storage_guard
+from genretune.search import experiment_writer, storage_guard
 from genretune.search.checks import (
     check_against_data,
     check_optuna_storage,
@@ -60,7 +60,7 @@ def _monitor(s: SearchSettings):
         tuple(s.space),
         interval=s.progress_interval,
         budget_epochs=s.budget_epochs,
-        local_storage=not experiment.is_uri(s.storage_path),
+        local_storage=not experiment_writer.is_uri(s.storage_path),
         num_samples=s.num_samples,
     )
 
@@ -118,7 +118,7 @@ def build_tuner(s: SearchSettings):
 
     algorithms = build_algorithms(s, open_rdb_storage(s.optuna_url()))
     stoppers = algorithms.stoppers
-    if not experiment.is_uri(s.storage_path):
+    if not experiment_writer.is_uri(s.storage_path):
         stoppers = [*stoppers, StorageGuard(min(trials_at_once(s.resources), s.num_samples))]
     searcher = algorithms.searcher
     # With --ramp-up the searcher is itself the concurrency limiter (capped there).
@@ -198,7 +198,7 @@ def run_search(
     The search is the experiment's one writer: it holds the experiment's lock from before it
     writes anything until it returns or raises (a second writer is refused at once)."""
     check_settings(s)
-    local = not experiment.is_uri(s.storage_path)
+    local = not experiment_writer.is_uri(s.storage_path)
     exp_path = Path(s.experiment_path)
     lock = WriterLock(exp_path) if local else None
     if lock is not None:
@@ -207,11 +207,14 @@ def run_search(
     quiet_ray_reader()
     keep_rays_resume_advice_back()
     if local:
-        replace = experiment.check_experiment_dir(exp_path, resume=resume, overwrite=overwrite)
+        replace = experiment_writer.check_experiment_dir(
+            exp_path, resume=resume, overwrite=overwrite
+        )
         if resume:
             check_saved_state(s)
         if resume and (
-            experiment.is_finished(exp_path) or finished_trials(s.experiment_path) >= s.num_samples
+            experiment_writer.is_finished(exp_path)
+            or finished_trials(s.experiment_path) >= s.num_samples
         ):
             # Restoring would rewrite the experiment state; a finished search is left as it is.
             print(f"experiment {s.name} already finished: nothing to resume", file=sys.stderr)
@@ -227,7 +230,7 @@ def run_search(
             s = fit_space_to_data(s, dataset)
         check_against_data(s, dataset)
     if local:
-        experiment.check_writable(exp_path)
+        experiment_writer.check_writable(exp_path)
     if s.optuna_storage and not resume:
         check_optuna_storage(s.optuna_storage)
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
@@ -242,11 +245,11 @@ def run_search(
     try:
         check_trial_fits(s.resources)
         if lock is not None:
-            created = experiment.make_parents(exp_path)
+            created = experiment_writer.make_parents(exp_path)
             try:
                 lock.acquire()
             except InputError:
-                experiment.remove_empty(created)
+                experiment_writer.remove_empty(created)
                 raise
     except InputError:
         if started:
@@ -260,10 +263,10 @@ def run_search(
     except SearchStopped:
         # Stopped before Ray began: nothing ran, so a new experiment is not left half-made.
         if local and not resume and not (exp_path / experiment_dir.TUNER_FILE).exists():
-            experiment.remove_experiment(exp_path)
+            experiment_writer.remove_experiment(exp_path)
         raise
     finally:
-        experiment.set_experiment_being_run(None)
+        experiment_writer.set_experiment_being_run(None)
         if lock is not None:
             lock.release()
 
@@ -273,10 +276,10 @@ def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, sto
     exp_path = Path(s.experiment_path)
     # Only now is anything on disk replaced or created.
     if replace:
-        experiment.remove_experiment(exp_path)
+        experiment_writer.remove_experiment(exp_path)
     if local and not resume:
-        experiment.write_settings(exp_path, s.to_json())
-    experiment.set_experiment_being_run(
+        experiment_writer.write_settings(exp_path, s.to_json())
+    experiment_writer.set_experiment_being_run(
         exp_path if local else None, s.optuna_url(), s.progress_interval
     )
     _announce(s)
@@ -301,7 +304,7 @@ def _run_locked(s: SearchSettings, resume: bool, replace: bool, local: bool, sto
     _settle_study(s, results, resume)
     if local and not results.num_errors and finished:
         # Errored trials are restarted by --resume, so a search with any is not marked.
-        experiment.mark_finished(exp_path, len(results), seconds)
+        experiment_writer.mark_finished(exp_path, len(results), seconds)
     print(f"search finished in {seconds:.0f}s", file=sys.stderr)
     return results
 
@@ -361,7 +364,7 @@ def _tidy_after_fit(exp_path: Path | None) -> None:
         trim_after_search()
     if exp_path is None:
         return
-    for trial, rows in experiment.drop_rerun_rows(exp_path).items():
+    for trial, rows in experiment_writer.drop_rerun_rows(exp_path).items():
         print(
             f"{trial}: {rows} epoch(s) logged before a restart from an older checkpoint were "
             "run again; the history keeps the rerun's rows",

@@ -21,7 +21,7 @@ from genretune.results.experiment_dir import (
     trial_dirs,
     trial_id_of,
 )
-from genretune.search.experiment import experiment_being_run, progress_interval_being_run
+from genretune.search.experiment_writer import experiment_being_run, progress_interval_being_run
 
 __all__ = ["END_REASONS_FILE", "BudgetStopper", "PatienceStopper", "TrialMonitor"]
 END_ASHA, END_PATIENCE, END_MAX_EPOCHS, END_ERROR = "asha", "patience", "max_epochs", "error"

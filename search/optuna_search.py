@@ -41,7 +41,7 @@ from genretune.results.internals import (
     optuna_study_storage,
     optuna_trial_id,
 )
-from genretune.search.experiment import study_url_being_run
+from genretune.search.experiment_writer import study_url_being_run
 from genretune.search.study_storage import open_rdb_storage
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from ray.tune.search import SearchGenerator
 
 from genretune.results.internals import point_generator_at
-from genretune.search.experiment import experiment_being_run
+from genretune.search.experiment_writer import experiment_being_run
 
 
 class RelocatableSearchGenerator(SearchGenerator):

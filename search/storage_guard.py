@@ -24,7 +24,7 @@ from typing import Any
 from ray import tune
 
 from genretune.results.experiment_dir import EXPERIMENT_STATE_GLOB, trial_dir_name, trial_dirs
-from genretune.search.experiment import experiment_being_run
+from genretune.search.experiment_writer import experiment_being_run
 
 # Kept free besides the checkpoints about to be written (logs, state files, the study).
 FLOOR_BYTES = 1 << 20

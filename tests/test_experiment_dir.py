@@ -21,7 +21,7 @@ from helpers import search_settings
 from genretune.data import InputError
 from genretune.results import experiment_dir as layout
 from genretune.results import writer_lock
-from genretune.search import experiment
+from genretune.search import experiment_writer
 from genretune.search.settings import Resources, SearchSettings, settings_from_json
 
 # A value other than the default for every field the settings file keeps (and a test that
@@ -149,7 +149,7 @@ def test_readers_refuse_wrong_types_in_the_settings(tmp_path):
 @pytest.mark.parametrize("name", ["exp\n", "exp\r", " exp", "a/b", "..", ".hidden", "x" * 101])
 def test_names_are_checked_whole(name):
     with pytest.raises(InputError, match="--name"):
-        experiment.check_name(name)
+        experiment_writer.check_name(name)
 
 
 def test_outputs_inside_an_experiment_are_recognised(tmp_path):

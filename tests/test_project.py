@@ -73,7 +73,7 @@ def test_no_late_import_crosses_the_direction_either(package):
 
 def test_genretune_train_does_not_import_ray():
     code = (
-        "import sys; import genretune.search.cli, genretune.model.standalone; "
+        "import sys; import genretune.search.cli, genretune.model.training_run; "
         "print('ray' in sys.modules)"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

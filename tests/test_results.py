@@ -337,7 +337,7 @@ def test_rows_of_rerun_epochs_are_kept_once_the_reruns(experiment, tmp_path):
     search the history holds each epoch once, the rerun's row, for Ray's own reader too."""
     from ray.tune import ExperimentAnalysis
 
-    from genretune.search.experiment import drop_rerun_rows
+    from genretune.search.experiment_writer import drop_rerun_rows
 
     copy = tmp_path / "rerun"
     shutil.copytree(experiment, copy)

@@ -15,7 +15,7 @@ from typing import Any
 from genretune.data import InputError
 from genretune.model.config import config_from_flat
 from genretune.results import experiment_dir
-from genretune.search import experiment
+from genretune.search import experiment_writer
 from genretune.search.algorithms import AUTO, auto_tpe_startup
 from genretune.search.cli.common import config_flags
 from genretune.search.cli.search_flags import add_arguments  # noqa: F401 (the command's flags)
@@ -118,10 +118,10 @@ def settings_from_args(
     if late_cut is None:
         late_cut = args.scheduler == "asha" and not objectives
     default_name = datetime.now().strftime("search_%Y%m%d_%H%M%S")
-    name = experiment.check_name(default_name if args.name is None else args.name)
+    name = experiment_writer.check_name(default_name if args.name is None else args.name)
     settings = SearchSettings(
         name=name,
-        storage_path=experiment.resolve_storage_path(args.storage_path),
+        storage_path=experiment_writer.resolve_storage_path(args.storage_path),
         profile=profile.name,
         base=base,
         space=space,
@@ -258,10 +258,10 @@ def resume_settings(args: argparse.Namespace) -> SearchSettings:
             f"--resume {args.resume} continues the experiment with its own settings: "
             f"{', '.join(extra)} cannot be changed (start a new search with --name to change them)"
         )
-    name = experiment.check_name(args.resume, "--resume")
-    storage = experiment.resolve_storage_path(args.storage_path)
+    name = experiment_writer.check_name(args.resume, "--resume")
+    storage = experiment_writer.resolve_storage_path(args.storage_path)
     path = Path(storage) / name
-    payload = experiment.read_settings(path, "--resume")
+    payload = experiment_dir.read_settings(path, "--resume")
     # The watching flags may change; the cluster is the one it ran on unless another is named.
     overrides: dict[str, Any] = {"progress_interval": args.progress_interval}
     if args.address:

@@ -99,9 +99,9 @@ def run(args: argparse.Namespace) -> int:
     from genretune.model.config import config_from_flat
     from genretune.model.decision import load_tuning_results
     from genretune.model.pos_weight import describe_pos_weight
-    from genretune.model.standalone import prepare_run, train_run
+    from genretune.model.training_run import prepare_run, train_run
     from genretune.results.experiment_dir import enclosing_experiment
-    from genretune.search.experiment import check_name
+    from genretune.search.experiment_writer import check_name
 
     base, trial_runtime = None, {}
     if args.config is not None:
