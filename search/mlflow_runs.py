@@ -10,12 +10,12 @@ through MlflowClient (no global MLflow state).
 from __future__ import annotations
 
 import json
-import math
 import time
 from typing import Any
 
 from ray import tune
 
+from genretune.data.numbers import finite_number
 from genretune.search.monitoring import END_ERROR, end_reason
 
 STUDY_TAG = "genretune.study"  # the search's study name: the same across copies and resumes
@@ -40,10 +40,9 @@ def _numbers(result: dict[str, Any]) -> dict[str, float]:
     for key, value in result.items():
         if key in _NOT_LOGGED or key.startswith("config"):
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if math.isfinite(value):
-            out[key] = float(value)
+        number = finite_number(value)
+        if number is not None:
+            out[key] = number
     return out
 
 

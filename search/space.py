@@ -13,7 +13,6 @@ removes any parameter:
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import optuna.distributions as od
 import yaml
 
 from genretune.data import InputError, first_line
+from genretune.data.numbers import finite_number
 from genretune.model.config import FLAT_KEYS, INT_KEYS, OPTIONAL_KEYS
 from genretune.search.profiles import BASELINE_MIN_SAMPLES, Profile
 from genretune.search.unit_space import from_unit, to_unit
@@ -163,7 +163,7 @@ def nearest(dist: od.BaseDistribution, value: Any) -> Any:
 
 
 def _number(where: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if finite_number(value) is None:
         raise InputError(f"{where} must be a finite number, got {value!r}")
     return value
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from genretune.data.numbers import finite_number
 from genretune.results.internals import optuna_trial_id
 from genretune.search.optuna_search import RAY_TRIAL_ID
 
@@ -40,31 +40,23 @@ def stopped_trial_outcome(s, rows: list[dict[str, Any]]) -> tuple[TrialState, An
         sign = 1.0 if mode == "max" else -1.0
         best = None
         for row in rows:  # the first epoch with the best first objective, as training keeps
-            if _number(row.get(first)) is not None and (
+            if finite_number(row.get(first)) is not None and (
                 best is None or sign * row[first] > sign * best[first]
             ):
                 best = row
-        values = [_number((best or last).get(m)) for m, _ in s.objectives]
+        values = [finite_number((best or last).get(m)) for m, _ in s.objectives]
         if any(v is None for v in values):
             return TrialState.FAIL, None
         return TrialState.COMPLETE, values
     if last.get(s.metric) is None:
         return TrialState.PRUNED, None
-    value = _number(last[s.metric])
+    value = finite_number(last[s.metric])
     if value is None:
         return TrialState.FAIL, None
     cut = trial_was_cut(last, s.base.optim.epochs, s.base.optim.patience)
     if s.cut_trials_as == "pruned" and cut:
         return TrialState.PRUNED, value
     return TrialState.COMPLETE, value
-
-
-def _number(v) -> float | None:
-    try:
-        v = float(v)
-    except (TypeError, ValueError):
-        return None
-    return v if np.isfinite(v) else None
 
 
 def settle_stopped_trials(s, results, errored: set[str]) -> int:

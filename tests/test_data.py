@@ -201,3 +201,14 @@ def test_a_state_file_write_that_fails_leaves_the_old_file_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["prepare.json"], "no temporary file left"
     write_text_atomically(path, '{"identity": 2}')
     assert json.loads(path.read_text()) == {"identity": 2}
+
+
+def test_finite_number_is_the_one_number_test():
+    import numpy as np
+
+    from genretune.data.numbers import finite_number
+
+    assert finite_number(3) == 3.0 and finite_number(np.float32(0.5)) == 0.5
+    assert finite_number(np.int64(7)) == 7.0
+    for not_a_number in (True, np.bool_(False), "0.5", None, float("nan"), float("inf"), [1]):
+        assert finite_number(not_a_number) is None, not_a_number
