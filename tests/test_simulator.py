@@ -485,7 +485,9 @@ def test_real_benchmark_tables_take_methods_run_on_fewer_seeds():
     assert table["default"]["paired_test_f1_diff_vs_random_asha"] == pytest.approx(
         [0.04, 0.05, 0.06, 0.07]
     )
-    text = se.print_tables(summary)
+    from hposim.real_report import print_tables
+
+    text = print_tables(summary)
     g1 = next(line for line in text.splitlines() if line.startswith("| g1 |"))
     assert g1.startswith("| g1 | 2 | 3 |") and "(0.200, never)" in g1
     default = next(line for line in text.splitlines() if line.startswith("| default |"))
