@@ -47,8 +47,15 @@ from pathlib import Path
 
 import numpy as np
 
-from hposim.measures import final_best, first_reach
-from hposim.real_report import BASELINE, DEFAULT_BUDGET_EPOCHS, FRACTIONS, write_outputs
+from hposim.measures import first_reach
+from hposim.real_report import (
+    BASELINE,
+    DEFAULT_BUDGET_EPOCHS,
+    FRACTIONS,
+    earlier_runs,
+    summarise,
+    write_outputs,
+)
 from hposim.strategies import NAMED, REFERENCES, STRATEGIES, VARIANTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -212,30 +219,6 @@ def curve_points(rows: list, budget: int) -> dict:
     return points
 
 
-def tuned_rule_fraction(run: dict, method: str, budget: int) -> float | None:
-    """The budget fraction at which `method` first reaches the best tuned-rule validation F1
-    of random-fifo's trials (same seed): both searches' models measured alike (the rule does
-    not change training). None where that is not recorded: random-fifo's values (per result
-    since the 10-seed run, per trial since seed 3 of the first) or, for a method that
-    optimised another objective, the order of its tuned-rule values."""
-    fifo = run["methods"]["random-fifo"]
-    values = fifo.get("curve_tuned_rule") or [
-        v for t in fifo.get("trial_log") or [] for v in t.get("tuned_val_f1") or []
-    ]
-    ran = run["methods"][method]
-    if "curve_tuned_rule" in ran:
-        curve = list(enumerate(ran["curve_tuned_rule"], start=1))
-    elif ran.get("objective") == "tuned_val_f1":
-        curve = ran["curve"]
-    else:
-        return None
-    if not values:
-        return None
-    # Per result, random-fifo's values count within the budget only, as its own final best.
-    target = final_best(values, budget) if fifo.get("curve_tuned_rule") else np.nanmax(values)
-    return first_reach([v for _, v in curve], float(target), budget)
-
-
 def test_all(jobs: dict[str, tuple]) -> dict[str, dict]:
     """Every distinct configuration's test F1, two at a time (Ray tasks, one CPU each): from
     the trial's checkpoint when a trial dir is given, else retrained from scratch."""
@@ -331,71 +314,6 @@ def run_seed(
         values = [v for _, v in out["methods"][method]["curve"]]
         out["methods"][method]["fraction_to_random_final"] = first_reach(values, fifo_final, budget)
     return out
-
-
-def summarise(runs: list[dict], methods: list[str], budget: int) -> dict:
-    """Each method over the seeds it ran; its difference with random-asha paired by seed."""
-    table = {}
-    for method in methods:
-        ran = [r for r in runs if method in r["methods"]]
-        rows = [r["methods"][method] for r in ran]
-        table[method] = {
-            "seeds": [int(r["seed"]) for r in ran],
-            "trials": [r["trials"] for r in rows],
-            "fraction_to_random_final": [r["fraction_to_random_final"] for r in rows],
-            "fraction_to_random_final_tuned_rule": [
-                tuned_rule_fraction(r, method, budget) for r in ran
-            ],
-            **{
-                f: {
-                    "best": [r["points"][f]["best"] for r in rows],
-                    "test_f1": [r["points"][f]["test_f1"] for r in rows],
-                }
-                for f in map(str, FRACTIONS)
-            },
-        }
-        asha = [r["methods"]["random-asha"]["points"]["1.0"]["test_f1"] for r in ran]
-        diffs = np.array(table[method]["1.0"]["test_f1"]) - np.array(asha)
-        table[method]["paired_test_f1_diff_vs_random_asha"] = diffs.tolist()
-        # The one-third goal on test F1: the pick part-way against random-fifo's at its end.
-        fifo_end = np.array([r["methods"]["random-fifo"]["points"]["1.0"]["test_f1"] for r in ran])
-        table[method]["paired_test_f1_vs_random_fifo_final"] = {
-            f: (np.array(table[method][f]["test_f1"]) - fifo_end).tolist() for f in ("0.25", "0.5")
-        }
-    table[BASELINE] = {"test_f1": [r["methods"][BASELINE]["test_f1"] for r in runs]}
-    checks = [r["checkpoint_vs_retrain"] for r in runs if "checkpoint_vs_retrain" in r]
-    return {
-        "table": table,
-        "budget_epochs": budget,
-        "seeds": len(runs),
-        "checkpoint_vs_retrain_max_abs_diff": max(checks, default=None),
-        "checkpoint_vs_retrain_checks": len(checks),
-    }
-
-
-def earlier_runs(
-    path: Path, args, methods: dict[str, list[str]], error
-) -> tuple[dict, dict, dict | None]:
-    """({seed: run}, summary, provenance) of an earlier run to extend with more seeds or more
-    methods; `error` ends the program (exit 2) before anything runs."""
-    try:
-        saved = json.loads(path.read_text())
-        summary, runs = saved["summary"], saved["runs"]
-        by_seed = {int(run["seed"]): run for run in runs}
-        flags_before = dict(summary["strategy_flags"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        error(f"--add-to {path}: not a search_efficiency.py result ({exc})")
-    flags = {m: " ".join(f) for m, f in methods.items()}
-    if summary.get("budget_epochs") != args.budget_epochs:
-        error(f"--add-to {path}: ran with --budget-epochs {summary.get('budget_epochs')}")
-    changed = sorted(m for m in flags_before if flags.get(m, flags_before[m]) != flags_before[m])
-    missing = sorted(set(flags_before) - set(flags))
-    if changed:
-        error(f"--add-to {path}: method(s) {changed} ran there with other flags")
-    if missing:
-        given = " ".join(f'--strategy "{m}={flags_before[m]}"' for m in missing)
-        error(f"--add-to {path}: method(s) {missing} ran there; give them again: {given}")
-    return by_seed, summary, saved.get("provenance")
 
 
 def main() -> int:

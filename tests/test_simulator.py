@@ -464,6 +464,8 @@ def test_real_benchmark_tables_take_methods_run_on_fewer_seeds():
     those, paired with random-asha seed by seed."""
     import search_efficiency as se
 
+    from hposim.real_report import summarise as summarise_real
+
     runs = [
         {
             "seed": s,
@@ -478,7 +480,7 @@ def test_real_benchmark_tables_take_methods_run_on_fewer_seeds():
     ]
     runs[0]["methods"]["g1"] = _real_method(0.70, 0.2)
     runs[2]["methods"]["g1"] = _real_method(0.60, float("inf"))
-    summary = se.summarise(runs, ["random-fifo", "random-asha", "default", "g1"], 150)
+    summary = summarise_real(runs, ["random-fifo", "random-asha", "default", "g1"], 150)
     table = summary["table"]
     assert table["g1"]["seeds"] == [0, 2] and table["default"]["seeds"] == [0, 1, 2, 3]
     assert table["g1"]["paired_test_f1_diff_vs_random_asha"] == pytest.approx([0.09, -0.03])
@@ -523,7 +525,7 @@ def test_real_benchmark_refuses_unknown_methods_and_runs_with_nothing_to_do(tmp_
 
 
 def test_real_benchmark_measures_every_search_at_the_tuned_rule_where_recorded():
-    from search_efficiency import tuned_rule_fraction
+    from hposim.real_report import tuned_rule_fraction
 
     run = {
         "methods": {
