@@ -135,23 +135,6 @@ def remove_experiment(path: Path) -> None:
     shutil.rmtree(path)
 
 
-def make_parents(path: Path) -> list[Path]:
-    """Create the directories above `path` that are missing; the ones created, deepest last."""
-    missing = [p for p in reversed(Path(path).parents) if not p.exists()]
-    for p in missing:
-        p.mkdir(exist_ok=True)
-    return missing
-
-
-def remove_empty(directories: list[Path]) -> None:
-    """Remove directories this run created, deepest first, where they are still empty."""
-    for p in reversed(directories):
-        try:
-            p.rmdir()
-        except OSError:
-            return
-
-
 def write_settings(path: Path, settings: dict[str, Any]) -> None:
     path.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path / SETTINGS_FILE, json.dumps(settings, indent=2, default=str) + "\n")

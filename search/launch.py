@@ -12,6 +12,7 @@ from typing import Any
 import optuna
 
 from genretune.data import InputError, first_line
+from genretune.data.outputs import make_parents, remove_created
 from genretune.model.config import config_from_flat
 from genretune.results import experiment_dir
 from genretune.results.experiment import quiet_ray_reader, saved_trials
@@ -245,11 +246,11 @@ def run_search(
     try:
         check_trial_fits(s.resources)
         if lock is not None:
-            created = experiment_writer.make_parents(exp_path)
+            created = make_parents(exp_path.parent)
             try:
                 lock.acquire()
             except InputError:
-                experiment_writer.remove_empty(created)
+                remove_created(created)
                 raise
     except InputError:
         if started:
