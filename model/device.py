@@ -41,7 +41,7 @@ def resolve_runtime(
     the fixed input size, the data resident there when it fits the run's share), else CPU.
 
     channels_last is on everywhere: on a 2-core CPU it trains 1.1-1.5x faster than contiguous
-    tensors, most at small widths (benchmarks/README.md, FLOP/s table).
+    tensors, most at small widths (benchmarks/results/trial_speed.md, FLOP/s table).
     """
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"

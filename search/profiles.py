@@ -31,8 +31,9 @@ class Profile:
 
     def default_grace_period(self, epochs: int, patience: int) -> int:
         """Epochs before ASHA may cut a trial: the profile's measured choice (the demo's 2 won
-        on the search simulator, benchmarks/README.md) when the epochs are the profile's, else
-        about as long as patience would give a trial, never the whole budget."""
+        on the search simulator, benchmarks/log/2026-11-24_lab_notebook.md) when the epochs
+        are the profile's, else about as long as patience would give a trial, never the whole
+        budget."""
         if self.grace_period is not None and epochs == self.epochs:
             return min(self.grace_period, epochs)
         return max(1, min(patience, epochs // 2))

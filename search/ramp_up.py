@@ -5,7 +5,7 @@ search starts before any has ended: the searcher proposes with nothing to learn 
 hand-tuned baseline advances one epoch per round of all the others. `--ramp-up N` lets N trials
 run at first and one more for every trial that has ended (cut by ASHA, stopped by patience or
 finished), up to the search's concurrency: more is learnt per trial-epoch, at the cost of idle
-workers while the limit grows (benchmarks/README.md measures both).
+workers while the limit grows (benchmarks/log/2026-11-24_lab_notebook.md measures both).
 """
 
 from __future__ import annotations

@@ -33,8 +33,8 @@ def strategy_line(s: SearchSettings) -> str:
 
 # With fewer trial-epochs than this many whole trials per trial running at once, most trials
 # start before any has ended and the search has little to learn from: on the simulator
-# (benchmarks/README.md) the default with 8 or 32 workers did as well for its budget as with 2
-# from 3 whole trials per worker on, and worse below.
+# (benchmarks/log/2026-11-24_lab_notebook.md) the default with 8 or 32 workers did as well for
+# its budget as with 2 from 3 whole trials per worker on, and worse below.
 WHOLE_TRIALS_PER_SLOT = 3
 
 
