@@ -12,7 +12,9 @@ import pandas as pd
 import pytest
 from helpers import interrupt_search
 
+from genretune.data import InputError
 from genretune.results import load_experiment
+from genretune.results.experiment_dir import read_end_reasons
 from genretune.search.cli import main
 
 # Starts Ray or trains real models: the full suite (make test), not the fast lane.
@@ -37,11 +39,19 @@ ARGS = [
 
 
 def _finished(exp: Path) -> dict[str, str]:
-    """progress.csv text of the trials that ran all 4 epochs."""
+    """progress.csv text of the trials that ran all 4 epochs and ended: their end reason is in
+    the journal the search appends to once Ray holds a trial as ended (a trial's last row can
+    be logged an instant before its last checkpoint is recorded; a stop in that instant makes
+    a resume run that epoch again, from the checkpoint before)."""
+    try:
+        ended = read_end_reasons(exp, warn=False)
+    except InputError:
+        return {}
     out = {}
     for progress in exp.glob("trial_*/progress.csv"):
         text = progress.read_text()
-        if len(text.strip().splitlines()) - 1 >= 4:
+        ran_all = len(text.strip().splitlines()) - 1 >= 4
+        if ran_all and progress.parent.name.removeprefix("trial_") in ended:
             out[progress.parent.name] = text
     return out
 
