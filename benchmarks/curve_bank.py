@@ -17,6 +17,9 @@ of the bank (hposim/bank.py RULES) in the original label space; the run's own ru
     python benchmarks/curve_bank.py              # the full bank (about 1.5 h on 2 cores)
     python benchmarks/curve_bank.py --sobol 8 --near 2 --repeat 2 --epochs 3 \\
         --out /tmp/tiny_bank.npz                 # a tiny bank (the tests make one like it)
+    python benchmarks/curve_bank.py --synthetic-scale 0.05 --data-seed 1 --epochs 24 \\
+        --sobol 128 --near 12 --repeat 16 --out benchmarks/data/curve_bank_task2.npz
+                                                 # the second task (never used to choose a default)
 
 Runs go to `<out>.parts/` one file each as they finish, so a killed recording continues where it
 stopped; the bank file is assembled from them at the end (and the parts removed).
@@ -261,15 +264,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     p.add_argument("--epochs", type=int, help="override the demo's epochs (tiny test banks)")
     p.add_argument("--synthetic-scale", type=float, help="override the demo's data scale")
+    p.add_argument("--data-seed", type=int, help="override the demo's data seed (another task)")
+    p.add_argument("--n-mels", type=int, help="override the demo's input height")
+    p.add_argument("--frames", type=int, help="override the demo's input width")
     args = p.parse_args(argv)
     if args.sobol < 0 or args.near < 0 or args.repeat < 1 or args.workers < 1:
         p.error("--sobol/--near must be >= 0, --repeat and --workers >= 1")
 
     extra = []
-    if args.epochs:
-        extra += ["--epochs", str(args.epochs)]
-    if args.synthetic_scale:
-        extra += ["--synthetic-scale", str(args.synthetic_scale)]
+    for flag in ("epochs", "synthetic_scale", "data_seed", "n_mels", "frames"):
+        if getattr(args, flag) is not None:
+            extra += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
     s = demo_settings(extra)
     from genretune.data import load_dataset
     from genretune.search.checks import fit_space_to_data

@@ -16,10 +16,11 @@ def demo_settings(extra: list[str] | None = None):
 
 def bank_flags(provenance: dict) -> list[str]:
     """Flags that make the demo search match the bank's recording (a test bank may be
-    recorded with fewer epochs or smaller data than the demo's)."""
+    recorded with fewer epochs or smaller data than the demo's; a second task with another
+    data seed, size, input shape or training length)."""
     base = provenance.get("base_config", {})
     flags = []
-    for key in ("epochs", "synthetic_scale"):
+    for key in ("epochs", "synthetic_scale", "data_seed", "n_mels", "frames"):
         if key in base:
             flags += ["--" + key.replace("_", "-"), str(base[key])]
     return flags
