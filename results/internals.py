@@ -13,6 +13,7 @@ This module lives in `results/`, the lowest layer that imports Ray and Optuna, s
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any
 
 # --- Ray Tune: the experiment reader ------------------------------------------------------
@@ -158,6 +159,37 @@ def keep_local_ray_on_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+# --- Ray Tune: the controller state a resume restores ---------------------------------------
+# TuneController saves with the experiment state (its `runner_data`) the decisions it held back
+# while a trial's checkpoint was being saved, and `Tuner.restore` puts them back. A STOP held
+# back for a trial whose worker then died outlives the driver: the resumed trial is stopped
+# at its first checkpoint (Ray 2.60; seen as a resumed errored trial ending after one epoch).
+# No decision of an earlier driver applies to the new actors, and no public API drops them,
+# so they are emptied in the saved state before Ray reads it.
+
+HELD_BACK_DECISIONS = "_cached_trial_decisions"
+EXPERIMENT_STATE_FILES = "experiment_state-*.json"
+
+
+def drop_held_back_decisions(experiment_dir: Path) -> list[str]:
+    """Empty the decisions an earlier driver held back, in each experiment state file of
+    `experiment_dir`; the ids of the trials they were for (a file is rewritten, atomically,
+    only when it held one)."""
+    import json
+
+    from genretune.output_files import write_text_atomically
+
+    dropped: list[str] = []
+    for path in sorted(Path(experiment_dir).glob(EXPERIMENT_STATE_FILES)):
+        state = json.loads(path.read_text(encoding="utf-8"))
+        held = state.get("runner_data", {}).get(HELD_BACK_DECISIONS)
+        if held:
+            dropped += list(held)
+            state["runner_data"][HELD_BACK_DECISIONS] = {}
+            write_text_atomically(path, json.dumps(state))
+    return dropped
+
+
 # --- Loggers whose storage errors genretune turns into one line ---------------------------
 # Ray logs a failed sync and Optuna a failed database write from these modules (private module
 # paths: the logger names follow them).
@@ -242,6 +274,15 @@ def _probe_ray() -> list[str]:
                 missing.append(f"ray.train._internal.storage.StorageContext.{name}")
     if not callable(getattr(ExperimentAnalysis, "_fetch_trial_dataframes", None)):
         missing.append("ray.tune.ExperimentAnalysis._fetch_trial_dataframes")
+    import inspect
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    kept = inspect.getsource(TuneController.__init__) + inspect.getsource(
+        TuneController.__getstate__
+    )
+    if f"self.{HELD_BACK_DECISIONS} = " not in kept or f'"{HELD_BACK_DECISIONS}"' in kept:
+        missing.append(f"ray.tune.execution.tune_controller.TuneController.{HELD_BACK_DECISIONS}")
     ray_constants = importlib.import_module("ray._private.ray_constants")
     if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
         missing.append("ray._private.ray_constants.ENABLE_RAY_CLUSTER")

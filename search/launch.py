@@ -12,10 +12,11 @@ from typing import Any
 import optuna
 
 from genretune.data import InputError, first_line
-from genretune.data.outputs import make_parents, remove_created
 from genretune.model.config import config_from_flat
+from genretune.output_files import make_parents, remove_created
 from genretune.results import experiment_dir
 from genretune.results.experiment import quiet_ray_reader, saved_trials
+from genretune.results.internals import drop_held_back_decisions
 from genretune.results.writer_lock import WriterLock
 from genretune.search import experiment_writer, storage_guard
 from genretune.search.checks import (
@@ -335,6 +336,7 @@ def _tuner(s: SearchSettings, resume: bool):
         return build_tuner(s)
     if not tune.Tuner.can_restore(s.experiment_path):
         raise InputError(f"--resume {s.name}: {s.experiment_path} cannot be restored")
+    drop_held_back_decisions(s.experiment_path)  # an earlier driver's; see internals
     return tune.Tuner.restore(
         s.experiment_path, _trainable(s), resume_unfinished=True, resume_errored=True
     )
