@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 
-from genretune.data.outputs import write_text_atomically
+from genretune.output_files import write_text_atomically
 from genretune.search.unit_space import from_unit, to_unit
 from hposim.bank import (
     DEFAULT_PATH,

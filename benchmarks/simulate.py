@@ -8,23 +8,31 @@ hposim/strategies.py, shared with search_efficiency.py):
   random-asha       random search with Ray's ASHA and patience
   default           genretune search as it ships
   previous-default  what it shipped with before the simulator chose
+  one-epoch-top-k   every configuration one epoch, the best K trained on (a baseline)
+  hyperband         Ray's HyperBandScheduler over random search (a baseline)
+  bohb              Ray's TuneBOHB with HyperBandForBOHB (a baseline; hpbandster, ConfigSpace)
 
-and any other as NAME="FLAGS" with --strategy, e.g.
+(the baselines' searcher and scheduler come from hposim/baselines.py), and any other as
+NAME="FLAGS" with --strategy, e.g.
   --strategy "tpe4=--tpe-startup 4" --strategy "tuned=--decision tuned"
   --strategy "misled=--baseline {worst_baseline}"   (the bank's worst configuration as baseline)
 
-For every strategy, seed and budget (trial-epochs) it reports the median and 95% bootstrap CI
+For every strategy, seed and budget (trial-epochs; with --budget-seconds also compute-seconds:
+the recorded epoch seconds, N mean epochs of the bank) it reports the median and 95% bootstrap CI
 over seeds of (i) the budget fraction at which the search first reaches random-fifo's final best
 validation objective (same seed; not reached = infinite) and the simulated wall time at which
 it does, as a share of random-fifo's whole search, (ii) the test F1 of the configuration
 it would pick (its best trial, trained to its end as `genretune train` does), (iii) that
-configuration's regret against the bank's oracle, and the paired test-F1 difference against
-random-asha. Seeds are paired: seed s is `--seed s` in every strategy.
+configuration's regret against the bank's oracle, (iv) the compute-seconds to random-fifo's
+final best, and the paired test-F1 difference against every other strategy
+(`paired_test_f1_diff_vs`). Seeds are paired: seed s is `--seed s` in every strategy.
 
     python benchmarks/simulate.py                    # 200 seeds, budgets 90,150,300, 2 workers
     python benchmarks/simulate.py --quick            # a smoke run (seconds)
     python benchmarks/simulate.py --strategies default,tpe4 --strategy "tpe4=--tpe-startup 4"
     python benchmarks/simulate.py --validate benchmarks/results/search_efficiency.json
+    python benchmarks/simulate.py --strategies default,one-epoch-top-k,hyperband,bohb \\
+        --budget-seconds 90,150,300 --bank benchmarks/data/curve_bank_task2.npz
 
 Writes --json (default benchmarks/results/simulate.json) and a .md and .png beside it.
 """
@@ -54,6 +62,14 @@ from hposim.evaluation import (
 )
 from hposim.report import markdown, plot_regret, print_tables
 from hposim.settings import bank_flags, demo_settings, fit_to_bank
+from hposim.simtask import (  # noqa: F401 (all_knowing.py reaches them here)
+    _STATE,
+    _init,
+    chosen_test_f1,
+    mean_epoch_seconds,
+    settings_for,
+    simulate_task,
+)
 from hposim.strategies import NAMED, REFERENCES
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -148,18 +164,6 @@ def _is_surrogate_file(path: str) -> bool:
     return isinstance(payload, dict) and {"bank_sha256", "weights"} <= set(payload)
 
 
-def settings_for(flags: list[str], seed: int, budget: int, workers: int, bank):
-    argv = [
-        *bank_flags(bank.provenance),
-        *flags,
-        "--seed", str(seed),
-        "--budget-epochs", str(budget),
-        "--max-concurrent", str(workers),
-        "--num-samples", "100000",  # the budget ends a search
-    ]  # fmt: skip
-    return fit_to_bank(demo_settings(argv), bank.genre_counts)
-
-
 REAL_WORKERS = 2  # search_efficiency.py's --max-concurrent
 
 
@@ -185,88 +189,11 @@ def simulated_survivors(flags: str, budget: int, seeds: range) -> dict[str, list
     return out
 
 
-# --- work done in the pool ---------------------------------------------------------------------
-
-_STATE: dict = {}
-
-
-def _init(bank_path: str, surrogate_file: str | None, noise: bool) -> None:
-    import optuna
-    import torch
-
-    # One thread per pool process: Optuna's GP sampler runs on torch, which would otherwise
-    # start a thread per core in every process (several times slower on two cores).
-    torch.set_num_threads(1)
-
-    from hposim.curves import CurveSource
-    from hposim.fitting import load_or_fit_surrogate
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    bank = load_bank(Path(bank_path))
-    space = fit_to_bank(demo_settings(bank_flags(bank.provenance)), bank.genre_counts).space
-    source = CurveSource(bank, space, noise=noise)
-    source.surrogate = load_or_fit_surrogate(source, bank_path, surrogate_file)
-    _STATE.update(bank=bank, source=source)
-
-
-def chosen_test_f1(log, s) -> np.ndarray:
-    """After each result of a replay `log` of a search with settings `s`: the test F1 of the
-    configuration the search would then pick (the trial with the best objective so far),
-    retrained to the end as `genretune train` does."""
-    objective, patience = s.base.objective, s.base.optim.patience
-    final_test = np.array([t.curve.trained_to_end(objective, patience)[2] for t in log.trials])
-    values = np.array(log.objective)
-    best = np.maximum.accumulate(values)
-    # The first result that reached each best-so-far value names the chosen trial.
-    leader = np.zeros(len(values), dtype=int)
-    for i in range(1, len(values)):
-        leader[i] = i if values[i] > best[i - 1] else leader[i - 1]
-    return final_test[np.array(log.trial_of)[leader]]
-
-
-def simulate_task(task: tuple) -> dict:
-    """One strategy and seed over every budget: one replay per group of budgets whose
-    settings differ only in the budget (a shorter budget is then a prefix of the longer)."""
-    from hposim.replay import replay
-
-    name, flags, seed, budgets, workers = task
-    bank = _STATE["bank"]
-    by_settings: dict[str, list[int]] = {}
-    built = {}
-    for budget in budgets:
-        s = settings_for(flags, seed, budget, workers, bank)
-        key = json.dumps({**s.to_json(), "budget_epochs": None}, sort_keys=True, default=str)
-        by_settings.setdefault(key, []).append(budget)
-        built[budget] = s
-    out = {"name": name, "seed": seed, "budgets": {}}
-    for group in by_settings.values():
-        s = built[max(group)]
-        log = replay(s, _STATE["source"], workers, np.random.default_rng(seed))
-        values = np.array(log.objective)
-        trial_of = np.array(log.trial_of)
-        best = np.maximum.accumulate(values)
-        chosen_test = chosen_test_f1(log, s)
-        # Every result on one validation measure, whatever the search optimised: F1 at the
-        # rule tuned on validation (the rule does not change training, so this is the same
-        # models measured alike).
-        pairs = zip(trial_of, log.epoch_of, strict=True)
-        tuned = [log.trials[t].curve.tuned_val[e - 1] for t, e in pairs]
-        best_tuned = np.maximum.accumulate(np.array(tuned))
-        for budget in group:
-            n = min(budget, len(values))
-            out["budgets"][budget] = {
-                "best": best[:n],
-                "best_tuned": best_tuned[:n],
-                "chosen_test": chosen_test[:n],
-                "trials": int(len(set(trial_of[:n].tolist()))),
-                "seconds": np.array(log.times[:n]),  # simulated wall time of each result
-            }
-    return out
-
-
-def run_all(args, strategies: dict[str, list[str]], budgets: list[int]) -> dict:
+def run_all(
+    args, strategies: dict[str, list[str]], budgets: list[int], budgets_seconds: list[int]
+) -> dict:
     tasks = [
-        (name, flags, seed, budgets, args.workers)
+        (name, flags, seed, budgets, args.workers, budgets_seconds)
         for seed in range(args.first_seed, args.first_seed + args.seeds)
         for name, flags in strategies.items()
     ]
@@ -296,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         help="define a strategy from genretune search flags (repeatable)",
     )  # fmt: skip
     p.add_argument("--budget-epochs", default="90,150,300", help="budgets in trial-epochs")
+    p.add_argument(
+        "--budget-seconds", default="",
+        help="budgets in compute-seconds, as N mean epochs of the bank (e.g. 90,150,300: "
+        "the same budgets counted in the recorded epoch seconds)",
+    )  # fmt: skip
     p.add_argument("--workers", type=int, default=2, help="concurrent trials (simulated)")
     p.add_argument("--seeds", type=int, default=200)
     p.add_argument("--first-seed", type=int, default=0)
@@ -318,8 +250,12 @@ def main(argv: list[str] | None = None) -> int:
         budgets = sorted({int(b) for b in args.budget_epochs.split(",")})
     except ValueError:
         p.error(f"--budget-epochs {args.budget_epochs}: expected integers like 90,150,300")
-    if min(budgets) < 1 or args.workers < 1 or args.seeds < 1 or args.processes < 1:
-        p.error("--budget-epochs, --workers, --seeds and --processes must be >= 1")
+    try:
+        budgets_seconds = sorted({int(b) for b in args.budget_seconds.split(",") if b.strip()})
+    except ValueError:
+        p.error(f"--budget-seconds {args.budget_seconds}: expected integers like 90,150,300")
+    if min(budgets + budgets_seconds) < 1 or min(args.workers, args.seeds, args.processes) < 1:
+        p.error("--budget-epochs, --budget-seconds, --workers, --seeds, --processes must be >= 1")
     if not args.bank.is_file():
         p.error(f"--bank {args.bank}: not found (record it with benchmarks/curve_bank.py)")
     missing = [f for f in args.validate.split(",") if f and not Path(f).is_file()]
@@ -353,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     _init(str(args.bank), args.surrogate, not args.no_noise)
     summary = bank_summary(_STATE["bank"], _STATE["source"])
     try:
-        results = run_all(args, strategies, budgets)
+        results = run_all(args, strategies, budgets, budgets_seconds)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     payload = {
@@ -365,11 +301,14 @@ def main(argv: list[str] | None = None) -> int:
             "seeds": args.seeds,
             "first_seed": args.first_seed,
             "workers": args.workers,
-            "budgets": budgets,
+            "budgets": [*budgets, *[f"{b}s" for b in budgets_seconds]],
+            "mean_epoch_seconds": mean_epoch_seconds(bank),
             "strategy_flags": shown_flags,
             "noise": not args.no_noise,
         },
-        "strategies": summarise(results, budgets, summary["oracle_test_f1"]),
+        "strategies": summarise(
+            results, [*budgets, *[f"{b}s" for b in budgets_seconds]], summary["oracle_test_f1"]
+        ),
     }
     if args.validate:
         real = [Path(f) for f in args.validate.split(",") if f]

@@ -245,6 +245,7 @@ def test_budget_ends_the_search_after_that_many_trial_epochs():
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark_smoke
 def test_simulate_quick_runs_on_the_committed_bank(tmp_path):
     committed = (REPO / "benchmarks" / "results" / "simulate.json").stat().st_mtime_ns
     res = subprocess.run(
@@ -290,6 +291,7 @@ def test_simulate_quick_runs_on_the_committed_bank(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark_smoke
 def test_curve_bank_recording_resumes_after_a_kill(tmp_path, isolated_cache):
     """A tiny bank: the recording is killed once a run is written, then continues without
     training that run again; every epoch the recorder checks its F1 against the trial's."""
@@ -595,6 +597,7 @@ def test_first_wave_comes_from_the_search_and_the_rest_from_the_known_order():
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark_smoke
 def test_all_knowing_benchmark_bounds_the_default_on_the_committed_bank(tmp_path):
     out = tmp_path / "ak.json"
     res = subprocess.run(
@@ -667,3 +670,134 @@ def test_every_named_strategy_is_a_valid_search(tmp_path):
         filled = flags.replace("{epochs}", "15").replace("{worst_baseline}", str(baseline))
         settings = demo_settings(shlex.split(filled))
         assert settings.profile == "demo", name
+
+
+# --- the field's baselines (hposim/baselines.py) through the replay -------------------------
+
+
+def _lrs(n: int) -> list[float]:
+    return [round(1e-4 * (i + 1), 6) for i in range(n)]
+
+
+def test_one_epoch_top_k_screens_every_configuration_one_epoch_and_trains_the_best_k():
+    from hposim.baselines import one_epoch_top_k_scheduler
+
+    lrs = _lrs(6)
+    # The epoch-1 values rank the configurations 5, 2, 4, ...: the two best train on.
+    first = [0.10, 0.30, 0.50, 0.20, 0.40, 0.60]
+    bank = hand_bank(
+        {lr: [f, f + 0.01, f + 0.02, f + 0.03] for lr, f in zip(lrs, first, strict=True)}
+    )
+    flags = ["--num-samples", "6", "--scheduler", "fifo", "--patience", "4"]
+    flags = [*bank_flags(bank.provenance), "--decision", "space", *flags]
+    settings = fit_to_bank(demo_settings(flags), bank.genre_counts)
+    algorithms = fixed_order_algorithms(settings, [{**settings.baseline, "lr": lr} for lr in lrs])
+    algorithms.scheduler = one_epoch_top_k_scheduler(screen=6, keep=2)
+    algorithms.pauses_trials = True
+    source = CurveSource(bank, settings.space, noise=False)
+    log = replay(settings, source, 2, np.random.default_rng(0), algorithms=algorithms)
+    ran = np.bincount(np.array(log.trial_of), minlength=len(log.trials))
+    lr_of = [t.config["lr"] for t in log.trials]
+    assert len(log.trials) == 6
+    assert {lr_of[i] for i in np.flatnonzero(ran == 4)} == {lrs[5], lrs[2]}
+    assert sorted(ran) == [1, 1, 1, 1, 4, 4]
+    assert all(t.status == "TERMINATED" for t in log.trials)
+    # The screened-out ones were paused, then stopped by the scheduler (Ray's stop_trial).
+    assert sum(reason == "halving" for _, _, reason in log.decisions) == 4
+
+
+def test_hyperband_halves_its_brackets_and_only_the_best_reach_the_last_epoch():
+    """Ray's HyperBandScheduler through the replay: trials pause at a rung (holding no
+    worker), the bracket's best resume, the others are stopped."""
+    from hposim.baselines import baseline_algorithms
+
+    lrs = _lrs(12)
+    bank = hand_bank({lr: [0.05 * i + 0.01 * e for e in range(9)] for i, lr in enumerate(lrs)})
+    flags = [*bank_flags(bank.provenance), "--decision", "space", "--sampler", "random"]
+    flags += ["--no-baseline", "--scheduler", "fifo", "--patience", "9", "--budget-epochs", "60"]
+    settings = fit_to_bank(demo_settings(flags), bank.genre_counts)
+    source = CurveSource(bank, settings.space, noise=False)
+    algorithms = baseline_algorithms("hyperband", settings, workers=2, seed=0)
+    log = replay(settings, source, 2, np.random.default_rng(0), algorithms=algorithms)
+    assert log.n_results >= 60  # the budget ended it (an epoch over per running trial at most)
+    assert any(reason == "halving" for _, _, reason in log.decisions)
+    ran = np.bincount(np.array(log.trial_of), minlength=len(log.trials))
+    assert len({int(r) for r in ran}) > 2  # several fidelities
+    # A trial halved at a rung was beaten there by one that went on past it.
+    by_id = {t.trial_id: t for t in log.trials}
+    for trial_id, epoch, reason in log.decisions:
+        if reason == "halving":
+            value = by_id[trial_id].curve.own_val[epoch - 1]
+            on = [t for t, n in zip(log.trials, ran, strict=True) if n > epoch]
+            assert any(t.curve.own_val[epoch - 1] > value for t in on)
+
+
+def test_bohb_proposes_values_of_the_space_and_runs_to_its_budget():
+    import optuna.distributions as od
+
+    from hposim.baselines import baseline_algorithms
+
+    bank = load_bank(DEFAULT_PATH)
+    flags = [*bank_flags(bank.provenance), "--decision", "space", "--no-baseline"]
+    flags += ["--scheduler", "fifo", "--budget-epochs", "40"]
+    settings = fit_to_bank(demo_settings(flags), bank.genre_counts)
+    source = CurveSource(bank, settings.space, noise=False)
+    algorithms = baseline_algorithms("bohb", settings, workers=2, seed=3)
+    log = replay(settings, source, 2, np.random.default_rng(3), algorithms=algorithms)
+    assert 40 <= log.n_results <= 42
+    for trial in log.trials:
+        for name, dist in settings.space.items():
+            value = trial.config[name]
+            if isinstance(dist, od.CategoricalDistribution):
+                assert value in dist.choices
+            else:
+                assert dist.low <= value <= dist.high and type(value) is type(dist.low)
+
+
+def test_a_compute_seconds_budget_counts_the_recorded_epoch_seconds():
+    from hposim.baselines import ComputeBudgetStopper
+
+    bank = hand_bank(
+        {1e-3: [0.1, 0.2, 0.3, 0.4], 5e-4: [0.2, 0.3, 0.4, 0.5]},
+        seconds={1e-3: [3.0] * 4, 5e-4: [1.0] * 4},
+    )
+    flags = ["--num-samples", "10", "--scheduler", "fifo", "--budget-epochs", "100"]
+    flags = [*bank_flags(bank.provenance), "--decision", "space", *flags]
+    settings = fit_to_bank(demo_settings(flags), bank.genre_counts)
+    algorithms = fixed_order_algorithms(settings, [{**settings.baseline, "lr": 1e-3}] * 10)
+    algorithms.stoppers = [ComputeBudgetStopper(10.0)]
+    source = CurveSource(bank, settings.space, noise=False)
+    log = replay(settings, source, 1, np.random.default_rng(0), algorithms=algorithms)
+    # 3 s epochs: the fourth result spends 12 s >= 10, and ends the search.
+    assert log.n_results == 4
+
+
+def test_paired_differences_name_every_other_strategy_and_are_paired_by_seed():
+    from hposim.evaluation import summarise
+
+    def run(tests: list[float]) -> dict:
+        return {
+            seed: {
+                5: {
+                    "best": np.array([t]),
+                    "best_tuned": np.array([t]),
+                    "chosen_test": np.array([t]),
+                    "seconds": np.array([1.0]),
+                    "compute": np.array([1.0]),
+                    "trials": 1,
+                }
+            }
+            for seed, t in enumerate(tests)
+        }
+
+    results = {
+        "random-fifo": run([0.5, 0.6, 0.7]),
+        "random-asha": run([0.4, 0.6, 0.9]),
+        "default": run([0.6, 0.6, 0.8]),
+    }
+    out = summarise(results, [5], oracle_test_f1=1.0)
+    diff = out["default"]["5"]["paired_test_f1_diff_vs"]
+    assert set(diff) == {"random-fifo", "random-asha"}
+    # Paired: the median of per-seed differences (0.1, 0.0, 0.1), not of the medians' gap.
+    assert diff["random-fifo"]["median"] == pytest.approx(0.1)
+    assert diff["random-asha"]["median"] == pytest.approx(0.0)

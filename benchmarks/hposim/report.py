@@ -65,9 +65,30 @@ def table_rows(p: dict, budget: str) -> list[list[str]]:
                 _signed(r["paired_test_f1_at_third_vs_random_fifo_final"])
                 if "paired_test_f1_at_third_vs_random_fifo_final" in r
                 else "",
+                _ci(r["compute_to_random_final_tuned_rule"], percent=True)
+                if "compute_to_random_final_tuned_rule" in r
+                else "",
             ]
         )
     return rows
+
+
+def budget_title(p: dict, budget: str) -> str:
+    """ "150 trial-epochs", or for "150s" the compute-seconds of 150 mean epochs."""
+    if budget.endswith("s"):
+        mean = p["settings"].get("mean_epoch_seconds", 0.0)
+        n = int(budget[:-1])
+        return f"{n * mean:.0f} compute-seconds ({n} mean epochs of {mean:.2f} s)"
+    return f"{budget} trial-epochs"
+
+
+def diff_lines(p: dict, budget: str, of: str = "default") -> list[str]:
+    """`of` minus every other strategy, on test F1, paired by seed."""
+    r = p["strategies"].get(of, {}).get(budget, {})
+    return [
+        f"{of} - {other}: {_signed(stat)}"
+        for other, stat in r.get("paired_test_f1_diff_vs", {}).items()
+    ]
 
 
 COLUMNS = [
@@ -82,6 +103,7 @@ COLUMNS = [
     "regret vs oracle",
     "test F1 - random-asha (paired)",
     "test F1 at a third of the budget - random-fifo's at its end (paired)",
+    "compute-seconds to random-fifo's final best, tuned-rule val F1 (share of random-fifo's)",
 ]
 
 
@@ -89,13 +111,14 @@ def print_tables(p: dict) -> None:
     print("\n".join(header_lines(p)))
     for budget in map(str, p["settings"]["budgets"]):
         print(
-            f"\nbudget {budget} trial-epochs; median [95% bootstrap CI] over "
+            f"\nbudget {budget_title(p, budget)}; median [95% bootstrap CI] over "
             f"{p['settings']['seeds']} paired seeds, {p['settings']['workers']} workers"
         )
         rows = [COLUMNS, *table_rows(p, budget)]
         widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
         for r in rows:
             print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)))
+        print("test F1, paired: " + "; ".join(diff_lines(p, budget)))
     if p.get("trial_check"):
         print(trial_check_line(p["trial_check"]))
     for v in p.get("validation", []):
@@ -146,10 +169,11 @@ def markdown(p: dict) -> str:
     lines += ["", "Strategies (genretune search flags on the demo profile):", ""]
     lines += [f"- `{n}`: `{f or '(none)'}`" for n, f in s["strategy_flags"].items()]
     for budget in map(str, s["budgets"]):
-        lines += ["", f"## {budget} trial-epochs", "", "median [95% bootstrap CI]", ""]
+        lines += ["", f"## {budget_title(p, budget)}", "", "median [95% bootstrap CI]", ""]
         lines.append("| " + " | ".join(COLUMNS) + " |")
         lines.append("|" + "---|" * len(COLUMNS))
         lines += ["| " + " | ".join(r) + " |" for r in table_rows(p, budget)]
+        lines += ["", "Test F1, paired by seed: " + "; ".join(diff_lines(p, budget))]
     if p.get("trial_check"):
         check = trial_check_line(p["trial_check"])
         lines += ["", "## Real trials against the simulator", "", check]
@@ -189,6 +213,7 @@ def plot_regret(results: dict, budgets: list[int], oracle: float, path: Path) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    budgets = [b for b in budgets if isinstance(b, int)]  # per trial-epoch: epoch budgets
     fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 4), dpi=110)
     axes = np.atleast_1d(axes)
     for ax, budget in zip(axes, budgets, strict=True):

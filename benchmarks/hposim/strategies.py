@@ -48,4 +48,16 @@ VARIANTS = {
     "default-misled": "--baseline {worst_baseline}",
     "no-late-cut-misled": "--no-late-cut --baseline {worst_baseline}",
 }
-NAMED = {**STRATEGIES, **VARIANTS}
+# The field's multi-fidelity baselines (simulator only: hposim/baselines.py builds their
+# searcher and scheduler from Ray's objects; these flags give the rest: the space with the
+# decision rule searched, random proposals where the baseline has no model of its own,
+# patience, the budget).
+BASELINES = {
+    # Every configuration one epoch, the best K trained on (half the budget each).
+    "one-epoch-top-k": "--sampler random --no-baseline --decision space --scheduler fifo",
+    # Ray's HyperBandScheduler (eta 3) over random search.
+    "hyperband": "--sampler random --no-baseline --decision space --scheduler fifo",
+    # Ray's TuneBOHB with HyperBandForBOHB (eta 3).
+    "bohb": "--no-baseline --decision space --scheduler fifo",
+}
+NAMED = {**STRATEGIES, **VARIANTS, **BASELINES}
