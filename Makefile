@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.genretune-installed
 
-.PHONY: setup demo test check lint format clean browser
+.PHONY: setup demo test check bench-check lint format clean browser
 
 setup: $(STAMP)
 
@@ -17,6 +17,7 @@ $(STAMP): pyproject.toml .ci/constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -c .ci/constraints.txt -e ".[dev]"
+	$(BIN)/python -m pip install --quiet --no-deps -c .ci/constraints.txt hpbandster
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -38,6 +39,11 @@ browser:
 # the lint and format checks. Run it after each change; `make test` before you push.
 check: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q
+
+# The benchmark scripts run end to end on tiny settings (simulate --quick, all_knowing, a
+# killed and resumed curve-bank recording): about a minute; run it when you change benchmarks/.
+bench-check: $(STAMP)
+	$(BIN)/python -m pytest -m benchmark_smoke -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -4,9 +4,9 @@ This package imports neither `model`, `search`, `results`, ray nor optuna.
 """
 
 from genretune.data.dataset import SPLIT_NAMES, TEST, TRAIN, VAL, Dataset
-from genretune.data.errors import InputError, first_line
 from genretune.data.filtering import GenreFilter, filter_genres
 from genretune.data.sources import DataConfig, load_dataset
+from genretune.errors import InputError, first_line
 
 __all__ = [
     "SPLIT_NAMES",

@@ -50,22 +50,22 @@ class MelSpec:
         return int(self.min_seconds * self.sample_rate)
 
     def check(self) -> None:
-        from genretune.data.errors import InputError
+        from genretune.errors import BadValue
 
         if not 1000 <= self.sample_rate <= MAX_SAMPLE_RATE:
-            raise InputError(f"--sample-rate must be in [1000, {MAX_SAMPLE_RATE}]")
+            raise BadValue("sample_rate", f" must be in [1000, {MAX_SAMPLE_RATE}]")
         if not 16 <= self.n_fft <= MAX_N_FFT:
-            raise InputError(f"--n-fft must be in [16, {MAX_N_FFT}]")
+            raise BadValue("n_fft", f" must be in [16, {MAX_N_FFT}]")
         if not 1 <= self.hop_length <= self.n_fft:
-            raise InputError(f"--hop-length must be in [1, --n-fft {self.n_fft}]")
+            raise BadValue("hop_length", f" must be in [1, n_fft {self.n_fft}]")
         if not 16 <= self.n_mels <= MAX_N_MELS:
-            raise InputError(f"--n-mels must be in [16, {MAX_N_MELS}]")
+            raise BadValue("n_mels", f" must be in [16, {MAX_N_MELS}]")
         if not 16 <= self.frames <= MAX_FRAMES:
-            raise InputError(f"--frames must be in [16, {MAX_FRAMES}]")
+            raise BadValue("frames", f" must be in [16, {MAX_FRAMES}]")
         if self.n_mels > self.n_fft // 2 + 1:
-            raise InputError(f"--n-mels {self.n_mels} is above n_fft/2+1 = {self.n_fft // 2 + 1}")
+            raise BadValue("n_mels", f" {self.n_mels} is above n_fft/2+1 = {self.n_fft // 2 + 1}")
         if not math.isfinite(self.min_seconds) or not 0 <= self.min_seconds <= MAX_SECONDS:
-            raise InputError(f"--min-seconds must be a number in [0, {MAX_SECONDS}]")
+            raise BadValue("min_seconds", f" must be a number in [0, {MAX_SECONDS}]")
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from genretune.data.dataset import SPLIT_NAMES, Dataset
-from genretune.data.errors import InputError, first_line
+from genretune.errors import InputError, first_line
 
 FEATURES_FILE = "features.npy"
 LABELS_FILE = "labels_multilabel.npy"

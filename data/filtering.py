@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from genretune.data.errors import InputError
+from genretune.errors import BadValue
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,16 @@ def filter_genres(
     `max_genres` keeps the most common genres (ties: lower column index first).
     """
     if min_samples_per_genre < 0:
-        raise InputError("--min-samples-per-genre must be >= 0")
+        raise BadValue("min_samples_per_genre", " must be >= 0")
     if max_genres is not None and max_genres < 1:
-        raise InputError("--max-genres must be >= 1")
+        raise BadValue("max_genres", " must be >= 1")
     counts = labels.sum(axis=0, dtype=np.int64)
     candidates = np.flatnonzero(counts >= max(min_samples_per_genre, 1))
     if len(candidates) == 0:
-        raise InputError(
-            f"--min-samples-per-genre {min_samples_per_genre} keeps no genre "
-            f"(the most common genre has {counts.max()} tracks)"
+        raise BadValue(
+            "min_samples_per_genre",
+            f" {min_samples_per_genre} keeps no genre "
+            f"(the most common genre has {counts.max()} tracks)",
         )
     if max_genres is not None and len(candidates) > max_genres:
         by_count = candidates[np.argsort(-counts[candidates], kind="stable")]

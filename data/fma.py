@@ -27,10 +27,10 @@ import pandas as pd
 
 from genretune.data.audio import MelSpec
 from genretune.data.dataset import TEST, TRAIN, VAL
-from genretune.data.errors import InputError, first_line
 from genretune.data.feature_dir import FEATURES_FILE, GENRES_FILE, LABELS_FILE, SPLIT_FILE
 from genretune.data.fma_decoding import Decoder, audio_path, local_decoder
-from genretune.data.outputs import write_text_atomically
+from genretune.errors import InputError, first_line
+from genretune.output_files import write_text_atomically
 
 SUBSETS = {
     "small": {"small"},

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from genretune.data.errors import InputError, first_line
+from genretune.errors import InputError, first_line
 
 
 @dataclass(frozen=True)

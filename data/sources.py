@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from genretune.data.dataset import Dataset
-from genretune.data.errors import InputError
 from genretune.data.feature_dir import LABELS_FILE, check_split, load_feature_dir
 from genretune.data.splits import stratified_split
 from genretune.data.synthetic import SyntheticSpec, ensure_synthetic_dir, synthetic_dir_ready
+from genretune.errors import BadValue, InputError
 
 SYNTHETIC = "synthetic"
 
@@ -90,13 +90,14 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.source == SYNTHETIC:
             if not 0 < self.synthetic_scale <= 10:
-                raise InputError("--synthetic-scale must be in (0, 10]")
-            if self.n_mels < 16 or self.frames < 16:
-                raise InputError("--n-mels and --frames must be at least 16")
+                raise BadValue("synthetic_scale", " must be in (0, 10]")
+            for key in ("n_mels", "frames"):
+                if getattr(self, key) < 16:
+                    raise BadValue(key, " must be at least 16")
         if self.num_genres is not None and self.num_genres < 1:
-            raise InputError("--num-genres must be >= 1")
+            raise BadValue("num_genres", " must be >= 1")
         if Path(self.labels_file).name != self.labels_file:
-            raise InputError(f"--labels-file {self.labels_file}: must be a file name in the dir")
+            raise BadValue("labels_file", f" {self.labels_file}: must be a file name in the dir")
 
     @property
     def is_synthetic(self) -> bool:

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from genretune.data.errors import InputError
 from genretune.data.feature_dir import write_feature_dir
 from genretune.data.splits import stratified_split
+from genretune.errors import InputError
 
 # Bump when the generator changes, so stale caches are never reused.
 GENERATOR_VERSION = 1

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from genretune.data import InputError
-from genretune.data.outputs import (
+from genretune.output_files import (
     fsync_path,
     fsync_tree,
     ignore_file_size_signal,
@@ -107,11 +107,14 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
         writer.writerows(history)
 
 
-def save_weights(path: Path, model: torch.nn.Module) -> None:
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+def write_model_files(directory: Path, card: dict[str, Any], weights: dict[str, Any]) -> None:
+    """The two files of every model dir, whoever writes it (`genretune train`, `export
+    --with-checkpoint`): config.json, the model card (model_card.card_of), and model.pt, the
+    weights (a state dict, saved from the CPU)."""
+    write_json(directory / CONFIG_FILE, card)
     buffer = io.BytesIO()  # serialised first: a failed write is then an OSError, not torch's
-    torch.save(state, buffer)
-    path.write_bytes(buffer.getvalue())
+    torch.save({k: v.detach().cpu() for k, v in weights.items()}, buffer)
+    (directory / WEIGHTS_FILE).write_bytes(buffer.getvalue())
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:

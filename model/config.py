@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from genretune.data import DataConfig, InputError
+from genretune.errors import BadValue
 
 # Validation metrics the training loop can keep its best epoch (and apply patience) by.
 OBJECTIVES = ("val_f1", "tuned_val_f1", "val_f1_macro")
@@ -121,20 +122,14 @@ FLOAT_KEYS = {k for k, t in _KEY_TYPES.items() if t.split(" | ")[0] == "float"}
 OPTIONAL_KEYS = {k for k, t in _KEY_TYPES.items() if t.endswith("| None")}
 
 
-# How a key is named in errors when the values came from command-line flags.
-_FLAG_NAMES = {"threshold": "--prediction-threshold"}
+def _coerce(key: str, value: Any, origin: str) -> Any:
+    def bad(problem: str) -> BadValue:
+        return BadValue(key, problem, origin)
 
-
-def _name(key: str, as_flags: bool) -> str:
-    return _FLAG_NAMES.get(key, "--" + key.replace("_", "-")) if as_flags else key
-
-
-def _coerce(key: str, value: Any, origin: str, as_flags: bool) -> Any:
-    where = f"{origin}: {_name(key, as_flags)}" if origin else _name(key, as_flags)
     if value is None:
         if key in OPTIONAL_KEYS:
             return None
-        raise InputError(f"{where} must not be null")
+        raise bad(" must not be null")
     if key in INT_KEYS:
         if (
             isinstance(value, bool)
@@ -142,27 +137,24 @@ def _coerce(key: str, value: Any, origin: str, as_flags: bool) -> Any:
             or (isinstance(value, float) and not math.isfinite(value))
             or value != int(value)
         ):
-            raise InputError(f"{where} must be an integer, got {value!r}")
+            raise bad(f" must be an integer, got {value!r}")
         low, high = _INT_RANGES.get(key, (None, _INT_MAX))
         if value > high or (low is not None and value < low):
             rule = f"in [{low}, {high}]" if low is not None else f"<= {high}"
-            raise InputError(f"{where} must be {rule}, got {value!r}")
+            raise bad(f" must be {rule}, got {value!r}")
         return int(value)
     if key in FLOAT_KEYS:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise InputError(f"{where} must be a number, got {value!r}")
+            raise bad(f" must be a number, got {value!r}")
         if not math.isfinite(value):
-            raise InputError(f"{where} must be finite, got {value!r}")
+            raise bad(f" must be finite, got {value!r}")
         return float(value)
     if not isinstance(value, str) or not value:
-        raise InputError(f"{where} must be a non-empty string, got {value!r}")
+        raise bad(f" must be a non-empty string, got {value!r}")
     return value
 
 
-def _check_ranges(cfg: TrainConfig, origin: str, as_flags: bool) -> None:
-    def bad(key: str, rule: str) -> InputError:
-        return InputError(f"{origin + ': ' if origin else ''}{_name(key, as_flags)} {rule}")
-
+def _check_ranges(cfg: TrainConfig, origin: str) -> None:
     o, f, loss, m, d = cfg.optim, cfg.filter, cfg.loss, cfg.model, cfg.decision
     checks = [
         (o.epochs >= 1, "epochs", "must be >= 1"),
@@ -183,26 +175,25 @@ def _check_ranges(cfg: TrainConfig, origin: str, as_flags: bool) -> None:
     ]
     for ok, key, rule in checks:
         if not ok:
-            raise bad(key, rule)
+            raise BadValue(key, " " + rule, origin)
 
 
 def config_from_flat(
     flat: dict[str, Any],
     origin: str = "",
     base: TrainConfig | None = None,
-    as_flags: bool = False,
 ) -> TrainConfig:
     """A validated TrainConfig from flat keys laid over `base` (defaults when None).
 
-    `origin` names where the dict came from (a config file) for error messages; `as_flags`
-    names keys as the command-line flags they came from (`--max-genres`).
+    `origin` names where the dict came from (a config file) for error messages. A bad value
+    is a BadValue naming its key (the CLI names the flag it came from instead).
     """
     unknown = sorted(set(flat) - set(FLAT_KEYS))
     if unknown:
         prefix = f"{origin}: " if origin else ""
         raise InputError(f"{prefix}unknown config key(s): {', '.join(unknown)}")
     merged = (base or TrainConfig()).to_flat()
-    merged.update({k: _coerce(k, v, origin, as_flags) for k, v in flat.items()})
+    merged.update({k: _coerce(k, v, origin) for k, v in flat.items()})
     sections: dict[str, dict[str, Any]] = {s: {} for s in _SECTIONS}
     for key, value in merged.items():
         if key in _FLAT_TO_FIELD:
@@ -214,7 +205,9 @@ def config_from_flat(
             seed=merged["seed"],
             objective=merged["objective"],
         )
+    except BadValue as exc:
+        raise (exc.read_from(origin) if origin else exc) from None
     except InputError as exc:
         raise InputError(f"{origin}: {exc}" if origin else str(exc)) from None
-    _check_ranges(cfg, origin, as_flags)
+    _check_ranges(cfg, origin)
     return cfg

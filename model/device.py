@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from genretune.data import InputError
+from genretune.errors import BadValue
 
 
 @dataclass(frozen=True)
@@ -48,12 +49,12 @@ def resolve_runtime(
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise InputError(f"--device {device}: not a torch device (use auto, cpu or cuda)") from None
+        raise BadValue("device", f" {device}: not a torch device (use auto, cpu or cuda)") from None
     if dev.type not in ("cpu", "cuda"):
         # torch parses mps, xpu, meta, ...; the training loop supports CPU and CUDA.
-        raise InputError(f"--device {device}: not supported (use auto, cpu or cuda)")
+        raise BadValue("device", f" {device}: not supported (use auto, cpu or cuda)")
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine")
+        raise BadValue("device", f" {device}: CUDA is not available on this machine")
     on_gpu = dev.type == "cuda"
     if not 0 < gpu_share <= 1:
         raise InputError(f"a run's share of a GPU must be in (0, 1], got {gpu_share}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from genretune.data import InputError
+from genretune.errors import BadValue
 
 FORMAT = "genretune-model"
 FORMAT_VERSION = 2  # 1: written before model dirs were versioned (no rule, no feature settings)
@@ -106,21 +107,52 @@ def model_card(
     }
 
 
+def card_of(
+    cfg,
+    prepared,
+    *,
+    rule: dict[str, Any],
+    configured_rule: dict[str, Any],
+    device: str,
+    experiment_name: str,
+    **more: Any,
+) -> dict[str, Any]:
+    """The model card of weights trained with `cfg` (a TrainConfig) on `prepared` (its
+    PreparedData): what every model dir holds, whoever writes it; `more` adds keys (an
+    export's provenance and runtime)."""
+    from genretune.model.versions import package_versions
+
+    dataset = prepared.dataset
+    card = model_card(
+        config=cfg.to_flat(),
+        experiment_name=experiment_name,
+        genres=list(dataset.genres),
+        kept_genres=list(prepared.genre_filter.kept_genres),
+        kept_idx=prepared.kept_idx.tolist(),
+        rule=rule,
+        configured_rule=configured_rule,
+        features=feature_settings(cfg.data.source, cfg.data.is_synthetic, dataset.features),
+        device=device,
+        versions=package_versions(),
+    )
+    return {**card, **more}
+
+
 def read_model_card(path: Path) -> dict[str, Any]:
     """A model dir's config.json, checked: one InputError naming the file and what is wrong."""
     from genretune.model.artifacts import CONFIG_FILE, WEIGHTS_FILE, read_json_object
 
     if not path.is_dir():
-        raise InputError(f"--model-dir {path}: directory not found")
+        raise BadValue("model_dir", f" {path}: directory not found")
     file = path / CONFIG_FILE
     if not file.is_file():
-        raise InputError(f"--model-dir {path}: not a model dir ({CONFIG_FILE} is missing)")
+        raise BadValue("model_dir", f" {path}: not a model dir ({CONFIG_FILE} is missing)")
     card = read_json_object(file, "model config")
     if card.get("format") != FORMAT:
         if "provenance" in card:
             raise InputError(
-                f"{file}: the weights `genretune export --with-checkpoint` writes, not a model "
-                "dir: retrain with `genretune train --config` to get one"
+                f"{file}: the weights an older `genretune export --with-checkpoint` wrote, not "
+                "a model dir: export again, or retrain with `genretune train --config`"
             )
         if "config" in card and "kept_genres" in card:
             raise InputError(
@@ -137,7 +169,7 @@ def read_model_card(path: Path) -> dict[str, Any]:
         )
     _check_card(file, card)
     if not (path / WEIGHTS_FILE).is_file():
-        raise InputError(f"--model-dir {path}: incomplete ({WEIGHTS_FILE} is missing)")
+        raise BadValue("model_dir", f" {path}: incomplete ({WEIGHTS_FILE} is missing)")
     return card
 
 

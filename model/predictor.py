@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from genretune.data import InputError
+from genretune.errors import BadValue
 from genretune.model import artifacts
 from genretune.model.config import config_from_flat
 from genretune.model.decision import DecisionRule
@@ -61,10 +62,10 @@ class TunedModel:
         if threshold is None and top_k is None:
             return self.rule
         if threshold is not None and not 0 <= threshold <= 1:
-            raise InputError(f"--threshold {threshold}: must be in [0, 1]")
+            raise BadValue("threshold", f" {threshold}: must be in [0, 1]")
         if top_k is not None and not 1 <= top_k <= len(self.genres):
-            raise InputError(
-                f"--top-k {top_k}: must be in [1, {len(self.genres)}] (the genres it predicts)"
+            raise BadValue(
+                "top_k", f" {top_k}: must be in [1, {len(self.genres)}] (the genres it predicts)"
             )
         return DecisionRule(threshold=threshold, top_k=top_k)
 
@@ -139,7 +140,7 @@ def load_model(path: str | Path, device: str = "cpu", batch_size: int = EVAL_BAT
     """The model of a model dir written by `genretune train` (InputError if it is not one).
     `batch_size`: tracks per forward pass (smaller takes less memory)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"--batch-size {batch_size}: must be an integer >= 1")
+        raise BadValue("batch_size", f" {batch_size}: must be an integer >= 1")
     path = Path(path)
     card = read_model_card(path)
     origin = str(path / artifacts.CONFIG_FILE)

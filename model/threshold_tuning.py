@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from genretune.data import InputError, load_dataset
+from genretune.errors import BadValue
 from genretune.model import artifacts
 from genretune.model.config import TrainConfig, config_from_flat
 from genretune.model.decision import (
@@ -61,7 +62,7 @@ def _recompute_predictions(model_dir: Path, runtime: Runtime) -> dict[str, tuple
 
 def model_dir_predictions(model_dir: Path, runtime: Runtime) -> dict[str, tuple]:
     if not model_dir.is_dir():
-        raise InputError(f"--model-dir {model_dir}: directory not found")
+        raise BadValue("model_dir", f" {model_dir}: directory not found")
     saved = {
         split: model_dir / artifacts.PREDICTIONS_FILE.format(split=split)
         for split in ("val", "test")

@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from genretune.data import InputError, load_dataset
+from genretune.data import load_dataset
+from genretune.errors import BadValue
 from genretune.model import artifacts
 from genretune.model.config import TrainConfig
 from genretune.model.decision import (
@@ -26,11 +27,10 @@ from genretune.model.decision import (
 )
 from genretune.model.device import FeatureFeeder, Runtime
 from genretune.model.evaluation import original_space_scores, predict_proba, split_metrics
-from genretune.model.model_card import feature_settings, model_card
+from genretune.model.model_card import card_of
 from genretune.model.network import count_parameters
 from genretune.model.prepare import PreparedData, prepare_data
 from genretune.model.training import EpochReport, FitResult, decision_rule, fit
-from genretune.model.versions import package_versions
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ def prepare_run(cfg: TrainConfig) -> PreparedData:
     prepared = prepare_data(load_dataset(cfg.data), cfg.filter, cfg.loss)
     n_kept = prepared.genre_filter.n_kept
     if cfg.decision.top_k is not None and cfg.decision.top_k > n_kept:
-        raise InputError(f"--top-k {cfg.decision.top_k} is above the {n_kept} genres kept")
+        raise BadValue("top_k", f" {cfg.decision.top_k} is above the {n_kept} genres kept")
     return prepared
 
 
@@ -116,28 +116,21 @@ def _write_model_dir(
     write_tuning_results(sweep, run_dir)
     plot_tuning_results(sweep, run_dir / "threshold_tuning_plots.png")
     tuned = report["tuned_decision_rule"]
-    artifacts.write_json(
-        run_dir / artifacts.CONFIG_FILE,
-        model_card(
-            config=cfg.to_flat(),
-            experiment_name=experiment_name,
-            genres=list(dataset.genres),
-            kept_genres=list(prepared.genre_filter.kept_genres),
-            kept_idx=prepared.kept_idx.tolist(),
-            # What predict applies: the rule tuned on validation for the weights saved here
-            # (the best epoch's), as the test report's `test_tuned_rule` measures it.
-            rule={
-                "threshold": tuned["threshold"],
-                "top_k": tuned["top_k"],
-                "fitted_on": "val",
-                "epoch": fitted.best_epoch,
-            },  # fmt: skip
-            configured_rule=report["decision_rule"],
-            features=feature_settings(cfg.data.source, cfg.data.is_synthetic, dataset.features),
-            device=runtime.device,
-            versions=package_versions(),
-        ),
+    card = card_of(
+        cfg,
+        prepared,
+        # What predict applies: the rule tuned on validation for the weights saved here
+        # (the best epoch's), as the test report's `test_tuned_rule` measures it.
+        rule={
+            "threshold": tuned["threshold"],
+            "top_k": tuned["top_k"],
+            "fitted_on": "val",
+            "epoch": fitted.best_epoch,
+        },
+        configured_rule=report["decision_rule"],
+        device=runtime.device,
+        experiment_name=experiment_name,
     )
     artifacts.write_history(run_dir / artifacts.HISTORY_FILE, fitted.history)
     artifacts.write_json(run_dir / artifacts.METRICS_FILE, report)
-    artifacts.save_weights(run_dir / artifacts.WEIGHTS_FILE, fitted.model)
+    artifacts.write_model_files(run_dir, card, fitted.model.state_dict())

@@ -3,14 +3,13 @@ optionally its best weights as a model dir that `genretune tune-threshold` accep
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from genretune.data.outputs import Outputs, atomic_outputs
+from genretune.output_files import Outputs, atomic_outputs
 from genretune.results import experiment_dir as layout
 from genretune.results.experiment import Experiment, read_json_object
 
@@ -93,24 +92,40 @@ def write_model_dir(
     outputs: Outputs | None = None,
     flag: str = "--with-checkpoint",
 ) -> Path:
-    """model.pt (the trial's best-epoch weights) and config.json, as `genretune train` writes,
-    staged in `outputs` (renamed into `out_dir` with the command's other outputs, all or
-    nothing); without `outputs`, written atomically on their own."""
-    import io
-
-    import torch
-
-    from genretune.results.checkpoints import latest_state  # torch: only when weights are read
+    """A model dir of the exported trial's best-epoch weights, as `genretune train` writes
+    one (model.pt and its model card, which also carries the export's provenance and
+    runtime): `genretune predict` and `genretune.load_model` read it. Staged in `outputs`
+    (renamed into `out_dir` with the command's other outputs, all or nothing); without
+    `outputs`, written atomically on its own. The card's genres come from the trial's data,
+    which must be readable here."""
+    # torch and the data: only when weights are written
+    from genretune.data import load_dataset
+    from genretune.model.artifacts import write_model_files
+    from genretune.model.config import config_from_flat
+    from genretune.model.model_card import card_of
+    from genretune.model.prepare import prepare_data
+    from genretune.results.checkpoints import latest_state
 
     if outputs is None:
         with atomic_outputs() as own:
             return write_model_dir(exp, payload, out_dir, own, flag)
-    state = latest_state(exp.path / layout.trial_dir_name(payload["provenance"]["trial_id"]))
-    weights = io.BytesIO()  # serialised first: a failed write is then an OSError, not torch's
-    torch.save(state["best_model"], weights)
+    provenance = payload["provenance"]
+    state = latest_state(exp.path / layout.trial_dir_name(provenance["trial_id"]))
+    cfg = config_from_flat(payload["config"])
+    prepared = prepare_data(load_dataset(cfg.data), cfg.filter, cfg.loss)
+    rule = {**provenance["best_epoch_decision_rule"], "epoch": provenance.get("best_epoch")}
+    card = card_of(
+        cfg,
+        prepared,
+        rule=rule,
+        configured_rule={"threshold": cfg.decision.threshold, "top_k": cfg.decision.top_k},
+        device=payload["runtime"]["device"],
+        experiment_name=exp.path.name,
+        provenance=provenance,
+        runtime=payload["runtime"],
+    )
     with outputs.directory(out_dir, flag) as staging:
-        (staging / "model.pt").write_bytes(weights.getvalue())
-        (staging / "config.json").write_text(json.dumps(payload, indent=2) + "\n")
+        write_model_files(staging, card, state["best_model"])
     return out_dir
 
 

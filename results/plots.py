@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from genretune.data.outputs import Outputs, atomic_outputs
+from genretune.output_files import Outputs, atomic_outputs
 from genretune.results import experiment_dir as layout
 from genretune.results.experiment import Experiment
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from genretune.data import InputError
-from genretune.data.outputs import write_text_atomically
+from genretune.output_files import write_text_atomically
 from genretune.results.experiment_dir import (
     FINISHED_FILE,
     SETTINGS_FILE,

@@ -13,7 +13,7 @@ from typing import Any
 from ray import tune
 
 from genretune.data import InputError
-from genretune.data.outputs import write_text_atomically
+from genretune.output_files import write_text_atomically
 from genretune.results.experiment_dir import (
     END_REASONS_FILE,
     end_reason_line,

@@ -6,9 +6,9 @@ from helpers import make_feature_dir
 
 from genretune.data import DataConfig, InputError, filter_genres, load_dataset
 from genretune.data.feature_dir import load_feature_dir
-from genretune.data.outputs import write_text_atomically
 from genretune.data.splits import stratified_split
 from genretune.data.synthetic import SyntheticSpec, generate, scaled_counts, seed_genre_table
+from genretune.output_files import write_text_atomically
 
 
 @pytest.mark.slow  # generates the full-scale dataset
@@ -177,9 +177,9 @@ def test_filter_genres_min_samples_and_max_genres():
     assert f.kept_genres == ("a", "b"), "ties keep the lower column index"
     f = filter_genres(labels, tuple("abcde"), min_samples_per_genre=20, max_genres=10)
     np.testing.assert_array_equal(f.kept_idx, [0, 1, 3])
-    with pytest.raises(InputError, match="--min-samples-per-genre 51 keeps no genre"):
+    with pytest.raises(InputError, match="min_samples_per_genre 51 keeps no genre"):
         filter_genres(labels, tuple("abcde"), min_samples_per_genre=51)
-    with pytest.raises(InputError, match="--max-genres"):
+    with pytest.raises(InputError, match="max_genres must be >= 1"):
         filter_genres(labels, tuple("abcde"), max_genres=0)
 
 

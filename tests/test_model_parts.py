@@ -71,3 +71,16 @@ def test_config_round_trips_and_rejects_unknown_and_bad_values():
         with pytest.raises(InputError) as err:
             config_from_flat(bad, origin="cfg.json")
         assert fragment in str(err.value) and str(err.value).startswith("cfg.json: ")
+
+
+def test_an_older_export_dir_is_refused_by_name(tmp_path):
+    """Before exports wrote model cards, `export --with-checkpoint` wrote the export payload
+    as config.json: predict names that and what to do, in one line."""
+    import json
+
+    from genretune.model.model_card import read_model_card
+
+    (tmp_path / "config.json").write_text(json.dumps({"config": {}, "provenance": {}}))
+    (tmp_path / "model.pt").write_bytes(b"")
+    with pytest.raises(InputError, match="an older `genretune export --with-checkpoint` wrote"):
+        read_model_card(tmp_path)

@@ -4,7 +4,8 @@
 experiment and model, through the real `genretune` binary: a refused output leaves the
 experiment byte-identical, and a write that fails (a file-size limit, a full tmpfs) is one
 line naming the output, exit 2, with no partial or temporary file and an earlier output intact.
-The tests of the writer itself (data/outputs.py) need no Ray and run in the fast lane.
+The tests of the writer itself (genretune.output_files, model/toplevel/output_files.py) need
+no Ray and run in the fast lane.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 from cli_runner import run_cli
 
 from genretune.data import InputError
-from genretune.data.outputs import (
+from genretune.output_files import (
     atomic_output,
     atomic_outputs,
     check_output_dir,
@@ -195,7 +196,7 @@ def test_a_file_size_limit_is_one_error_naming_the_file_with_the_earlier_file_in
         "import sys\n"
         "from pathlib import Path\n"
         "from genretune.data import InputError\n"
-        "from genretune.data.outputs import write_bytes_atomically\n"
+        "from genretune.output_files import write_bytes_atomically\n"
         "try:\n"
         f"    write_bytes_atomically(Path({str(path)!r}), b'x' * 100_000, '--output')\n"
         "except InputError as exc:\n"

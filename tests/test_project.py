@@ -33,6 +33,7 @@ def test_import_direction(package):
     modules = [
         "genretune." + ".".join(p.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
         for p in (REPO / package).rglob("*.py")
+        if "toplevel" not in p.parts  # the package genretune itself (test below)
     ]
     code = (
         "import importlib, json, sys\n"
@@ -44,6 +45,20 @@ def test_import_direction(package):
     assert res.returncode == 0, res.stderr
     loaded = set(json.loads(res.stdout))
     assert not (FORBIDDEN[package] & loaded), FORBIDDEN[package] & loaded
+
+
+def test_the_modules_below_every_subpackage_import_none_of_them():
+    """genretune.errors and genretune.output_files (model/toplevel/) are used by every layer."""
+    code = (
+        "import json, sys\n"
+        "import genretune.errors, genretune.output_files\n"
+        "print(json.dumps(sorted({'.'.join(n.split('.')[:2]) for n in sys.modules})))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    loaded = set(json.loads(res.stdout))
+    below = {G + "data", G + "model", G + "search", G + "results", "ray", "optuna", "torch"}
+    assert not (below & loaded), below & loaded
 
 
 @pytest.mark.parametrize("package", ["data", "model"])

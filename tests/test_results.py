@@ -244,6 +244,31 @@ def test_export_then_retrain_reproduces_the_trial(experiment, tmp_path, capsys):
         "thread(s), this run with 2)"
     ]
 
+    # The exported model dir is a model dir, as `genretune train` writes one: predict and
+    # load_model read it, with the trial's genres and its best epoch's rule and weights.
+    import genretune
+    from genretune.data import load_dataset
+    from genretune.model.config import config_from_flat
+    from genretune.results.checkpoints import latest_state
+
+    card = json.loads((model_dir / "config.json").read_text())
+    assert card["format"] == "genretune-model"
+    assert card["provenance"]["trial_id"] == full["trial_id"] and card["runtime"]["threads"] == 1
+    assert len(card["kept_genres"]) == trial["n_genres"].iloc[-1]
+    assert card["decision_rule"]["epoch"] == payload["provenance"]["best_epoch"]
+    model = genretune.load_model(model_dir)
+    weights = latest_state(experiment / f"trial_{full['trial_id']}")["best_model"]
+    assert all((model.network.state_dict()[k] == v).all() for k, v in weights.items())
+    features = load_dataset(config_from_flat(card["config"]).data).features[:7]
+    assert model.predict_proba(features).shape == (7, len(card["kept_genres"]))
+    # ... and a model card is a config `genretune train --config` reads.
+    again = tmp_path / "from_card"
+    argv = ["train", "--config", str(model_dir / "config.json"), "--output-dir", str(again)]
+    assert main([*argv, "--no-progress", "--epochs", "1"]) == 0
+    (run_dir,) = list(again.iterdir())
+    first = pd.read_csv(run_dir / "history.csv")["val_f1"].iloc[0]
+    assert first == pytest.approx(trial["val_f1"].iloc[0], abs=1e-9)
+
     # The exported model dir is accepted by tune-threshold.
     assert main(["tune-threshold", "--model-dir", str(model_dir)]) == 0
     assert (model_dir / "threshold_tuning_results.json").is_file()

@@ -175,7 +175,7 @@ def test_resolve_runtime():
     if not torch.cuda.is_available():
         from genretune.data import InputError
 
-        with pytest.raises(InputError, match="--device cuda"):
+        with pytest.raises(InputError, match="device cuda: CUDA is not available"):
             resolve_runtime("cuda")
     assert resolve_runtime("auto").device == ("cuda" if torch.cuda.is_available() else "cpu")
 

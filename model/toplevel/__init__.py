@@ -2,6 +2,8 @@
 
 This file is the top-level package `genretune` itself (installed from model/toplevel/); the
 subpackages are genretune.data, genretune.model, genretune.search and genretune.results.
+Beside it, below every subpackage: genretune.errors (InputError, first_line) and
+genretune.output_files (atomic writes, output path checks), which import nothing of genretune.
 Its names are loaded on first use, so `import genretune.data` stays free of torch:
 
     import genretune

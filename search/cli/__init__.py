@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from genretune.data import InputError
+from genretune.errors import BadValue
 from genretune.search.cli import (
     dashboard,
     data_stats,
@@ -20,7 +21,7 @@ from genretune.search.cli import (
     train,
     tune_threshold,
 )
-from genretune.search.cli.common import Parser, config_flags
+from genretune.search.cli.common import Parser, config_flags, flag_of
 
 __all__ = ["build_parser", "config_flags", "main"]
 
@@ -69,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if sys.stdout is not None:
             sys.stdout.flush()
         return code
+    except BadValue as exc:  # named by its key below the CLI: here by the flag it came from
+        flag = flag_of(exc.key, getattr(args, "renamed_flags", None))
+        print(f"genretune: error: {exc.named(flag)}", file=sys.stderr)
+        return 2
     except InputError as exc:
         print(f"genretune: error: {exc}", file=sys.stderr)
         return 2

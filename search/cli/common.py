@@ -63,7 +63,14 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+def flag_of(key: str, renamed: dict[str, str] | None = None) -> str:
+    """The flag a setting's key is given by (`max_genres` -> `--max-genres`), for errors."""
+    return (renamed or {}).get(key) or "--" + key.replace("_", "-")
+
+
 def add_train_flags(p: argparse.ArgumentParser) -> None:
+    # The settings whose flag is not their key (a bad value's error names the flag).
+    p.set_defaults(renamed_flags={"threshold": "--prediction-threshold"})
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=_UNSET)
     g.add_argument("--batch-size", type=int, default=_UNSET)

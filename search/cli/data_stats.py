@@ -16,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     from genretune.data.report import dataset_report
     from genretune.model.config import config_from_flat
 
-    cfg = config_from_flat(config_flags(args), as_flags=True)
+    cfg = config_from_flat(config_flags(args))
     dataset = load_dataset(cfg.data)
     genre_filter = filter_genres(
         dataset.labels, dataset.genres, cfg.filter.min_samples_per_genre, cfg.filter.max_genres

@@ -73,7 +73,7 @@ EXPORTED_FILES = ("model.pt", "config.json")  # what --with-checkpoint writes (w
 def run(args: argparse.Namespace) -> int:
     import json
 
-    from genretune.data.outputs import (
+    from genretune.output_files import (
         atomic_outputs,
         check_output_dir,
         check_output_file,

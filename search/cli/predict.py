@@ -73,7 +73,7 @@ def _log(message: str) -> None:
 
 
 def _check_output(path: Path, force: bool) -> str:
-    from genretune.data.outputs import check_output_file
+    from genretune.output_files import check_output_file
 
     suffix = path.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
@@ -242,8 +242,8 @@ def _render(df, fmt: str, header: dict[str, Any]) -> bytes:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from genretune.data.outputs import write_bytes_atomically
     from genretune.model.predictor import load_model
+    from genretune.output_files import write_bytes_atomically
 
     fmt = _check_output(args.output, args.force)
     if args.workers < 1:

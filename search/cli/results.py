@@ -107,7 +107,7 @@ def _write(df: pd.DataFrame, fmt: str, output: Path | None) -> None:
     if output is None:
         _print(df, fmt)
         return
-    from genretune.data.outputs import write_bytes_atomically
+    from genretune.output_files import write_bytes_atomically
 
     write_bytes_atomically(output, _render(df, fmt), "--output")
     _wrote(output, fmt, df)
@@ -169,7 +169,7 @@ def output_format(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from genretune.data.outputs import (
+    from genretune.output_files import (
         check_output_dir,
         check_output_file,
         check_outside_experiment,
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
         if df is not None and args.output:
             _write(df, args.format, args.output)
         return 0
-    from genretune.data.outputs import atomic_outputs
+    from genretune.output_files import atomic_outputs
     from genretune.results.plots import write_plots
 
     # The table file and the plots are renamed into place together, or none of them.

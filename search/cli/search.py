@@ -164,7 +164,7 @@ def settings_from_args(
 def _base_and_space(args, flags: dict[str, Any], profile, entries: dict | None):
     """(fixed configuration, searched space): the profile's, then the space file's entries,
     then the flags given (a flag given fixes its value: it leaves the space)."""
-    base = config_from_flat({**profile_defaults(profile), **flags}, as_flags=True)
+    base = config_from_flat({**profile_defaults(profile), **flags})
     space = default_space_for(profile, base.data.is_synthetic)
     if entries is not None:
         space, fixed = apply_space_file(space, args.space, entries)

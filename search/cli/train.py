@@ -43,12 +43,20 @@ def _log(message: str) -> None:
 
 
 def load_config_file(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(flat config, runtime) of a config file: a JSON object of config keys, or `genretune
+    """(flat config, runtime) of a config file: a JSON object of config keys, `genretune
     export`'s {"config": {...}, "runtime": {...}, "provenance": {...}} (runtime: the device and
-    torch threads the trial ran with; {} when the file does not say)."""
+    torch threads the trial ran with; {} when the file does not say), or a model dir's
+    config.json (its model card)."""
     from genretune.model.artifacts import read_json_object
+    from genretune.model.model_card import FORMAT as MODEL_DIR_FORMAT
 
     payload = read_json_object(path, "config file")
+    if payload.get("format") == MODEL_DIR_FORMAT and isinstance(payload.get("config"), dict):
+        # A model dir's card (`genretune train`'s or an export's): its config, and the
+        # runtime an export recorded (else the device it trained on).
+        runtime = payload.get("runtime") or {"device": payload.get("device", "cpu")}
+        payload = {k: payload[k] for k in ("config", "runtime", "provenance") if k in payload}
+        payload["runtime"] = runtime
     if "provenance" in payload and "config" not in payload:
         raise InputError(f"{path}: missing required key 'config' (an export has config+provenance)")
     runtime: dict[str, Any] = {}
@@ -94,12 +102,12 @@ def _reproducing_runtime(args: argparse.Namespace, trial: dict[str, Any]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from genretune.data.outputs import check_output_dir, check_outside_experiment
     from genretune.data.report import dataset_report
     from genretune.model.config import config_from_flat
     from genretune.model.decision import load_tuning_results
     from genretune.model.pos_weight import describe_pos_weight
     from genretune.model.training_run import prepare_run, train_run
+    from genretune.output_files import check_output_dir, check_outside_experiment
     from genretune.results.experiment_dir import enclosing_experiment
     from genretune.search.experiment_writer import check_name
 
@@ -115,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(str(exc)) from None
         tuned = {"threshold": best.get("threshold"), "top_k": best.get("top_k")}
         flags = {**tuned, **flags}
-    cfg = config_from_flat(flags, base=base, as_flags=True)
+    cfg = config_from_flat(flags, base=base)
     check_name(args.experiment_name, "--experiment-name")
     runtime = _reproducing_runtime(args, trial_runtime)
     check_outside_experiment(args.output_dir, "--output-dir", enclosing_experiment(args.output_dir))

@@ -17,16 +17,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from genretune.data.outputs import (
+    from genretune.model.artifacts import load_predictions
+    from genretune.model.decision import RESULTS_FILE
+    from genretune.model.device import resolve_runtime
+    from genretune.model.threshold_tuning import TEST_REPORT_FILE, model_dir_predictions, tune
+    from genretune.output_files import (
         atomic_outputs,
         check_output_dir,
         check_outside_experiment,
         check_regular_file,
     )
-    from genretune.model.artifacts import load_predictions
-    from genretune.model.decision import RESULTS_FILE
-    from genretune.model.device import resolve_runtime
-    from genretune.model.threshold_tuning import TEST_REPORT_FILE, model_dir_predictions, tune
     from genretune.results.experiment_dir import enclosing_experiment
 
     if args.output_dir is not None:
