@@ -54,12 +54,7 @@ import numpy as np
 from provenance import provenance
 
 from hposim.bank import DEFAULT_PATH, load_bank
-from hposim.evaluation import (
-    bank_summary,
-    summarise,
-    trial_level_check,
-    validation_against_real,
-)
+from hposim.evaluation import bank_summary, trial_level_check, validation_against_real
 from hposim.report import markdown, plot_regret, print_tables
 from hposim.settings import bank_flags, demo_settings, fit_to_bank
 from hposim.simtask import (  # noqa: F401 (all_knowing.py reaches them here)
@@ -71,6 +66,7 @@ from hposim.simtask import (  # noqa: F401 (all_knowing.py reaches them here)
     simulate_task,
 )
 from hposim.strategies import NAMED, REFERENCES
+from hposim.summary import summarise
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BUILTIN = NAMED

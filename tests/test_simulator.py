@@ -421,7 +421,7 @@ def test_survivors_are_the_replayed_trials_that_ran_six_epochs():
 
 
 def test_summary_gives_the_budget_and_the_wall_time_to_random_fifos_final_best():
-    from hposim.evaluation import summarise
+    from hposim.summary import summarise
 
     def run(best, seconds):
         best = np.array(best)
@@ -773,7 +773,7 @@ def test_a_compute_seconds_budget_counts_the_recorded_epoch_seconds():
 
 
 def test_paired_differences_name_every_other_strategy_and_are_paired_by_seed():
-    from hposim.evaluation import summarise
+    from hposim.summary import summarise
 
     def run(tests: list[float]) -> dict:
         return {
