@@ -170,6 +170,72 @@ SNIPPETS: dict[str, Callable[[], str]] = {
 }
 
 
+BASELINE_RUNS = (("the bank the default was chosen on", "simulate_baselines"),
+                 ("a second task, never used to choose", "simulate_task2"))  # fmt: skip
+NOT_WORSE = -0.003  # "not worse": median difference at least this, the CI's upper end above 0
+
+
+def _verdict(diff: dict, must_win: bool) -> str:
+    if must_win:
+        return "beats" if diff["ci_low"] > 0 else "does not beat"
+    ok = diff["median"] >= NOT_WORSE and diff["ci_high"] > 0
+    return "not worse than" if ok else "worse than"
+
+
+def baselines_table() -> str:
+    """Per bank and budget: each strategy's pick on test F1 and the default's paired
+    difference with it, and how soon each reaches random-fifo's final best (one rule for all,
+    in budget and in compute-seconds)."""
+    lines = []
+    for label, name in BASELINE_RUNS:
+        run = _load(name)
+        st, settings = run["strategies"], run["settings"]
+        lines += [
+            f"**{settings['bank']}** ({label}; {run['bank']['runs']} runs, "
+            f"{settings['seeds']} paired seeds, {settings['workers']} workers):",
+            "",
+            "| budget | strategy | test F1 | default - it (paired) | to random-fifo's best: "
+            "budget | compute-seconds |",
+            "|---|---|---|---|---|---|",
+        ]
+        for b in _budgets(run):
+            unit = f"{b[:-1]} epochs' compute-s" if b.endswith("s") else f"{b} trial-epochs"
+            for strategy, r in st.items():
+                diff = st["default"][b]["paired_test_f1_diff_vs"].get(strategy)
+                reach = r[b]["fraction_to_random_final_tuned_rule"]["median"]
+                compute = r[b]["compute_to_random_final_tuned_rule"]["median"]
+                lines.append(
+                    f"| {unit} | {strategy} | {r[b]['test_f1']['median']:.3f} | "
+                    f"{_ci(diff) if diff else ''} | {_pct(reach) if reach else 'never'} | "
+                    f"{_pct(compute) if compute else 'never'} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def readme_baselines() -> str:
+    out = []
+    for label, name in BASELINE_RUNS:
+        run = _load(name)
+        st = run["strategies"]["default"]
+        budgets = _budgets(run)
+        others = [o for o in run["strategies"] if o not in ("default", "random-fifo")]
+        said = []
+        for other in others:
+            verdicts = {_verdict(st[b]["paired_test_f1_diff_vs"][other], other == "random-asha")
+                        for b in budgets}  # fmt: skip
+            said.append(f"{' / '.join(sorted(verdicts))} {other}")
+        out.append(
+            f"- On {label} ({run['settings']['bank']}, {run['settings']['seeds']} paired seeds, "
+            f"budgets {', '.join(budgets)}): the default {'; '.join(said)} on test F1 "
+            "(benchmarks/README.md: Baselines).\n"
+        )
+    return "".join(out)
+
+
+SNIPPETS.update({"readme-baselines": readme_baselines, "baselines-tables": baselines_table})
+
+
 def rendered(text: str) -> str:
     """`text` with every generated block rendered from the result files."""
 
