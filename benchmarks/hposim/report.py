@@ -218,15 +218,13 @@ def plot_regret(results: dict, budgets: list[int], oracle: float, path: Path) ->
     axes = np.atleast_1d(axes)
     for ax, budget in zip(axes, budgets, strict=True):
         for name, by_seed in results.items():
-            curves = np.stack(
-                [
-                    oracle - by_seed[s][budget]["chosen_test"]
-                    for s in sorted(by_seed)
-                    if len(by_seed[s][budget]["chosen_test"]) == budget
-                ]
-            )
-            if not len(curves):
+            # A search that ended before its budget (a baseline's plan, or no more trials)
+            # keeps its last pick to the end.
+            picks = [by_seed[s][budget]["chosen_test"] for s in sorted(by_seed)]
+            picks = [np.pad(c, (0, budget - len(c)), mode="edge") for c in picks if len(c)]
+            if not picks:
                 continue
+            curves = oracle - np.stack([c[:budget] for c in picks])
             med, low, high = median_band(curves)
             x = np.arange(1, budget + 1)
             ax.plot(x, med, label=name)
