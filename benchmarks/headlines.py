@@ -185,11 +185,12 @@ def _verdict(diff: dict) -> str:
 
 
 def baselines_table() -> str:
-    """Per bank and budget: each strategy's pick on test F1 and the default's paired
-    difference with it, and how soon each reaches random-fifo's final best (one rule for all,
-    in budget and in compute-seconds)."""
+    """Per bank, worker count and budget: each strategy's pick on test F1 and the default's
+    paired difference with it, and how soon each reaches random-fifo's final best (one rule
+    for all, in budget and in compute-seconds)."""
     lines = []
-    for label, name in BASELINE_RUNS:
+    runs = [*BASELINE_RUNS, *((label, f"{name}_workers8") for label, name in BASELINE_RUNS)]
+    for label, name in runs:
         run = _load(name)
         st, settings = run["strategies"], run["settings"]
         lines += [

@@ -20,6 +20,9 @@ which a retrain reproduces exactly (each seed checks this on the baseline).
 
     python benchmarks/search_efficiency.py          # 150 trial-epochs, 3 seeds (~1 h, 2 cores)
     python benchmarks/search_efficiency.py --seeds 1 --budget-epochs 20   # a smoke run
+    # the second task (never used to choose the default), into its own directory:
+    python benchmarks/search_efficiency.py --bank benchmarks/data/curve_bank_task2.npz \
+        --seeds 10 --out benchmarks/results/task2
     python benchmarks/search_efficiency.py --strategy "old=--tpe-startup 10 --decision space"
     # one more method on the seeds of an earlier run (only what a seed lacks is run):
     python benchmarks/search_efficiency.py --seeds 5 --strategy "g1=--grace-period 1" \
@@ -56,42 +59,10 @@ from hposim.real_report import (
     summarise,
     write_outputs,
 )
+from hposim.real_search import TASK, _search_argv, settings_for_method, task_epochs
 from hposim.strategies import NAMED, REFERENCES, STRATEGIES, VARIANTS
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def _search_argv(storage: Path, name: str, seed: int, budget: int, epochs: int, extra: list[str]):
-    extra = [a.replace("{epochs}", str(epochs)) for a in extra]
-    return [
-        "search",
-        "--name",
-        name,
-        "--storage-path",
-        str(storage),
-        "--seed",
-        str(seed),
-        "--data-seed",
-        "0",
-        "--num-samples",
-        "1000",  # the budget ends the search, not the sample count
-        "--budget-epochs",
-        str(budget),
-        "--max-concurrent",
-        "2",
-        "--progress-interval",
-        "1000000",
-        *extra,
-    ]
-
-
-def settings_for_method(storage: Path, seed: int, budget: int, extra: list[str], name="check"):
-    """The settings a method's search runs with (nothing is started)."""
-    from genretune.search.cli.search import settings_from_argv
-    from genretune.search.profiles import get_profile
-
-    epochs = get_profile("demo").epochs
-    return settings_from_argv(_search_argv(storage, name, seed, budget, epochs, extra)[1:])
 
 
 def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int, extra: list[str]):
@@ -249,9 +220,8 @@ def run_seed(
     """One seed of every method; with `earlier` (this seed's run from an earlier JSON), only
     the methods it lacks are run and its own results (the baseline's included) are kept."""
     from genretune.search.monitoring import END_MAX_EPOCHS, END_PATIENCE
-    from genretune.search.profiles import get_profile
 
-    epochs = get_profile("demo").epochs
+    epochs = task_epochs()
     kept = dict(earlier["methods"]) if earlier else {}
     out: dict = {**(earlier or {}), "seed": seed, "methods": kept}
     to_run = {m: f for m, f in methods.items() if m not in kept}
@@ -327,6 +297,11 @@ def main() -> int:
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
+        "--bank", type=Path,
+        help="run the task of this curve bank (its data and epochs, e.g. "
+        "data/curve_bank_task2.npz) instead of the demo profile's",
+    )  # fmt: skip
+    parser.add_argument(
         "--add-to", type=Path, metavar="JSON",
         help="an earlier run's JSON (same budget): its results are kept; its seeds get the "
         "methods it lacks (--strategy) and new seeds (--first-seed, --seeds) every method",
@@ -339,6 +314,13 @@ def main() -> int:
     args = parser.parse_args()
     if args.seeds < 1 or args.budget_epochs < 4:
         parser.error("--seeds must be >= 1 and --budget-epochs >= 4")
+    if args.bank is not None:
+        if not args.bank.is_file():
+            parser.error(f"--bank {args.bank}: not found")
+        from hposim.bank import load_bank
+        from hposim.settings import bank_flags
+
+        TASK[:] = bank_flags(load_bank(args.bank).provenance)
     methods = {name: shlex.split(flags) for name, flags in STRATEGIES.items()}
     # Variants run when named; those with a simulator-only placeholder cannot run for real.
     variants = {n: f for n, f in VARIANTS.items() if "{worst_baseline}" not in f}
@@ -387,6 +369,7 @@ def main() -> int:
     if "relabelled" in earlier[1]:
         summary["relabelled"] = earlier[1]["relabelled"]
     summary["strategy_flags"] = {m: " ".join(f) for m, f in methods.items()}
+    summary["task_flags"] = " ".join(TASK)  # every search's data and epochs (none: demo's)
     write_outputs(summary, runs, args.out, extends=earlier[2])
     return 0
 

@@ -801,3 +801,21 @@ def test_paired_differences_name_every_other_strategy_and_are_paired_by_seed():
     # Paired: the median of per-seed differences (0.1, 0.0, 0.1), not of the medians' gap.
     assert diff["random-fifo"]["median"] == pytest.approx(0.1)
     assert diff["random-asha"]["median"] == pytest.approx(0.0)
+
+
+def test_real_searches_run_a_banks_task_when_given_one(tmp_path, monkeypatch):
+    """search_efficiency.py --bank: every search runs the bank's data and training length."""
+    from hposim import real_search
+
+    bank = load_bank(REPO / "benchmarks" / "data" / "curve_bank_task2.npz")
+    monkeypatch.setattr(real_search, "TASK", bank_flags(bank.provenance))
+    fifo = ["--scheduler", "fifo", "--patience", "{epochs}"]
+    s = real_search.settings_for_method(tmp_path, 3, 150, fifo)
+    base = bank.provenance["base_config"]
+    assert s.base.optim.epochs == s.base.optim.patience == base["epochs"] == bank.epochs
+    assert (s.base.data.synthetic_scale, s.base.data.data_seed) == (
+        base["synthetic_scale"],
+        base["data_seed"],
+    )
+    monkeypatch.setattr(real_search, "TASK", [])
+    assert real_search.settings_for_method(tmp_path, 3, 150, fifo).base.optim.epochs == 15
