@@ -290,12 +290,23 @@ def test_cluster_walkthrough_runs_as_written(tmp_path, isolated_cache):
 
         code, out = terminal.run(stop, timeout=120)
         assert code == 0, out
-        ray_left = [
-            pid
-            for pid in terminal.descendants()[1:]
-            if b"ray" in Path(f"/proc/{pid}/cmdline").read_bytes()
-        ]
-        assert not ray_left, "ray stop left Ray processes"
+
+        def ray_left() -> dict[int, str]:
+            left = {}
+            for pid in terminal.descendants()[1:]:
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue  # it ended meanwhile
+                if b"ray" in cmdline:
+                    left[pid] = cmdline.replace(b"\0", b" ").decode(errors="replace")[:200]
+            return left
+
+        # `ray stop` signals Ray's processes and returns: one may take a moment to exit.
+        deadline = time.monotonic() + 20
+        while ray_left() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not ray_left(), f"ray stop left Ray processes: {ray_left()}"
     finally:
         terminal.close()
         import shutil
