@@ -159,6 +159,59 @@ def keep_local_ray_on_loopback() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
+def end_local_ray_without_grace_period() -> None:
+    """Makes `ray.shutdown()` of the local Ray this process started kill its processes at once.
+
+    Ray's shutdown sends each process it started (GCS, raylet, monitors) SIGTERM and waits up
+    to a second for it to exit before SIGKILL (`Node.kill_all_processes(allow_graceful=True)`;
+    `ray.shutdown` has no argument for it). genretune starts its local Ray with SIGTERM blocked
+    (search/stop_signals.py: a stop signal reaches the search, which saves, and not its Ray),
+    so each of those waits ran its full second: five seconds after every local search. Killed
+    at once, the raylet's own children (workers, agents) would linger, waiting on the GCS, so
+    they are killed too. Ray's processes save nothing on their way out. Where processes cannot
+    be listed (no /proc), Ray's shutdown is left as it is."""
+    import os
+    import signal
+
+    from ray._private import worker
+
+    node = worker._global_node
+    if node is None or not Path("/proc/self/stat").exists():
+        return
+    kill_all = node.kill_all_processes
+
+    def kill_all_at_once(*args, **kwargs):
+        started = [info.process.pid for infos in node.all_processes.values() for info in infos]
+        below = _descendants(started)
+        kwargs["allow_graceful"] = False
+        kill_all(*args, **kwargs)
+        for pid in below:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+    node.kill_all_processes = kill_all_at_once
+
+
+def _descendants(roots: list[int]) -> list[int]:
+    """Every process below `roots` (children, grandchildren, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found: list[int] = []
+    todo = [child for root in roots for child in children.get(root, [])]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
 # --- Ray Tune: the controller state a resume restores ---------------------------------------
 # TuneController saves with the experiment state (its `runner_data`) the decisions it held back
 # while a trial's checkpoint was being saved, and `Tuner.restore` puts them back. A STOP held
@@ -286,6 +339,16 @@ def _probe_ray() -> list[str]:
     ray_constants = importlib.import_module("ray._private.ray_constants")
     if not hasattr(ray_constants, "ENABLE_RAY_CLUSTER"):
         missing.append("ray._private.ray_constants.ENABLE_RAY_CLUSTER")
+    from ray._private import node, worker
+
+    if not hasattr(worker, "_global_node"):
+        missing.append("ray._private.worker._global_node")
+    if "self.all_processes" not in inspect.getsource(node.Node.kill_all_processes):
+        missing.append("ray._private.node.Node.all_processes")
+    kill_all = inspect.signature(node.Node.kill_all_processes).parameters
+    shutdown = inspect.getsource(worker.shutdown)
+    if "allow_graceful" not in kill_all or "_global_node.kill_all_processes(" not in shutdown:
+        missing.append("ray._private.node.Node.kill_all_processes(allow_graceful=...)")
     for name in STORAGE_ERROR_LOGGERS:
         try:
             importlib.import_module(name)

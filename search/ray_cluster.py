@@ -231,7 +231,10 @@ def _ray_init(address: str | None, verbose: bool) -> None:
         ray.init(address=address, runtime_env={"py_modules": [code]}, log_to_driver=verbose)
     else:
         # A Ray of our own listens on the loopback interface only.
-        from genretune.results.internals import keep_local_ray_on_loopback
+        from genretune.results.internals import (
+            end_local_ray_without_grace_period,
+            keep_local_ray_on_loopback,
+        )
 
         check_local_environment()
         keep_local_ray_on_loopback()
@@ -241,6 +244,8 @@ def _ray_init(address: str | None, verbose: bool) -> None:
             configure_logging=verbose,
             _node_ip_address=LOOPBACK,
         )
+        # Its processes ignore SIGTERM (stop_signals.blocked_in_children): end them at once.
+        end_local_ray_without_grace_period()
 
 
 def ray_decoder(address: str):

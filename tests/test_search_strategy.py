@@ -305,12 +305,14 @@ def test_resume_keeps_the_draws_and_the_pruned_states(local_ray, tmp_path, isola
     ]
     env = {**os.environ, "GENRETUNE_CACHE_DIR": str(isolated_cache)}
     exp = tmp_path / "again"
-    interrupt_search(["search", *args], env, lambda: _finished(exp) >= 2)
+    interrupt_search(["search", *args], env, lambda: _finished(exp) >= 1)
     saved = json.loads((exp / "genretune_search.json").read_text())
     assert saved["cut_trials_as"] == "pruned" and len(saved["baseline_draws"]) == 2
     assert saved["tpe_constant_liar"] is True and saved["tpe_multivariate"] is False
     assert saved["late_cut"] is True and saved["ramp_up"] == 1
-    assert len(_study(exp).trials) < 6
+    # Work is left for the resume (on a loaded machine more trials may have been asked, even
+    # ended, between the signal and the search's stop: only fewer than 6 ended is needed).
+    assert sum(t.state in (PRUNED, COMPLETE) for t in _study(exp).trials) < 6
 
     code = main(["search", "--resume", "again", "--storage-path", str(tmp_path)])
     assert code == 0
