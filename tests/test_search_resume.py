@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -12,9 +13,7 @@ import pandas as pd
 import pytest
 from helpers import interrupt_search
 
-from genretune.data import InputError
 from genretune.results import load_experiment
-from genretune.results.experiment_dir import read_end_reasons
 from genretune.search.cli import main
 
 # Starts Ray or trains real models: the full suite (make test), not the fast lane.
@@ -39,14 +38,11 @@ ARGS = [
 
 
 def _finished(exp: Path) -> dict[str, str]:
-    """progress.csv text of the trials that ran all 4 epochs and ended: their end reason is in
-    the journal the search appends to once Ray holds a trial as ended (a trial's last row can
-    be logged an instant before its last checkpoint is recorded; a stop in that instant makes
-    a resume run that epoch again, from the checkpoint before)."""
-    try:
-        ended = read_end_reasons(exp, warn=False)
-    except InputError:
-        return {}
+    """progress.csv text of the trials that ran all 4 epochs and that the experiment state
+    Ray saved holds as ended: what a resume restores. (A trial ends in Ray an instant before
+    the next save of its state, every second here; a SIGKILL in that instant leaves it saved
+    as running from its checkpoint before, and a resume runs its last epoch again.)"""
+    ended = _saved_as_ended(exp)
     out = {}
     for progress in exp.glob("trial_*/progress.csv"):
         text = progress.read_text()
@@ -54,6 +50,16 @@ def _finished(exp: Path) -> dict[str, str]:
         if ran_all and progress.parent.name.removeprefix("trial_") in ended:
             out[progress.parent.name] = text
     return out
+
+
+def _saved_as_ended(exp: Path) -> set[str]:
+    """Ids of the trials the newest saved experiment state holds as TERMINATED."""
+    try:
+        state = json.loads(max(exp.glob("experiment_state-*.json")).read_text())
+        trials = [json.loads(trial) for trial, _ in state["trial_data"]]
+    except (ValueError, OSError, KeyError, TypeError):
+        return set()  # not saved yet, or being written
+    return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["sigint", "sigkill"])
