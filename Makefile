@@ -23,8 +23,11 @@ $(STAMP): pyproject.toml .ci/constraints.txt
 demo: $(STAMP)
 	$(BIN)/genretune search --profile demo --name demo --overwrite
 
+# Two test processes (pytest-xdist), each module's tests in one of them so that its fixtures are
+# made once: much of a search test's time is spent waiting (Ray starting, a saved state, a
+# process to exit), which the other process fills.
 test: $(STAMP) browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadscope
 
 # The dashboard's test renders the page in a real headless Chromium: Debian's chromium package,
 # installed here when it is missing and this is a Debian/Ubuntu machine run as root.

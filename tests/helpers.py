@@ -162,6 +162,22 @@ def doc_code_blocks(path: Path, languages: tuple[str, ...]) -> list[str]:
     return [code for lang, code in pattern.findall(path.read_text()) if lang in languages]
 
 
+def doc_commands(code: str) -> list[str]:
+    """The `genretune ...` commands of a shell block (continuations joined, comments and
+    prompts dropped, shell variables replaced by their name)."""
+    import re
+
+    joined = code.replace("\\\n", " ")
+    out = []
+    for line in joined.splitlines():
+        line = line.strip().removeprefix("$ ")
+        for part in re.split(r"\s*(?:&&|;|\|\|)\s*", line.split(" #")[0]):
+            part = re.sub(r"\$\{?(\w+)\}?", r"\1", part)
+            if part.startswith("genretune "):
+                out.append(part)
+    return out
+
+
 def run_doc_python(code: str, cwd: Path, replacements: dict[str, str], setup: str = "") -> None:
     """Run a docs Python example in a new interpreter in `cwd`, as a user would paste it, with
     its placeholder strings replaced (a model dir's name, ...); fails with its stderr."""

@@ -1015,6 +1015,11 @@ CASES: list[Case] = [
         "--filter",
     ),
     (
+        "results filtered on a setting the search did not vary",
+        lambda t: ["results", _real_experiment(t), "--filter", "base_channels == 16"],
+        "no column 'base_channels'",
+    ),
+    (
         "export by an unreported metric",
         lambda t: ["export", _real_experiment(t), "--metric", "val_nope", "-o", str(t / "x.json")],
         "--metric val_nope",

@@ -1,33 +1,19 @@
 """The code in README.md and docs/: every `genretune` command of a shell block parses (its
-subcommand and flags exist and take the values shown), and the Python examples run
-(tests/test_predict.py and tests/test_results.py, beside the model and experiment they need;
-docs/cluster.md's walkthrough is run whole by tests/test_cluster_walkthrough.py)."""
+subcommand and flags exist and take the values shown), in the fast lane. The commands also run
+(tests/test_doc_commands.py; docs/cluster.md's walkthrough whole in
+tests/test_cluster_walkthrough.py), and so do the Python examples (tests/test_predict.py and
+tests/test_results.py, beside the model and experiment they need)."""
 
 from __future__ import annotations
 
-import re
 import shlex
 
 import pytest
-from helpers import DOCS, doc_code_blocks
+from helpers import DOCS, doc_code_blocks, doc_commands
 
 from genretune.search.cli import build_parser
 
 SHELL = ("bash", "sh", "shell", "console")
-
-
-def _commands(code: str) -> list[str]:
-    """The `genretune ...` commands of a shell block (continuations joined, comments and
-    prompts dropped, shell variables replaced by a word)."""
-    joined = code.replace("\\\n", " ")
-    out = []
-    for line in joined.splitlines():
-        line = line.strip().removeprefix("$ ")
-        for part in re.split(r"\s*(?:&&|;|\|\|)\s*", line.split(" #")[0]):
-            part = re.sub(r"\$\{?(\w+)\}?", r"\1", part)
-            if part.startswith("genretune "):
-                out.append(part)
-    return out
 
 
 def _documented_commands() -> list[tuple[str, str]]:
@@ -35,7 +21,7 @@ def _documented_commands() -> list[tuple[str, str]]:
         (path.name, command)
         for path in DOCS
         for block in doc_code_blocks(path, SHELL)
-        for command in _commands(block)
+        for command in doc_commands(block)
     ]
 
 

@@ -75,6 +75,12 @@ def _select(exp: Experiment, args: argparse.Namespace) -> pd.DataFrame:
     if args.filter:
         try:
             df = df.query(args.filter, engine="python")
+        except pd.errors.UndefinedVariableError as exc:
+            name = str(exc).split("'")[1] if str(exc).count("'") >= 2 else str(exc)
+            raise InputError(
+                f"--filter {args.filter!r}: no column {name!r} (a setting the search did not "
+                "vary is not a column; `--format csv` shows them all)"
+            ) from None
         except Exception as exc:  # pandas raises many types for a bad expression
             raise InputError(f"--filter {args.filter!r}: {type(exc).__name__}: {exc}") from None
     if args.sort is not None:
