@@ -27,9 +27,11 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def test_ctrl_c_stops_the_suite_in_a_running_search(tmp_path):
+# One pytest process (as a contributor runs a test file), and two as `make test` runs the suite.
+@pytest.mark.parametrize("processes", [[], ["-n", "2"]], ids=["one process", "make test's two"])
+def test_ctrl_c_stops_the_suite_in_a_running_search(tmp_path, processes):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
-    argv = [sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider",
+    argv = [sys.executable, "-m", "pytest", "-s", "-q", "-p", "no:cacheprovider", *processes,
             "--basetemp", str(tmp_path / "t"), SEARCH_TEST]  # fmt: skip
     # A group of its own, as a shell gives a command: Ctrl-C signals the whole group.
     out = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
