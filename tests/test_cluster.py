@@ -97,6 +97,7 @@ def two_node_cluster(tmp_path):
     # Token authentication, set the same way for the head, the second node and the driver.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # "0" would refuse a second node
     address = f"127.0.0.1:{port}"
     # Ray's socket paths must stay under 108 bytes: pytest's tmp_path is too deep.
     temp_dir = Path(tempfile.mkdtemp(prefix="gt-ray-"))

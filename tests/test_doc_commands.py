@@ -224,7 +224,11 @@ def test_the_documents_commands_run_in_order(doc, inputs, tmp_path, local_ray, m
         elif "--address" in argv:
             _genretune(argv[1:], cwd=work, what=what)
         else:
+            loopback_only = os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")
             assert main(argv[1:]) == 0, what
+            # A local search's loopback-only setting is its own: a `ray start` run later by
+            # the same process must be able to take other nodes.
+            assert os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") == loopback_only, what
 
 
 def _genretune(args: list[str], cwd: Path, what: str = "") -> subprocess.CompletedProcess:

@@ -272,11 +272,26 @@ def resume_settings(args: argparse.Namespace) -> SearchSettings:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.address:
+        return _run(args)
+    # Read by Ray when it is imported, and by the processes a local Ray starts: it binds the
+    # loopback interface only (search.ray_cluster sets the same when Ray was imported already).
+    # Set for this search only: a `ray start` run later by the same process (a notebook, a
+    # test session) must not inherit it.
+    previous = os.environ.get(LOOPBACK_ONLY)
+    os.environ.setdefault(LOOPBACK_ONLY, "0")
+    try:
+        return _run(args)
+    finally:
+        if previous is None:
+            os.environ.pop(LOOPBACK_ONLY, None)
+
+
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def _run(args: argparse.Namespace) -> int:
     flags = config_flags(args)
-    if not args.address:
-        # Read by Ray when it is imported: a local Ray binds the loopback interface only
-        # (search.ray_cluster sets the same when Ray was imported already).
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if args.resume:
         if args.overwrite:
             raise InputError("--resume and --overwrite cannot be combined")
