@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-FILES = sorted(RESULTS.glob("*.json")) + sorted((RESULTS / "archive").glob("*.json"))
+FILES = sorted(RESULTS.rglob("*.json"))  # every set, those of a second task and archived ones
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(RESULTS)))
