@@ -147,7 +147,7 @@ def optuna_study_storage(study):
     return study._storage, study._study_id
 
 
-# --- Ray core: a local Ray on the loopback interface ----------------------------------------
+# --- Ray core: the local Ray a search starts (loopback only, ended at once) ----------------
 
 
 def keep_local_ray_on_loopback() -> None:
@@ -182,7 +182,7 @@ def end_local_ray_without_grace_period() -> None:
 
     def kill_all_at_once(*args, **kwargs):
         started = [info.process.pid for infos in node.all_processes.values() for info in infos]
-        below = _descendants(started)
+        below = process_descendants(started)
         kwargs["allow_graceful"] = False
         kill_all(*args, **kwargs)
         for pid in below:
@@ -194,8 +194,8 @@ def end_local_ray_without_grace_period() -> None:
     node.kill_all_processes = kill_all_at_once
 
 
-def _descendants(roots: list[int]) -> list[int]:
-    """Every process below `roots` (children, grandchildren, ...), from /proc."""
+def process_descendants(roots: list[int]) -> list[int]:
+    """Every process below `roots` (children, grandchildren, ...), from /proc (Linux)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:

@@ -83,19 +83,9 @@ def interrupt_search(
 
 def descendant_pids(root: int) -> list[int]:
     """`root` and every process below it (children, grandchildren, ...), `root` first."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
+    from genretune.results.internals import process_descendants
+
+    return [root, *process_descendants([root])]
 
 
 # Where tests keep what a person may want to look at afterwards (the dashboard's screenshot).
