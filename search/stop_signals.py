@@ -132,20 +132,28 @@ class InterruptWatch:
         if self._watching:
             self._previous = {s: signal.getsignal(s) for s in _CAUGHT_BY_RAY}
 
+            self._caught = False
+
             def sentinel(signum, frame):
+                self._caught = True
                 raise KeyboardInterrupt
 
             self._sentinel = sentinel
             signal.signal(signal.SIGINT, sentinel)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         if self._watching:
             self.interrupted = signal.getsignal(signal.SIGINT) is self._sentinel
             # Ray leaves its own handlers behind after a finished run: put ours back.
             for signum, handler in self._previous.items():
                 if handler is not None:
                     signal.signal(signum, handler)
+            if self._caught and exc_type is None and not self.interrupted:
+                # A Ctrl-C before Ray's handler was in place whose KeyboardInterrupt was lost:
+                # raised while the main thread ran a finalizer (a weakref callback, __del__),
+                # where Python only reports it. The run went on to its end; honour it now.
+                raise KeyboardInterrupt
 
 
 _CAUGHT_BY_RAY = (signal.SIGINT, *((signal.SIGUSR1,) if hasattr(signal, "SIGUSR1") else ()))

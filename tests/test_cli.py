@@ -288,6 +288,28 @@ def test_a_baseline_outside_the_space_runs_its_nearest_point_and_says_so(tmp_pat
     assert s.baseline["pos_weight_cap"] == s.space["pos_weight_cap"].high
 
 
+def test_a_ctrl_c_lost_in_a_finalizer_is_honoured_when_the_run_returns():
+    """A Ctrl-C that lands while the main thread runs a finalizer raises KeyboardInterrupt
+    there, where Python only reports it (seen under load: a suite's Ctrl-C before Ray's
+    handler was in place, and the search ran on to its end)."""
+    from genretune.search.stop_signals import InterruptWatch
+
+    class Finalized:
+        def __del__(self):
+            signal.getsignal(signal.SIGINT)(signal.SIGINT, None)  # the signal arrives here
+
+    from ray.tune.tune import _setup_signal_catching
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGUSR1)}
+    with pytest.raises(KeyboardInterrupt):
+        with InterruptWatch():
+            Finalized()  # its KeyboardInterrupt is reported as unraisable, not raised
+            _setup_signal_catching()  # then Tuner.fit() starts, and runs to its end
+            reached_the_end_of_the_run = True
+    assert reached_the_end_of_the_run
+    assert {s: signal.getsignal(s) for s in before} == before
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGUSR1], ids=["sigint", "sigusr1"])
 def test_interrupt_watch_tells_a_signal_ray_caught_from_a_run_that_ended(signum):
     """Ray Tune's own signal catching (what Tuner.fit() installs): a run that ends leaves
