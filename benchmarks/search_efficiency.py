@@ -81,9 +81,12 @@ def run_method(storage: Path, method: str, seed: int, budget: int, epochs: int, 
     metric = settings.metric
     history = exp.history.sort_values(["timestamp", "time_total_s"]).reset_index(drop=True)
     # The exact config each trial trained with (fixed values and sampled ones).
+    # A trial Ray created but stopped before it started (the budget ran out) has no
+    # params.json and no result: it trained nothing.
     configs = {
-        tid: json.loads((exp.path / f"trial_{tid}" / "params.json").read_text())
+        tid: json.loads(params.read_text())
         for tid in exp.trials["trial_id"]
+        if (params := exp.path / f"trial_{tid}" / "params.json").is_file()
     }
     reasons = read_end_reasons(exp.path)
     ended = {tid: reasons.get(tid, {}).get("end_reason") for tid in configs}
@@ -357,20 +360,24 @@ def main() -> int:
     def log(text: str) -> None:
         print(f"[{time.monotonic() - began:6.0f}s] {text}", flush=True)
 
+    def save() -> None:
+        """Write every seed done so far (after each seed: a crash or a stop loses one seed)."""
+        runs = [by_seed[seed] for seed in seeds if seed in by_seed]
+        summary = summarise(runs, list(methods), args.budget_epochs)
+        summary["wall_s"] = float(earlier[1].get("wall_s", 0.0)) + time.monotonic() - began
+        if "relabelled" in earlier[1]:
+            summary["relabelled"] = earlier[1]["relabelled"]
+        summary["strategy_flags"] = {m: " ".join(f) for m, f in methods.items()}
+        summary["task_flags"] = " ".join(TASK)  # every search's data and epochs (none: demo's)
+        write_outputs(summary, runs, args.out, extends=earlier[2])
+
     with tempfile.TemporaryDirectory(prefix="genretune-bench-") as storage:
         for seed in pending:
             by_seed[seed] = run_seed(
                 Path(storage), seed, args.budget_epochs, to_run, log, earlier=by_seed.get(seed)
             )
-    runs = [by_seed[seed] for seed in seeds]
+            save()
     ray.shutdown()
-    summary = summarise(runs, list(methods), args.budget_epochs)
-    summary["wall_s"] = float(earlier[1].get("wall_s", 0.0)) + time.monotonic() - began
-    if "relabelled" in earlier[1]:
-        summary["relabelled"] = earlier[1]["relabelled"]
-    summary["strategy_flags"] = {m: " ".join(f) for m, f in methods.items()}
-    summary["task_flags"] = " ".join(TASK)  # every search's data and epochs (none: demo's)
-    write_outputs(summary, runs, args.out, extends=earlier[2])
     return 0
 
 
