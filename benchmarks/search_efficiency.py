@@ -376,8 +376,12 @@ def main() -> int:
             by_seed[seed] = run_seed(
                 Path(storage), seed, args.budget_epochs, to_run, log, earlier=by_seed.get(seed)
             )
-            save()
+            try:
+                save()
+            except Exception as exc:  # a report that cannot render yet must not stop the run
+                log(f"could not write the results so far ({type(exc).__name__}: {exc})")
     ray.shutdown()
+    save()
     return 0
 
 

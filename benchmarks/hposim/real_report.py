@@ -100,7 +100,12 @@ def _part_way(t: dict) -> str:
     parts = []
     for values in t.get("paired_test_f1_vs_random_fifo_final", {}).values():
         ci = median_ci(values)
-        parts.append(f"{ci['median']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]")
+        if ci["median"] is None:
+            parts.append("-")
+        elif ci["ci_low"] is None or ci["ci_high"] is None:  # a bound never reached
+            parts.append(f"{ci['median']:+.3f}")
+        else:
+            parts.append(f"{ci['median']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]")
     return " / ".join(parts) or "-"
 
 
