@@ -62,3 +62,47 @@ def test_quoted_numbers_are_rendered_from_the_result_files():
     assert not any(stale.values()), f"run python benchmarks/headlines.py: {stale}"
     blocks = sum(len(headlines.BLOCK.findall(p.read_text())) for p in headlines.DOCS)
     assert blocks >= 2, "the READMEs quote benchmark numbers through generated blocks"
+
+
+def test_provenance_is_read_at_start_and_a_rewritten_result_file_is_not_dirt(tmp_path):
+    """A benchmark's `dirty` covers code, not its own outputs: a result file an earlier run
+    rewrote leaves it clean, a changed source file does not; and the commit is the one the run
+    started from, even when a commit lands while it runs."""
+    import shutil
+    import subprocess
+    import sys
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    bench = tmp_path / "benchmarks"
+    (bench / "results").mkdir(parents=True)
+    shutil.copy(RESULTS.parent / "provenance.py", bench)
+    (bench / "results" / "a.json").write_text("{}")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "x", "--allow-empty")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    code = (
+        "import json, subprocess, sys; sys.path.insert(0, 'benchmarks')\n"
+        "import provenance\n"
+        "subprocess.run(['git', '-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', "
+        "'-q', '--allow-empty', '-m', 'later'], check=True)\n"
+        "print(json.dumps(provenance.provenance()))"
+    )
+
+    def run() -> dict:
+        res = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert res.returncode == 0, res.stderr
+        return json.loads(res.stdout)
+
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True
+    ).stdout.strip()
+    (bench / "results" / "a.json").write_text('{"rewritten": true}')
+    p = run()
+    assert p["dirty"] is False and p["commit"] == head
+    (bench / "provenance.py").write_text((bench / "provenance.py").read_text() + "\n")
+    assert run()["dirty"] is True
