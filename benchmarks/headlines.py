@@ -207,16 +207,6 @@ SNIPPETS: dict[str, Callable[[], str]] = {
 
 BASELINE_RUNS = (("the bank the default was chosen on", "simulate_baselines"),
                  ("a second task, never used to choose", "simulate_task2"))  # fmt: skip
-NOT_WORSE = -0.003  # "not worse": median difference at least this, the CI's upper end above 0
-
-
-def _verdict(diff: dict) -> str:
-    """The default against another strategy on test F1 (paired by seed): "beats" when the
-    CI is above 0; "not worse than" when the median difference is at least NOT_WORSE and the
-    CI's upper end above 0; else "worse than"."""
-    if diff["ci_low"] > 0:
-        return "beats"
-    return "not worse than" if diff["median"] >= NOT_WORSE and diff["ci_high"] > 0 else "worse than"
 
 
 def baselines_table() -> str:
@@ -252,6 +242,8 @@ def baselines_table() -> str:
 
 
 def readme_baselines() -> str:
+    import goals
+
     out = []
     for label, name in BASELINE_RUNS:
         run = _load(name)
@@ -261,7 +253,7 @@ def readme_baselines() -> str:
         said = []
         for other in others:
             diffs = [st[b]["paired_test_f1_diff_vs"][other] for b in budgets]
-            verdicts = " / ".join(sorted({_verdict(d) for d in diffs}))
+            verdicts = " / ".join(sorted({goals.verdict(d) for d in diffs}))
             medians = [d["median"] for d in diffs]
             said.append(f"{verdicts} {other} ({_signed(min(medians))} to {_signed(max(medians))})")
         alike = ", ".join(
@@ -282,7 +274,28 @@ def readme_baselines() -> str:
     return "".join(out)
 
 
-SNIPPETS.update({"readme-baselines": readme_baselines, "baselines-tables": baselines_table})
+def goals_table() -> str:
+    import goals
+
+    return goals.table()
+
+
+def readme_goals() -> str:
+    import goals
+
+    rows = goals.rows()
+    met = sum(g.met == "met" for g in rows)
+    return (
+        f"- The default's goals on both tasks, each per bank and worker count "
+        f"(`benchmarks/README.md`: Goals): {met} of {len(rows)} met; not met: "
+        f"{goals.unmet_summary() or 'none'}.\n"
+    )
+
+
+SNIPPETS.update({
+    "readme-baselines": readme_baselines, "baselines-tables": baselines_table,
+    "goals": goals_table, "readme-goals": readme_goals,
+})  # fmt: skip
 
 
 def rendered(text: str) -> str:

@@ -106,3 +106,28 @@ def test_provenance_is_read_at_start_and_a_rewritten_result_file_is_not_dirt(tmp
     assert p["dirty"] is False and p["commit"] == head
     (bench / "provenance.py").write_text((bench / "provenance.py").read_text() + "\n")
     assert run()["dirty"] is True
+
+
+def test_a_goal_that_stops_holding_is_reported_not_met(tmp_path, monkeypatch):
+    """benchmarks/goals.py reads the result files: one budget where the default's paired CI
+    against random-asha reaches 0 turns that goal's row to not met, naming how many cases hold."""
+    import shutil
+
+    import goals
+
+    for path in RESULTS.rglob("*.json"):
+        target = tmp_path / path.relative_to(RESULTS)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    monkeypatch.setattr(goals, "RESULTS", tmp_path)
+    row = next(g for g in goals.rows() if g.goal == "test F1: beats random-asha")
+    assert row.met == "met", "the committed results meet this goal on the first task"
+    run = json.loads((tmp_path / "simulate_baselines.json").read_text())
+    budgets = run["settings"]["budgets"]
+    run["strategies"]["default"][str(budgets[0])]["paired_test_f1_diff_vs"]["random-asha"][
+        "ci_low"
+    ] = -0.001
+    (tmp_path / "simulate_baselines.json").write_text(json.dumps(run))
+    row = next(g for g in goals.rows() if g.goal == "test F1: beats random-asha")
+    assert row.met == f"**not met** ({len(budgets) - 1} of {len(budgets)})"
+    assert "beats random-asha (first task, 2 workers)" in goals.unmet_summary()

@@ -1,0 +1,188 @@
+"""The default search's goals on both banks, each checked against the result files: what
+benchmarks/README.md's "Goals" table says (rendered by headlines.py; `python goals.py` prints
+it).
+
+The goals: on test F1 the default's pick beats random-asha's (paired CI above 0) and is not
+worse than one-epoch-top-k's, hyperband's or bohb's (median difference at least -0.003 and the
+CI's upper end above 0), at 2 and 8 workers and every budget; with 2 workers it reaches
+random-fifo's final best within a third of the budget at 150 and 300 trial-epochs; at 8 and 32
+workers its budget fraction is within 1.25x of the first-wave bound's and its pick within 0.01
+test F1 of the bound's pick; real searches on the second task (at least 10 paired seeds) give
+a margin over random-asha whose CI excludes 0 and holds the simulator's predicted margin.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# (label, simulated baselines, bounds, real searches or None) per bank
+BANKS = (
+    ("first task", "simulate_baselines", "all_knowing", None),
+    ("second task", "simulate_task2", "all_knowing_task2", "task2/search_efficiency"),
+)
+FIELD = ("one-epoch-top-k", "hyperband", "bohb")
+NOT_WORSE = -0.003  # "not worse": median difference at least this, the CI's upper end above 0
+THIRD, REACH_BUDGETS = 1 / 3, ("150", "300")
+BOUND, BOUND_RATIO, BOUND_PICK = "first wave, then all-knowing", 1.25, 0.01
+REAL_SEEDS = 10
+
+
+class Goal(NamedTuple):
+    goal: str
+    bank: str  # "first task" (the bank the default was chosen on) or "second task"
+    setting: str  # workers and budgets, or real searches
+    measured: str
+    met: str  # "met", or "**not met**" with how many of its cases hold
+
+
+def _load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def _s(x: float) -> str:
+    return f"{x:+.3f}"
+
+
+def _pct(x: float | None) -> str:
+    return "never" if x is None else f"{100 * x:.0f}%"
+
+
+def _met(held: list[bool]) -> str:
+    """ "met" when every case holds, else how many of them do."""
+    if all(held):
+        return "met"
+    return "**not met**" if len(held) == 1 else f"**not met** ({sum(held)} of {len(held)})"
+
+
+def verdict(diff: dict) -> str:
+    """The default against another strategy on test F1 (paired by seed): "beats" when the
+    CI is above 0; "not worse than" when the median difference is at least NOT_WORSE and the
+    CI's upper end above 0; else "worse than"."""
+    if diff["ci_low"] > 0:
+        return "beats"
+    return "not worse than" if diff["median"] >= NOT_WORSE and diff["ci_high"] > 0 else "worse than"
+
+
+def _budgets(run: dict) -> list[str]:
+    return [str(b) for b in run["settings"]["budgets"]]
+
+
+def test_f1_rows(bank: str, name: str) -> list[Goal]:
+    rows = []
+    for workers, suffix in (("2", ""), ("8", "_workers8")):
+        run = _load(name + suffix)
+        default = run["strategies"]["default"]
+        budgets = _budgets(run)
+        for other in ("random-asha", *FIELD):
+            diffs = [default[b]["paired_test_f1_diff_vs"][other] for b in budgets]
+            if other == "random-asha":
+                goal, held = "beats random-asha", [d["ci_low"] > 0 for d in diffs]
+            else:
+                goal = f"not worse than {other}"
+                held = [verdict(d) != "worse than" for d in diffs]
+            medians = [d["median"] for d in diffs]
+            worst = min(diffs, key=lambda d: d["ci_low"])
+            rows.append(Goal(
+                f"test F1: {goal}", bank, f"{workers} workers, {', '.join(budgets)}",
+                f"paired medians {_s(min(medians))} to {_s(max(medians))}; lowest CI "
+                f"{_s(worst['ci_low'])}", _met(held),
+            ))  # fmt: skip
+    return rows
+
+
+def reach_rows(bank: str, name: str) -> list[Goal]:
+    default = _load(name)["strategies"]["default"]
+    alike = [default[b]["fraction_to_random_final_tuned_rule"]["median"] for b in REACH_BUDGETS]
+    on_test = [default[b]["fraction_to_random_final_test"]["median"] for b in REACH_BUDGETS]
+    where = f"2 workers, {', '.join(REACH_BUDGETS)}"
+    return [
+        Goal("within 1/3 of the budget to random-fifo's final best validation F1 (one rule for "
+             "all)", bank, where, ", ".join(map(_pct, alike)),
+         _met([f is not None and f <= THIRD for f in alike])),
+        Goal("within 1/3 of the budget to the test F1 of random-fifo's final pick", bank, where,
+         ", ".join(map(_pct, on_test)),
+         _met([f is not None and f <= THIRD for f in on_test])),
+    ]  # fmt: skip
+
+
+def bound_rows(bank: str, name: str) -> list[Goal]:
+    summary = _load(name)["summary"]
+    rows = []
+    for workers in ("8", "32"):
+        budgets = sorted(summary[workers], key=int)
+        ratios, gaps = [], []
+        for b in budgets:
+            own = summary[workers][b]["own objective"]
+            pick = summary[workers][b]["test F1 of the pick"]
+            ratios.append(own["default"]["median"] / own[BOUND]["median"])
+            gaps.append(pick["default"]["median"] - pick[BOUND]["median"])
+        where = f"{workers} workers, {', '.join(budgets)}"
+        rows += [
+            Goal(f"budget fraction within {BOUND_RATIO}x of the first-wave bound's", bank, where,
+             ", ".join(f"{r:.2f}x" for r in ratios),
+             _met([r <= BOUND_RATIO for r in ratios])),
+            Goal(f"pick within {BOUND_PICK} test F1 of the bound's pick", bank, where,
+             ", ".join(map(_s, gaps)),
+             _met([g >= -BOUND_PICK for g in gaps])),
+        ]  # fmt: skip
+    return rows
+
+
+def real_rows(bank: str, real: str, simulated: str) -> list[Goal]:
+    from hposim.stats import median_ci
+
+    s = _load(real)["summary"]
+    diffs = [
+        d for d in s["table"]["default"]["paired_test_f1_diff_vs_random_asha"] if d is not None
+    ]
+    gain = median_ci(diffs)
+    budget = str(s["budget_epochs"])
+    predicted = _load(simulated)["strategies"]["default"][budget]
+    predicted = predicted["paired_test_f1_diff_vs"]["random-asha"]["median"]
+    inside = gain["ci_low"] <= predicted <= gain["ci_high"]
+    where = f"real searches, {budget} trial-epochs"
+    return [
+        Goal(f"at least {REAL_SEEDS} paired seeds", bank, where, f"{len(diffs)}",
+         _met([len(diffs) >= REAL_SEEDS])),
+        Goal("margin over random-asha: CI excludes 0", bank, where,
+         f"{_s(gain['median'])} [{_s(gain['ci_low'])}, {_s(gain['ci_high'])}]",
+         _met([gain["ci_low"] > 0])),
+        Goal("the simulator's predicted margin inside the real CI", bank, where, _s(predicted),
+         _met([inside])),
+    ]  # fmt: skip
+
+
+def rows() -> list[Goal]:
+    out = []
+    for bank, simulated, bound, real in BANKS:
+        out += test_f1_rows(bank, simulated)
+        out += reach_rows(bank, simulated)
+        out += bound_rows(bank, bound)
+        if real:
+            out += real_rows(bank, real, simulated)
+    return out
+
+
+def table() -> str:
+    lines = ["| goal | bank | workers, budgets | measured (medians) | |", "|---|---|---|---|---|"]
+    lines += [f"| {' | '.join(r)} |" for r in rows()]
+    return "\n".join(lines) + "\n"
+
+
+def unmet_summary() -> str:
+    """The goals not met, each with where: "goal (bank, setting; ...)"."""
+    where: dict[str, list[str]] = {}
+    for g in rows():
+        if g.met != "met":
+            where.setdefault(g.goal, []).append(f"{g.bank}, {g.setting.split(',')[0]}")
+    return "; ".join(f"{goal} ({'; '.join(places)})" for goal, places in where.items())
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    print(table(), end="")
