@@ -27,6 +27,9 @@ FIELD = ("one-epoch-top-k", "hyperband", "bohb")
 NOT_WORSE = -0.003  # "not worse": median difference at least this, the CI's upper end above 0
 THIRD, REACH_BUDGETS = 1 / 3, ("150", "300")
 BOUND, BOUND_RATIO, BOUND_PICK = "first wave, then all-knowing", 1.25, 0.01
+# The bound's pick under each fixed ranking (all_knowing.py); the bound itself takes, per seed,
+# the best of its rankings, chosen on the outcome.
+TEST_BY_RANKING = "test F1 of the pick, by ranking"
 REAL_SEEDS = 10
 
 
@@ -113,19 +116,29 @@ def bound_rows(bank: str, name: str) -> list[Goal]:
     rows = []
     for workers in ("8", "32"):
         budgets = sorted(summary[workers], key=int)
-        ratios, gaps = [], []
+        ratios, fixed_ratios, gaps, fixed_gaps = [], [], [], []
         for b in budgets:
             own = summary[workers][b]["own objective"]
             pick = summary[workers][b]["test F1 of the pick"]
             ratios.append(own["default"]["median"] / own[BOUND]["median"])
             gaps.append(pick["default"]["median"] - pick[BOUND]["median"])
+            # The best fixed ranking (one policy for every seed), beside the per-seed best.
+            fixed_ratios.append(own["default"]["median"] / min(own["rankings"][BOUND].values()))
+            by_ranking = summary[workers][b].get(TEST_BY_RANKING, {}).get(BOUND)
+            if by_ranking:
+                best = max(v["median"] for v in by_ranking.values())
+                fixed_gaps.append(pick["default"]["median"] - best)
         where = f"{workers} workers, {', '.join(budgets)}"
+        fixed_ratio_text = ", ".join(f"{r:.2f}x" for r in fixed_ratios)
+        fixed_gap_text = (
+            f"; best fixed ranking: {', '.join(map(_s, fixed_gaps))}" if fixed_gaps else ""
+        )
         rows += [
             Goal(f"budget fraction within {BOUND_RATIO}x of the first-wave bound's", bank, where,
-             ", ".join(f"{r:.2f}x" for r in ratios),
+             f"{', '.join(f'{r:.2f}x' for r in ratios)}; best fixed ranking: {fixed_ratio_text}",
              _met([r <= BOUND_RATIO for r in ratios])),
             Goal(f"pick within {BOUND_PICK} test F1 of the bound's pick", bank, where,
-             ", ".join(map(_s, gaps)),
+             ", ".join(map(_s, gaps)) + fixed_gap_text,
              _met([g >= -BOUND_PICK for g in gaps])),
         ]  # fmt: skip
     return rows
