@@ -54,6 +54,7 @@ import numpy as np
 from provenance import provenance
 
 from hposim.bank import DEFAULT_PATH, load_bank
+from hposim.curves import NOISE_MODELS
 from hposim.evaluation import bank_summary, trial_level_check, validation_against_real
 from hposim.report import markdown, plot_regret, print_tables
 from hposim.settings import bank_flags, demo_settings, fit_to_bank
@@ -193,7 +194,7 @@ def run_all(
         for seed in range(args.first_seed, args.first_seed + args.seeds)
         for name, flags in strategies.items()
     ]
-    initargs = (str(args.bank), args.surrogate, not args.no_noise)
+    initargs = (str(args.bank), args.surrogate, not args.no_noise, args.noise_model)
     results: dict = {name: {} for name in strategies}
     began = time.monotonic()
     processes = max(1, min(args.processes, len(tasks)))
@@ -235,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--surrogate", help="surrogate parameters file (default: beside the bank)")
     p.add_argument("--no-noise", action="store_true", help="surrogate curves without noise")
+    p.add_argument(
+        "--noise-model",
+        choices=NOISE_MODELS,
+        default="pooled",
+        help="pooled: any repeated run's noise for any trial; by-quality-and-seed: noise scaled "
+        "to the repeated configurations nearest in quality, one training seed's per search",
+    )
     p.add_argument(
         "--validate", default="", help="search_efficiency.py JSON files: real curves to check"
     )
@@ -282,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({bank.n_runs} runs)",
         file=sys.stderr,
     )
-    _init(str(args.bank), args.surrogate, not args.no_noise)
+    _init(str(args.bank), args.surrogate, not args.no_noise, args.noise_model)
     summary = bank_summary(_STATE["bank"], _STATE["source"])
     try:
         results = run_all(args, strategies, budgets, budgets_seconds)
@@ -301,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             "mean_epoch_seconds": mean_epoch_seconds(bank),
             "strategy_flags": shown_flags,
             "noise": not args.no_noise,
+            "noise_model": args.noise_model,
         },
         "strategies": summarise(
             results, [*budgets, *[f"{b}s" for b in budgets_seconds]], summary["oracle_test_f1"]

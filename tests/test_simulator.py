@@ -236,6 +236,51 @@ def test_surrogate_neither_repeats_a_lucky_run_nor_counts_noise_twice():
     assert abs(simulated[top].mean() - real[top].mean()) < 0.005
 
 
+def test_noise_by_quality_and_seed_shrinks_with_quality_and_is_shared_within_a_search():
+    """`--noise-model by-quality-and-seed`: a good configuration's surrogate curve is less noisy
+    than a poor one's (as the bank's repeated runs are), and every trial of one search (one
+    training seed) draws the noise of one bank training seed, while the pooled model mixes
+    them."""
+    from hposim.fitting import load_or_fit_surrogate
+
+    bank = load_bank()
+    space = fit_to_bank(demo_settings(bank_flags(bank.provenance)), bank.genre_counts).space
+    sources = {}
+    for model in ("pooled", "by-quality-and-seed"):
+        sources[model] = CurveSource(bank, space, noise_model=model)
+        sources[model].surrogate = load_or_fit_surrogate(sources[model], DEFAULT_PATH)
+    source = sources["by-quality-and-seed"]
+    assert source.noise_scale(0.65) < 1 < source.noise_scale(0.35)
+    # The bank itself: the spread of repeated runs falls with their configuration's quality.
+    good = source.quality >= np.median(source.quality)
+    assert source.quality_sd[good].mean() < source.quality_sd[~good].mean()
+
+    rng = np.random.default_rng(1)
+    base = {**demo_settings().baseline, "threshold": 0.5, "top_k": None}
+    configs = [{**base, "lr": float(lr)} for lr in np.geomspace(2e-4, 3e-3, 12)]
+    assert all(len(bank.runs_of({k: c[k] for k in bank.knob_names})) == 0 for c in configs)
+
+    rule = rule_index(0.5, None)
+
+    def residual_seeds(model: str, search_seed: int) -> set[int]:
+        """The bank training seeds of the residuals in one search's surrogate curves: each
+        curve minus the surrogate's mean is one residual, scaled."""
+        src, seen = sources[model], set()
+        for config in configs:
+            config = {**config, "seed": search_seed}
+            mean = src.predict(src.features({k: config[k] for k in bank.knob_names}))[0]
+            noise = src.curve(config, rng).own_val - mean[:, rule]
+            for i, (dv, _, _) in enumerate(src.residuals):
+                scale = noise @ dv[:, rule] / (dv[:, rule] @ dv[:, rule])
+                if scale > 0 and np.allclose(noise, scale * dv[:, rule], atol=1e-9):
+                    seen.add(int(src.residual_seed[i]))
+        return seen
+
+    seeds = np.unique(source.residual_seed)
+    assert residual_seeds("by-quality-and-seed", 4) == {int(seeds[4 % len(seeds)])}
+    assert len(residual_seeds("pooled", 4)) > 1
+
+
 def test_budget_ends_the_search_after_that_many_trial_epochs():
     bank = hand_bank({1e-3: [0.1, 0.2, 0.3, 0.4], 5e-4: [0.2, 0.3, 0.4, 0.5]})
     flags = ["--num-samples", "10", "--budget-epochs", "5", "--scheduler", "fifo"]

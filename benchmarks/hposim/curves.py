@@ -11,6 +11,13 @@ neighbours' by the share of its deviation that is noise: otherwise a searcher co
 lucky run's neighbourhood and find the same luck again, which retraining never repeats. And the
 mean still carries some of its neighbours' noise, so the noise curve adds only the variance
 that is missing: a surrogate trial is as noisy as a recorded run, not more.
+
+The noise model `pooled` draws any repeated run's residual for any trial. `by-quality-and-seed`
+corrects two things real searches show (benchmarks/README.md: Real searches): noise shrinks as
+configurations get better (its scale is that of the repeated configurations nearest in quality),
+and every trial of a search trains with the search's one training seed, so part of the noise is
+shared by all of them (each search draws only residuals of one bank training seed, the search
+seed modulo the bank's seeds; paired strategies share it too).
 """
 
 from __future__ import annotations
@@ -137,6 +144,32 @@ def distinct_configs(bank: CurveBank, features: Features) -> Configs:
     )
 
 
+NOISE_MODELS = ("pooled", "by-quality-and-seed")
+NEAREST_IN_QUALITY = 8  # repeated configurations whose noise sets the scale (by-quality-and-seed)
+
+
+def residual_origins(bank: CurveBank, configs: Configs) -> tuple[np.ndarray, np.ndarray]:
+    """(configuration index, training seed) of each residual of `noise_residuals`, in order."""
+    pairs = [
+        (c, int(bank.train_seed[run]))
+        for c, runs in enumerate(configs.runs)
+        if len(runs) >= 2
+        for run in runs
+    ]
+    return np.array([c for c, _ in pairs], dtype=int), np.array([t for _, t in pairs], dtype=int)
+
+
+def noise_by_quality(bank: CurveBank, configs: Configs) -> tuple[np.ndarray, np.ndarray]:
+    """(quality, noise sd) of each repeated configuration: its mean curve's best validation F1,
+    and the spread of its runs' best validation F1 (what a search's pick is chosen on)."""
+    quality, sd = [], []
+    for c, runs in enumerate(configs.runs):
+        if len(runs) >= 2:
+            quality.append(float(configs.val[c].max()))
+            sd.append(float(np.std([bank.val_f1[run].max() for run in runs], ddof=1)))
+    return np.array(quality), np.array(sd)
+
+
 def noise_residuals(bank: CurveBank, configs: Configs) -> list[tuple[np.ndarray, ...]]:
     """(val, test, pr_auc) deviations of each repeated run from its configuration's mean,
     scaled by sqrt(n / (n - 1)) so they have the spread of one run around the true mean."""
@@ -229,11 +262,17 @@ class CurveSource:
         space: dict[str, od.BaseDistribution],
         surrogate: KnnSurrogate | None = None,
         noise: bool = True,
+        noise_model: str = "pooled",
     ) -> None:
+        if noise_model not in NOISE_MODELS:
+            raise ValueError(f"noise model {noise_model!r}: one of {', '.join(NOISE_MODELS)}")
         self.bank = bank
         self.features = Features(bank, space)
         self.configs = distinct_configs(bank, self.features)
         self.residuals = noise_residuals(bank, self.configs) if noise else []
+        self.noise_model = noise_model
+        self.residual_config, self.residual_seed = residual_origins(bank, self.configs)
+        self.quality, self.quality_sd = noise_by_quality(bank, self.configs)
         self.surrogate = surrogate or default_surrogate(self.configs.x)
 
     @property
@@ -250,7 +289,10 @@ class CurveSource:
         knobs = {k: config[k] for k in self.bank.knob_names}
         runs = self.bank.runs_of(knobs)
         b = self.bank
+        seed = self._bank_seed(config.get("seed"))
         if len(runs):
+            if seed is not None and np.any(b.train_seed[runs] == seed):
+                runs = runs[b.train_seed[runs] == seed]
             run = int(rng.choice(runs))
             return _curve(
                 b.val_f1[run],
@@ -266,10 +308,29 @@ class CurveSource:
         if self.residuals:
             # The neighbours' curves carry their own runs' noise; add only what is missing.
             scale = np.sqrt(1.0 - self.noise_carried(x))
-            dv, dt, dp = self.residuals[int(rng.integers(len(self.residuals)))]
+            pool = np.arange(len(self.residuals))
+            if seed is not None:
+                pool = pool[self.residual_seed == seed]
+            dv, dt, dp = self.residuals[int(pool[rng.integers(len(pool))])]
+            if self.noise_model == "by-quality-and-seed":
+                scale *= self.noise_scale(float(val.max()))
             val, test, pr_auc = val + scale * dv, test + scale * dt, pr_auc + scale * dp
         val, test = np.clip(val, 0, 1), np.clip(test, 0, 1)
         return _curve(val, test, tuned_rules(val), pr_auc, secs, rule, None)
+
+    def _bank_seed(self, search_seed: int | None) -> int | None:
+        """The bank training seed whose residuals a search with this seed draws (None: any;
+        always None for the pooled model)."""
+        if self.noise_model == "pooled" or search_seed is None or not self.residuals:
+            return None
+        seeds = np.unique(self.residual_seed)
+        return int(seeds[int(search_seed) % len(seeds)])
+
+    def noise_scale(self, quality: float) -> float:
+        """One run's noise at this quality over the pooled noise: the repeated configurations
+        nearest in quality against all of them (root mean squares of their spreads)."""
+        near = np.argsort(np.abs(self.quality - quality))[:NEAREST_IN_QUALITY]
+        return float(np.sqrt(np.mean(self.quality_sd[near] ** 2) / np.mean(self.quality_sd**2)))
 
     def noise_carried(self, x: np.ndarray, exclude: np.ndarray | None = None) -> float:
         """The share of one run's noise variance already in the surrogate's mean at x: the

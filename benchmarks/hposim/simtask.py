@@ -27,7 +27,9 @@ def settings_for(flags: list[str], seed: int, budget: int, workers: int, bank):
     return fit_to_bank(demo_settings(argv), bank.genre_counts)
 
 
-def _init(bank_path: str, surrogate_file: str | None, noise: bool) -> None:
+def _init(
+    bank_path: str, surrogate_file: str | None, noise: bool, noise_model: str = "pooled"
+) -> None:
     from pathlib import Path
 
     import optuna
@@ -43,7 +45,7 @@ def _init(bank_path: str, surrogate_file: str | None, noise: bool) -> None:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     bank = load_bank(Path(bank_path))
     space = fit_to_bank(demo_settings(bank_flags(bank.provenance)), bank.genre_counts).space
-    source = CurveSource(bank, space, noise=noise)
+    source = CurveSource(bank, space, noise=noise, noise_model=noise_model)
     source.surrogate = load_or_fit_surrogate(source, bank_path, surrogate_file)
     _STATE.update(bank=bank, source=source)
 
