@@ -128,6 +128,34 @@ def _real_line(real: str, simulated_on: str, label: str) -> str:
     )
 
 
+def noise_models() -> str:
+    """Per task: the default's real margin over random-asha beside the simulator's prediction
+    under each noise model (same budget, 2 workers)."""
+    import goals
+
+    from hposim.stats import median_ci
+
+    lines = []
+    for label, simulated, _, real in goals.BANKS:
+        s = _load(real)["summary"]
+        budget = str(s["budget_epochs"])
+        table = s["table"]["default"]["paired_test_f1_diff_vs_random_asha"]
+        diffs = [d for d in table if d is not None]
+        predicted = []
+        for model, name in (
+            ("pooled", simulated),
+            ("by-quality-and-seed", goals.CORRECTED[simulated]),
+        ):
+            if (RESULTS / f"{name}.json").exists():
+                run = _load(name)["strategies"]["default"][budget]
+                predicted.append(f"{_ci(run['paired_test_f1_diff_vs']['random-asha'])} ({model})")
+        lines.append(
+            f"- {label.capitalize()}, {budget} trial-epochs: real {_ci(median_ci(diffs))} "
+            f"({len(diffs)} seeds); simulated {', '.join(predicted)}.\n"
+        )
+    return "".join(lines)
+
+
 def readme_trial_speed() -> str:
     t = _load("trial_speed")
     return (
@@ -294,7 +322,7 @@ def readme_goals() -> str:
 
 SNIPPETS.update({
     "readme-baselines": readme_baselines, "baselines-tables": baselines_table,
-    "goals": goals_table, "readme-goals": readme_goals,
+    "goals": goals_table, "readme-goals": readme_goals, "noise-models": noise_models,
 })  # fmt: skip
 
 
