@@ -167,6 +167,19 @@ def noise_models() -> str:
             f"- {label.capitalize()}, {budget} trial-epochs: real {_ci(median_ci(diffs))} "
             f"({len(diffs)} seeds); simulated {', '.join(predicted)}.\n"
         )
+    for label, simulated, _, _ in goals.BANKS:
+        name = f"{goals.CORRECTED[simulated]}_workers8"
+        if (RESULTS / f"{name}.json").exists():
+            run = _load(name)
+            margins = [
+                run["strategies"]["default"][b]["paired_test_f1_diff_vs"]["random-asha"]
+                for b in _budgets(run)
+            ]
+            lines.append(
+                f"- {label.capitalize()}, 8 workers, by-quality-and-seed "
+                f"({', '.join(_budgets(run))} trial-epochs): "
+                f"{', '.join(_ci(m) for m in margins)} (`{name}.json`).\n"
+            )
     return "".join(lines)
 
 
