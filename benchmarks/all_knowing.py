@@ -42,6 +42,7 @@ from hposim.all_knowing import (
     rankings,
 )
 from hposim.bank import DEFAULT_PATH, load_bank
+from hposim.curves import DEFAULT_NOISE_MODEL, NOISE_MODELS
 from hposim.evaluation import baseline_and_oracle
 from hposim.measures import first_reach
 from hposim.stats import median_ci
@@ -309,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
         "--flags", default="", help='genretune search flags for the default and its first wave, '
         'given as --flags="--grace-period 1"',
     )  # fmt: skip
+    p.add_argument(
+        "--noise-model", choices=NOISE_MODELS, default=DEFAULT_NOISE_MODEL,
+        help="the simulator's noise model (simulate.py --noise-model)",
+    )  # fmt: skip
     p.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     p.add_argument("--json", type=Path, default=RESULTS / "all_knowing.json")
     args = p.parse_args(argv)
@@ -323,7 +328,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--bank {args.bank}: not found (record it with benchmarks/curve_bank.py)")
     began = time.monotonic()
     bank = load_bank(args.bank)
-    simulate._init(str(args.bank), None, True)
+    initargs = (str(args.bank), None, True, args.noise_model)
+    simulate._init(*initargs)
     baseline_test_f1, oracle_test_f1 = baseline_and_oracle(bank, simulate._STATE["source"])
     try:
         flags = shlex.split(args.flags)
@@ -341,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     ctx = multiprocessing.get_context("spawn")
-    initargs = (str(args.bank), None, True)
     outs = []
     with ctx.Pool(args.processes, initializer=simulate._init, initargs=initargs) as pool:
         for n, out in enumerate(pool.imap_unordered(seed_task, tasks, chunksize=2), 1):
@@ -356,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             "workers": workers,
             "budgets": budgets,
             "default_flags": args.flags,
+            "noise_model": args.noise_model,
             "ranking_epochs": [str(k) for k in RANKING_EPOCHS],
             "baseline_test_f1": baseline_test_f1,
             "oracle_test_f1": oracle_test_f1,

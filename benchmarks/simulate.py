@@ -54,7 +54,7 @@ import numpy as np
 from provenance import provenance
 
 from hposim.bank import DEFAULT_PATH, load_bank
-from hposim.curves import NOISE_MODELS
+from hposim.curves import DEFAULT_NOISE_MODEL, NOISE_MODELS
 from hposim.evaluation import bank_summary, trial_level_check, validation_against_real
 from hposim.report import markdown, plot_regret, print_tables
 from hposim.settings import bank_flags, demo_settings, fit_to_bank
@@ -239,9 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--noise-model",
         choices=NOISE_MODELS,
-        default="pooled",
-        help="pooled: any repeated run's noise for any trial; by-quality-and-seed: noise scaled "
-        "to the repeated configurations nearest in quality, one training seed's per search",
+        default=DEFAULT_NOISE_MODEL,
+        help="by-quality-and-seed (the default): noise scaled to the repeated configurations "
+        "nearest in quality, one training seed's per search; pooled: any repeated run's noise "
+        "for any trial (what result sets recording no noise model used)",
     )
     p.add_argument(
         "--validate", default="", help="search_efficiency.py JSON files: real curves to check"

@@ -28,7 +28,7 @@ def settings_for(flags: list[str], seed: int, budget: int, workers: int, bank):
 
 
 def _init(
-    bank_path: str, surrogate_file: str | None, noise: bool, noise_model: str = "pooled"
+    bank_path: str, surrogate_file: str | None, noise: bool, noise_model: str | None = None
 ) -> None:
     from pathlib import Path
 
@@ -39,13 +39,13 @@ def _init(
     # start a thread per core in every process (several times slower on two cores).
     torch.set_num_threads(1)
 
-    from hposim.curves import CurveSource
+    from hposim.curves import DEFAULT_NOISE_MODEL, CurveSource
     from hposim.fitting import load_or_fit_surrogate
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     bank = load_bank(Path(bank_path))
     space = fit_to_bank(demo_settings(bank_flags(bank.provenance)), bank.genre_counts).space
-    source = CurveSource(bank, space, noise=noise, noise_model=noise_model)
+    source = CurveSource(bank, space, noise=noise, noise_model=noise_model or DEFAULT_NOISE_MODEL)
     source.surrogate = load_or_fit_surrogate(source, bank_path, surrogate_file)
     _STATE.update(bank=bank, source=source)
 
