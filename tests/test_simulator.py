@@ -603,6 +603,12 @@ def test_all_knowing_search_runs_the_configurations_best_first_at_each_depth():
     ranked = rankings(source.configs)
     assert lr_of(ranked["best of epochs 1-1"]) == [early, middling, late]
     assert lr_of(ranked["best of epochs 1-all"]) == [late, early, middling]
+    # Ranked on other curves (the expected ones, for the bound without luck), their order:
+    # here each configuration given the curves of the one opposite it in the bank.
+    n = len(source.configs.knobs)
+    swapped = rankings(source.configs, source.configs.val[::-1])
+    for name, order in ranked.items():
+        assert swapped[name] == [n - 1 - i for i in order]
 
     algorithms = build_algorithms(settings, storage=None)
     order = ranked["best of epochs 1-all"]

@@ -11,7 +11,9 @@ cannot propose better than this while every worker is busy.
 `FirstWaveThenKnowing` is the bound for a search without prior knowledge: its first wave (one
 trial per worker, proposed before any result exists) is the default's own, and every later
 proposal is all-knowing, under the default's ASHA. What it misses of a third of the budget,
-no choice of later proposals can win back.
+no choice of later proposals can win back. Ranked on the expected curves (the simulator's
+noise-shrunk means) instead of the recorded ones, the same bound knows every configuration's
+quality but not the luck of the run it will replay: what the best model of the task could do.
 """
 
 from __future__ import annotations
@@ -28,15 +30,17 @@ RANKING_EPOCHS = (1, 2, 3, 4, 6, "all")
 FLAGS = ["--scheduler", "fifo"]  # genretune search flags of its replays (metric as the default)
 
 
-def tuned_val_curves(configs: Configs) -> np.ndarray:
-    """(configs, epochs) each configuration's mean validation F1 at the rule tuned on each
-    epoch's validation predictions."""
-    return np.stack([v[np.arange(v.shape[0]), tuned_rules(v)] for v in configs.val])
+def tuned_val_curves(val: np.ndarray) -> np.ndarray:
+    """(configs, epochs) each configuration's validation F1 at the rule tuned on each epoch's
+    validation predictions, from `val` (configs, epochs, rules)."""
+    return np.stack([v[np.arange(v.shape[0]), tuned_rules(v)] for v in val])
 
 
-def rankings(configs: Configs) -> dict[str, list[int]]:
-    """Ranking name -> configuration indices, best first."""
-    curves = tuned_val_curves(configs)
+def rankings(configs: Configs, val: np.ndarray | None = None) -> dict[str, list[int]]:
+    """Ranking name -> configuration indices, best first: on the recorded curves (the mean of
+    each configuration's runs), or on `val` (e.g. the simulator's noise-shrunk means: what a
+    search could know of each configuration's expected curve, without its run's luck)."""
+    curves = tuned_val_curves(configs.val if val is None else val)
     out = {}
     for k in RANKING_EPOCHS:
         depth = curves.shape[1] if k == "all" else min(int(k), curves.shape[1])
