@@ -666,11 +666,18 @@ def test_all_knowing_benchmark_bounds_the_default_on_the_committed_bank(tmp_path
         for by_measure in by_budget.values():
             # The pick's test F1: every search's median is a test F1 of the bank's range.
             picks = by_measure.pop("test F1 of the pick")
-            assert set(picks) == {"default", "all-knowing", "first wave, then all-knowing"}
+            bounds = ("all-knowing", "first wave, then all-knowing",
+                      "first wave, then knowing expected curves")  # fmt: skip
+            assert set(picks) == {"default", *bounds}
             assert all(0 < p["ci_low"] <= p["median"] <= p["ci_high"] < 1 for p in picks.values())
+            # Each bound's pick under each fixed ranking: never better than its per-seed best.
+            by_ranking = by_measure.pop("test F1 of the pick, by ranking")
+            assert set(by_ranking) == set(bounds)
+            for bound, singles in by_ranking.items():
+                assert max(v["median"] for v in singles.values()) <= picks[bound]["median"] + 1e-12
             for entry in by_measure.values():
                 assert entry["seeds"] == 3
-                for bound in ("all-knowing", "first wave, then all-knowing"):
+                for bound in bounds:
                     known = entry[bound]["median"]
                     # Each seed's best ranking is never later than any single ranking.
                     singles = [v for v in entry["rankings"][bound].values() if v is not None]
